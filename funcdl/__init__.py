@@ -1,0 +1,15 @@
+"""funcdl: pure-functional deep learning on JAX, compiled whole by XLA.
+
+    import funcdl as fd
+    model = fd.nn.Sequential([fd.nn.Flatten(), fd.nn.Dense(128), fd.nn.relu, fd.nn.Dense(10)])
+    history = fd.fit(model, (x, y), loss="cross_entropy", optimizer=fd.optim.adam(1e-3),
+                     epochs=10, batch_size=64, validation_data=(x_test, y_test))
+"""
+from funcdl import callbacks, checkpoint, data, errors, files, losses, models, nn, optim
+from funcdl.errors import FuncdlError
+from funcdl.files import load_model, save_model
+from funcdl.fit import History, evaluate, fit, predict
+
+__version__ = "0.1.0"
+__all__ = ["FuncdlError", "History", "callbacks", "checkpoint", "data", "errors", "evaluate", "files", "fit",
+           "load_model", "losses", "models", "nn", "optim", "predict", "save_model"]

@@ -1,0 +1,60 @@
+"""Resumable training checkpoints, written atomically.
+
+A checkpoint folder holds ``checkpoint.msgpack``: model variables, optimizer
+state, global step, epochs done (the data position: shuffles are derived from
+the seed and the epoch number, so the next epoch's order is reproducible), the
+seed, and the history so far. It is written to a temporary file and renamed,
+so a run killed at any moment leaves either the old or the new checkpoint.
+"""
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import serialization
+
+from funcdl.errors import FileFormatError
+from funcdl.files import atomic_path
+
+FILENAME = "checkpoint.msgpack"
+
+
+def save(directory, run):
+    """Write ``run`` (a ``funcdl.fit.History``) as the checkpoint in ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "variables": jax.device_get(run.variables),
+        "opt_state": serialization.to_state_dict(jax.device_get(run.opt_state)),
+        "step": run.step, "epochs_done": run.epochs_done, "seed": run.seed,
+        "history": json.dumps({"history": run.history, "epoch_seconds": run.epoch_seconds}),
+    }
+    with atomic_path(directory / FILENAME) as tmp:
+        tmp.write_bytes(serialization.msgpack_serialize(payload))
+
+
+def exists(directory):
+    """Whether ``directory`` holds a checkpoint."""
+    return (Path(directory) / FILENAME).is_file()
+
+
+def restore(directory, run):
+    """Load the checkpoint in ``directory`` into ``run`` (whose structure it must match)."""
+    path = Path(directory) / FILENAME
+    if not path.is_file():
+        raise FileFormatError(f"no checkpoint to resume in {directory}: {FILENAME} is missing")
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+        variables = serialization.from_state_dict(run.variables, payload["variables"])
+        opt_state = serialization.from_state_dict(run.opt_state, payload["opt_state"])
+        logged = json.loads(payload["history"])
+    except Exception as err:
+        raise FileFormatError(f"checkpoint {path} is unreadable or was written for another model or "
+                              f"optimizer: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    if int(payload["seed"]) != run.seed:
+        raise FileFormatError(f"checkpoint {path} was written with seed {payload['seed']}, not {run.seed}; "
+                              "resume with the same seed")
+    run.variables = jax.tree.map(np.asarray, variables)
+    run.opt_state = opt_state
+    run.step, run.epochs_done = int(payload["step"]), int(payload["epochs_done"])
+    run.history, run.epoch_seconds = logged["history"], logged["epoch_seconds"]

@@ -1,0 +1,148 @@
+"""``funcdl train``: train a zoo model, print a summary table (or one JSON line), save the result."""
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+from funcdl import callbacks, checkpoint, data, files, losses, models, nn, optim
+from funcdl.errors import ConfigError, NonFiniteError
+from funcdl.fit import evaluate, fit
+
+
+def add_train_arguments(parser):
+    """Options of ``funcdl train``."""
+    parser.add_argument("--model", default="mlp", help=f"zoo model: {', '.join(models.MODELS)} (default mlp)")
+    parser.add_argument("--dataset", default="auto",
+                        help="mnist, digits, tfds:NAME, or auto (mnist when found, else digits; default)")
+    parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default $FUNCDL_DATA_DIR)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--optimizer", default="adam", help=f"one of {', '.join(optim.NAMES)} (default adam)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    parser.add_argument("--flavor", default="torch", help="optimizer update rule: torch or keras (default torch)")
+    parser.add_argument("--loss", default="cross_entropy", help="loss name (default cross_entropy)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validation-split", type=float, default=0.0,
+                        help="fraction of training data held out for validation (default 0: validate on test)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N train and test examples")
+    parser.add_argument("--eager", action="store_true", help="run the same step op by op (jax.disable_jit)")
+    parser.add_argument("--skip-nonfinite", action="store_true", help="skip batches with non-finite loss")
+    parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                        help="stop when val_loss has not improved for PATIENCE epochs")
+    parser.add_argument("--resume", default=None, metavar="DIR",
+                        help="checkpoint folder: resume the run saved there, and checkpoint into it")
+    parser.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                        help="with --resume, write a checkpoint every N epochs (default 1)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="save model.funcdl and history.json here")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON line last")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _load_data(args):
+    name = args.dataset
+    if name == "auto":
+        try:
+            return data.load("mnist", args.data_dir, validation_split=args.validation_split, seed=args.seed,
+                             limit=args.limit)
+        except data.DataError as err:
+            print(f"note: {err}; using the embedded digits instead", file=sys.stderr)
+            name = "digits"
+    return data.load(name, args.data_dir, validation_split=args.validation_split, seed=args.seed,
+                     limit=args.limit, one_hot=losses.label_kind(args.loss) == "one_hot")
+
+
+def _check_args(args):
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be a positive integer, got {value}")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} exists and is not a folder; give a folder path")
+    losses.get(args.loss)
+    models.get(args.model)
+
+
+def run_train(args):
+    """Train, evaluate on the test set, report, save; returns the exit code."""
+    _check_args(args)
+    optimizer = optim.get(args.optimizer, args.lr, flavor=args.flavor)
+    datasets = _load_data(args)
+    model = models.get(args.model, datasets.num_classes)
+    validation = datasets.validation or datasets.test
+    cbs = []
+    if args.early_stopping:
+        cbs.append(callbacks.EarlyStopping("val_loss", patience=args.early_stopping))
+    if args.resume:
+        cbs.append(callbacks.ModelCheckpoint(args.resume, every=args.checkpoint_every))
+    resume = args.resume if args.resume and checkpoint.exists(args.resume) else None
+    try:
+        history = fit(model, datasets.train, loss=args.loss, optimizer=optimizer, epochs=args.epochs,
+                      batch_size=args.batch_size, validation_data=validation, seed=args.seed, callbacks=cbs,
+                      eager=args.eager, skip_nonfinite=args.skip_nonfinite, verbose=not args.quiet,
+                      resume=resume)
+    except NonFiniteError as err:
+        if args.out and err.variables is not None:
+            _save(args.out, model, err.variables, datasets, None)
+            print(f"note: the last good parameters were saved to {args.out}", file=sys.stderr)
+        raise
+    with jax.disable_jit() if args.eager else _null():
+        test = evaluate(model, history.variables, datasets.test, loss=args.loss)
+    result = _result(args, datasets, model, history, test)
+    if args.out:
+        _save(args.out, model, history.variables, datasets, result)
+    _report(result, args.json)
+    return 0
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _result(args, datasets, model, history, test):
+    trained = len(history.epoch_seconds)
+    seconds = sum(history.epoch_seconds)
+    return {
+        "model": args.model, "dataset": datasets.name, "source": datasets.source, "optimizer": args.optimizer,
+        "flavor": args.flavor, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
+        "eager": args.eager, "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
+        "params": nn.count_params(history.variables["params"]),
+        "test_accuracy": test["accuracy"], "test_loss": test["loss"], "epochs": history.epochs_done,
+        "epoch_seconds": history.epoch_seconds, "compile_seconds": history.compile_seconds,
+        "samples_per_second": len(datasets.train) * trained / seconds if seconds else None,
+        "final_train_loss": history.history["loss"][-1] if history.history.get("loss") else None,
+        "compiles_after_first_epoch": history.compiles_after_first_epoch,
+        "skipped_steps": history.skipped_steps, "history": history.history,
+    }
+
+
+def _save(out, model, variables, datasets, result):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files.save_model(out / "model.funcdl", model, variables, input_shape=datasets.input_shape,
+                     metadata={"dataset": datasets.name, "mean": datasets.mean, "std": datasets.std,
+                               "num_classes": datasets.num_classes})
+    if result is not None:
+        with files.atomic_path(out / "history.json") as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+
+
+def _report(result, as_json):
+    rows = [("model", result["model"]), ("dataset", f"{result['dataset']} ({result['source']})"),
+            ("optimizer", f"{result['optimizer']} lr={result['lr']} flavor={result['flavor']}"),
+            ("params", f"{result['params']:,}"), ("epochs", result["epochs"]),
+            ("compile", f"{result['compile_seconds']:.2f} s"),
+            ("epoch time (median)", f"{sorted(result['epoch_seconds'])[len(result['epoch_seconds']) // 2]:.3f} s"
+             if result["epoch_seconds"] else "-"),
+            ("samples/s", f"{result['samples_per_second']:,.0f}" if result["samples_per_second"] else "-"),
+            ("final train loss", f"{result['final_train_loss']:.4f}" if result["final_train_loss"] else "-"),
+            ("test loss", f"{result['test_loss']:.4f}"), ("test accuracy", f"{100 * result['test_accuracy']:.2f} %")]
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    if as_json:
+        print(json.dumps({k: v for k, v in result.items()}))

@@ -1,0 +1,486 @@
+"""Datasets as plain numpy arrays: MNIST (IDX files or TFDS), scikit-learn digits, any TFDS image set.
+
+Everything returned is a frozen dataclass of numpy arrays: images are float32 NHWC
+scaled to [0, 1] (optionally standardised with the training mean/std), labels are
+int32 class indices (or one-hot float32). Heavy libraries (scikit-learn,
+tensorflow_datasets and with it tensorflow) are imported only inside the
+functions that need them, so ``import funcdl.data`` stays light.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from funcdl.errors import ConfigError, DataError, choices_message
+
+DATASETS = ("mnist", "digits")  # plus any "tfds:NAME"
+
+# IDX type codes -> big-endian numpy dtypes (http://yann.lecun.com/exdb/mnist/).
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+_MNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+_TFDS_PREFIX = "tfds:"
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: == on arrays is elementwise, not a bool
+class ArrayDataset:
+    """Examples and labels held in memory.
+
+    Attributes:
+      x: float32 images (N, H, W, C) or features (N, ...).
+      y: int32 labels (N,) or one-hot float32 (N, K).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self):
+        if len(self.x) != len(self.y):
+            raise DataError(f"dataset has {len(self.x)} examples but {len(self.y)} labels")
+
+    def __len__(self):
+        return len(self.x)
+
+
+@dataclass(frozen=True, eq=False)
+class Datasets:
+    """The splits of one dataset and how they were prepared.
+
+    Attributes:
+      train, test: the training and test sets.
+      validation: a set carved off train, or None.
+      num_classes: number of classes K.
+      input_shape: shape of one example, (H, W, C) for images.
+      name: the dataset name as given to ``load``.
+      source: where the data came from (a folder, "tfds:NAME", ...).
+      mean, std: the normalisation applied, x = (x01 - mean) / std (0, 1 if none).
+    """
+
+    train: ArrayDataset
+    test: ArrayDataset
+    validation: ArrayDataset | None
+    num_classes: int
+    input_shape: tuple
+    name: str
+    source: str
+    mean: float
+    std: float
+
+
+# --------------------------------------------------------------------------- IDX
+
+
+def read_idx(path) -> np.ndarray:
+    """Read one IDX file (gzip-compressed or raw).
+
+    Args:
+      path: file path; gzip is detected from the content, not the suffix.
+
+    Returns:
+      The array with the header's dims and a native-endian dtype
+      (uint8 for MNIST images (N, 28, 28) and labels (N,)).
+
+    Raises:
+      DataError: naming the file, if it is missing, unreadable, or its header
+        (magic, type code, dims) disagrees with its payload.
+    """
+    path = pathlib.Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise DataError(f"{path}: not an IDX file: only {len(data)} bytes, no 4-byte magic number")
+    if data[0] != 0 or data[1] != 0:
+        magic = int.from_bytes(data[:4], "big")
+        raise DataError(f"{path}: not an IDX file: bad magic number {magic} (0x{magic:08x}); "
+                        "expected 0x0000TTNN (e.g. 2051 for images, 2049 for labels)")
+    code, ndim = data[2], data[3]
+    if code not in _IDX_DTYPES:
+        known = ", ".join(f"0x{c:02x}" for c in _IDX_DTYPES)
+        raise DataError(f"{path}: unknown IDX data type code 0x{code:02x}; expected one of {known}")
+    if ndim == 0:
+        raise DataError(f"{path}: IDX header declares 0 dimensions")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated IDX header: {ndim} dims need {header} bytes, file has {len(data)}")
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = _IDX_DTYPES[code]
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    actual = len(data) - header
+    if actual != expected:
+        what = "truncated" if actual < expected else "has extra bytes"
+        raise DataError(f"{path}: payload {what}: header dims {dims} of {dtype.name} need "
+                        f"{expected} bytes after the header, found {actual}")
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    return array.astype(dtype.newbyteorder("="), copy=True)  # native order, writable
+
+
+def _read_bytes(path: pathlib.Path) -> bytes:
+    """Whole file contents, gunzipped when the file starts with the gzip magic."""
+    try:
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: cannot read: {e}") from None
+
+
+def _find_idx(folder: pathlib.Path, stem: str) -> pathlib.Path | None:
+    """The file for ``stem`` in ``folder``: gz or raw, '-idx' or '.idx' spelling."""
+    for base in (stem, stem.replace("-idx", ".idx")):
+        for name in (base + ".gz", base):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _missing_mnist_files(folder: pathlib.Path) -> list[str]:
+    return [stem + ".gz" for stem in _MNIST_FILES.values() if _find_idx(folder, stem) is None]
+
+
+def load_mnist_idx(folder):
+    """Read the four MNIST IDX files from ``folder``.
+
+    Args:
+      folder: directory holding train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz),
+        t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz).
+
+    Returns:
+      (x_train, y_train, x_test, y_test): uint8 arrays (N, 28, 28), (N,), (M, 28, 28), (M,).
+
+    Raises:
+      DataError: if a file is missing or malformed, or images and labels disagree.
+    """
+    folder = pathlib.Path(folder)
+    missing = _missing_mnist_files(folder)
+    if missing:
+        raise DataError(f"MNIST files missing in {folder}: {', '.join(missing)}")
+    arrays = {key: read_idx(_find_idx(folder, stem)) for key, stem in _MNIST_FILES.items()}
+    for split in ("train", "test"):
+        x, y = arrays["x_" + split], arrays["y_" + split]
+        if x.ndim != 3 or y.ndim != 1:
+            raise DataError(f"MNIST {split} files in {folder}: expected images (N, H, W) and labels (N,), "
+                            f"got shapes {x.shape} and {y.shape}")
+        if len(x) != len(y):
+            raise DataError(f"MNIST {split} files in {folder}: {len(x)} images but {len(y)} labels")
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise DataError(f"MNIST files in {folder}: train images {arrays['x_train'].shape[1:]} "
+                        f"and test images {arrays['x_test'].shape[1:]} differ in size")
+    return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
+
+
+# ------------------------------------------------------------------------ labels
+
+
+def check_labels(y, num_classes):
+    """Check that labels are class indices in [0, K) or one-hot rows of width K.
+
+    Args:
+      y: int labels (N,) or one-hot / probability rows (N, K).
+      num_classes: K.
+
+    Returns:
+      ``y`` unchanged.
+
+    Raises:
+      DataError: saying what is wrong, with min/max for out-of-range indices.
+    """
+    y = np.asarray(y)
+    if y.ndim == 2:
+        if y.shape[1] != num_classes:
+            raise DataError(f"one-hot labels have {y.shape[1]} columns; expected {num_classes} classes")
+        if y.size and (not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1
+                       or not np.allclose(y.sum(axis=1), 1.0, atol=1e-3)):
+            raise DataError("one-hot labels must be rows of values in [0, 1] that sum to 1")
+        return y
+    if y.ndim != 1:
+        raise DataError(f"labels must have shape (N,) or (N, {num_classes}); got {y.shape}")
+    if y.size == 0:
+        return y
+    if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+        raise DataError(f"labels must be integers in [0, {num_classes}); got dtype {y.dtype} with non-integer values")
+    lo, hi = y.min(), y.max()
+    if lo < 0 or hi >= num_classes:
+        raise DataError(f"labels must be integers in [0, {num_classes}); found min={lo:g}, max={hi:g}")
+    return y
+
+
+def one_hot(labels, num_classes):
+    """Encode class indices as one-hot rows.
+
+    Args:
+      labels: int labels (N,) in [0, K).
+      num_classes: K.
+
+    Returns:
+      float32 (N, K).
+
+    Raises:
+      DataError: if a label is out of range or labels are not 1-D integers.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise DataError(f"one_hot needs labels of shape (N,); got {labels.shape}")
+    check_labels(labels, num_classes)
+    return np.eye(num_classes, dtype=np.float32)[labels.astype(np.int64)]
+
+
+# ------------------------------------------------------------------------ splits
+
+
+def train_validation_split(dataset: ArrayDataset, fraction, seed):
+    """Split off a random ``fraction`` of a dataset as validation set.
+
+    Deterministic for a given seed; both parts keep the original example order.
+
+    Args:
+      dataset: the set to split, N examples.
+      fraction: share of examples for validation, 0 < fraction < 1.
+      seed: int seed of the permutation.
+
+    Returns:
+      (train, validation): ArrayDatasets of N - round(fraction * N) and round(fraction * N) examples.
+
+    Raises:
+      ConfigError: if fraction is not in (0, 1).
+      DataError: if either part would be empty.
+    """
+    if not 0.0 < float(fraction) < 1.0:
+        raise ConfigError(f"validation fraction must be in (0, 1); got {fraction}")
+    n = len(dataset)
+    n_val = int(round(float(fraction) * n))
+    if n_val == 0 or n_val == n:
+        raise DataError(f"validation fraction {fraction} of {n} examples leaves an empty split")
+    perm = np.random.default_rng(seed).permutation(n)
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return (ArrayDataset(dataset.x[train_idx], dataset.y[train_idx]),
+            ArrayDataset(dataset.x[val_idx], dataset.y[val_idx]))
+
+
+# --------------------------------------------------------------------- locations
+
+
+def resolve_data_dir(data_dir=None):
+    """The data folder: the argument, else $FUNCDL_DATA_DIR, else None.
+
+    Args:
+      data_dir: str / Path or None.
+
+    Returns:
+      pathlib.Path (user-expanded) or None.
+    """
+    value = data_dir if data_dir not in (None, "") else os.environ.get("FUNCDL_DATA_DIR") or None
+    return pathlib.Path(value).expanduser() if value is not None else None
+
+
+def _tfds_default_dir() -> pathlib.Path:
+    """TFDS's default data dir, read from the environment now (tfds caches it at import)."""
+    return pathlib.Path(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser()
+
+
+# ------------------------------------------------------------------------- load
+
+
+def load(name, data_dir=None, *, validation_split=0.0, seed=0, normalize=True, one_hot=False, limit=None):
+    """Load a dataset as float32 NHWC images in [0, 1] (optionally standardised) and int labels.
+
+    Args:
+      name: "mnist", "digits" or "tfds:NAME" (any TFDS image-classification dataset).
+      data_dir: folder containing ``mnist/`` (or a TFDS data dir); default $FUNCDL_DATA_DIR.
+      validation_split: share of train held out as validation, in [0, 1); 0 means none.
+      seed: seed of the validation split.
+      normalize: standardise with the training set's scalar mean and std.
+      one_hot: return labels as float32 (N, K) instead of int32 (N,).
+      limit: keep only the first ``limit`` training and test examples.
+
+    Returns:
+      Datasets with train/test (and validation) ArrayDatasets, x (N, H, W, C).
+
+    Raises:
+      ConfigError: unknown name or bad settings.
+      DataError: data missing or malformed (the message says where it looked).
+    """
+    key = str(name).strip()
+    if not (0.0 <= float(validation_split) < 1.0):
+        raise ConfigError(f"validation_split must be in [0, 1); got {validation_split}")
+    if limit is not None and (int(limit) != limit or limit < 1):
+        raise ConfigError(f"limit must be a positive integer or None; got {limit!r}")
+    folder = resolve_data_dir(data_dir)
+    if key.lower() == "mnist":
+        raw = _load_mnist(folder, limit)
+    elif key.lower() == "digits":
+        raw = _load_digits(limit)
+    elif key.startswith(_TFDS_PREFIX) and len(key) > len(_TFDS_PREFIX):
+        raw = _load_tfds(key[len(_TFDS_PREFIX):], folder, limit)
+    else:
+        raise ConfigError(choices_message("dataset", name, [*DATASETS, "tfds:NAME"]))
+    return _finish(key, raw, validation_split, seed, normalize, one_hot)
+
+
+def _finish(name, raw, validation_split, seed, normalize, use_one_hot):
+    """Split, normalise and encode the raw (x in [0,1], int labels) arrays into Datasets."""
+    train, test, num_classes, source = raw
+    for part in (train, test):
+        check_labels(part.y, num_classes)
+    validation = None
+    if validation_split > 0:
+        train, validation = train_validation_split(train, validation_split, seed)
+    mean, std = _mean_std(train.x) if normalize else (0.0, 1.0)
+    if std == 0.0:  # constant images: dividing would give NaN; keep the scale
+        std = 1.0
+
+    def prepare(part):
+        if part is None:
+            return None
+        x = part.x if not normalize else (part.x - np.float32(mean)) / np.float32(std)  # stays float32
+        y = one_hot(part.y, num_classes) if use_one_hot else part.y.astype(np.int32)
+        return ArrayDataset(x, y)
+
+    return Datasets(train=prepare(train), test=prepare(test), validation=prepare(validation),
+                    num_classes=int(num_classes), input_shape=tuple(int(d) for d in train.x.shape[1:]),
+                    name=name, source=source, mean=float(mean), std=float(std))
+
+
+def _mean_std(x, chunk=8192):
+    """Scalar mean and std of ``x`` in float64, by chunks so no float64 copy of x is made."""
+    n = x.size
+    total = sum(np.sum(x[i:i + chunk], dtype=np.float64) for i in range(0, len(x), chunk))
+    mean = total / n
+    sq = sum(np.sum(np.square(x[i:i + chunk].astype(np.float64) - mean)) for i in range(0, len(x), chunk))
+    return float(mean), float(np.sqrt(sq / n))
+
+
+def _images01(x, scale):
+    """uint8/int images (N, H, W) or (N, H, W, C) -> float32 NHWC in [0, 1]."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    return (x.astype(np.float32) / np.float32(scale))
+
+
+def _limited(x, y, limit):
+    return ArrayDataset(x[:limit], y[:limit]) if limit else ArrayDataset(x, y)
+
+
+def _load_mnist(folder, limit):
+    """MNIST from IDX files in <folder>/mnist or <folder>, else from TFDS, else DataError."""
+    looked = []
+    notes = []
+    if folder is not None:
+        looked = [str(folder / "mnist"), str(folder)]
+        if not folder.is_dir():
+            notes.append(f"{folder} does not exist")
+        for candidate in (folder / "mnist", folder) if folder.is_dir() else ():
+            if not candidate.is_dir():
+                continue
+            missing = _missing_mnist_files(candidate)
+            if not missing:
+                x_tr, y_tr, x_te, y_te = load_mnist_idx(candidate)
+                return (_limited(_images01(x_tr, 255), y_tr, limit), _limited(_images01(x_te, 255), y_te, limit),
+                        10, f"{candidate} (IDX files)")
+            if len(missing) < len(_MNIST_FILES):
+                notes.append(f"{candidate} lacks {', '.join(missing)}")
+    tfds_dirs = [_tfds_default_dir()]
+    if folder is not None and folder.is_dir() and folder not in tfds_dirs:
+        tfds_dirs.append(folder)
+    for tfds_dir in tfds_dirs:
+        # Only ask TFDS where it could have prepared MNIST: spares importing tensorflow for nothing.
+        if (tfds_dir / "mnist").is_dir():
+            try:
+                return _load_tfds("mnist", tfds_dir, limit, download=False)
+            except DataError as e:
+                notes.append(str(e))
+    dirs = "the TFDS data dir" + ("s " if len(tfds_dirs) > 1 else " ") + " and ".join(map(str, tfds_dirs))
+    where = ", ".join(looked) + (" and " if looked else "") + dirs
+    given = "" if folder is not None else " (no data dir given)"
+    detail = f" ({'; '.join(notes)})" if notes else ""
+    raise DataError(f"MNIST not found{given}: looked in {where}{detail}; put the four IDX files "
+                    f"({', '.join(s + '.gz' for s in _MNIST_FILES.values())}) in DIR/mnist and pass "
+                    "--data-dir DIR or set FUNCDL_DATA_DIR, or use --dataset digits which needs no download")
+
+
+def _load_digits(limit):
+    """scikit-learn's 8x8 digits, split 80/20 stratified with random_state=0."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = bunch.images.reshape(-1, 8, 8, 1)
+    y = bunch.target.astype(np.int32)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
+    return (_limited(_images01(x_tr, 16), y_tr, limit), _limited(_images01(x_te, 16), y_te, limit),
+            10, "scikit-learn digits")
+
+
+def _load_tfds(name, tfds_dir, limit, download=True):
+    """A TFDS image-classification dataset (features image, label; splits train, test).
+
+    Args:
+      name: TFDS dataset name (optionally "name/config:version").
+      tfds_dir: TFDS data dir, or None for TFDS's default.
+      limit: keep the first ``limit`` examples of each split.
+      download: let TFDS download and prepare it if it is not prepared yet.
+
+    Returns:
+      (train, test, num_classes, source) with images float32 NHWC in [0, 1].
+
+    Raises:
+      DataError: with TFDS's reason when it cannot provide the data.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise DataError(f"tfds:{name} needs tensorflow-datasets ({e}); pip install tensorflow-datasets") from None
+    where = str(tfds_dir) if tfds_dir is not None else str(_tfds_default_dir())
+    try:
+        builder = tfds.builder(name, data_dir=where)
+        if download and not builder.is_prepared():
+            builder.download_and_prepare()
+        features = builder.info.features
+        if "image" not in features or "label" not in features:
+            raise DataError(f"tfds:{name} is not an image-classification dataset: "
+                            f"features are {', '.join(features.keys())}; need image and label")
+        num_classes = int(features["label"].num_classes)
+        splits = [_tfds_split(tfds, builder, split, limit) for split in ("train", "test")]
+    except DataError:
+        raise
+    except Exception as e:  # TFDS raises many types (AssertionError, NotFound, network errors)
+        # DatasetNotFoundError appends the whole catalogue; keep the first part.
+        reason = " ".join(str(e).split()).split(" Available datasets:")[0][:300] or type(e).__name__
+        raise DataError(f"tfds:{name} unavailable in TFDS data dir {where}: {type(e).__name__}: {reason}") from None
+    return splits[0], splits[1], num_classes, f"tfds:{name} ({where})"
+
+
+def _tfds_split(tfds, builder, split, limit):
+    """One TFDS split as an ArrayDataset, read in batches (batch_size=-1 breaks on unknown sizes)."""
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    if limit:
+        ds = ds.take(limit)
+    images, labels = [], []
+    for batch in tfds.as_numpy(ds.batch(4096)):
+        images.append(batch["image"])
+        labels.append(batch["label"])
+    if not images:
+        raise DataError(f"TFDS split {split!r} of {builder.name} is empty")
+    x = np.concatenate(images)
+    if x.ndim != 4:
+        raise DataError(f"TFDS {builder.name} images have shape {x.shape[1:]}; expected (H, W, C)")
+    scale = 255.0 if x.dtype == np.uint8 else 1.0  # float images are taken as already in [0, 1]
+    return ArrayDataset(_images01(x, scale), np.concatenate(labels).astype(np.int32))

@@ -1,0 +1,129 @@
+"""funcdl's model file: architecture + variables in one safetensors file, written atomically.
+
+Tensors are stored under their pytree path joined by '/', e.g.
+``params/layers_1/kernel``; the metadata holds ``funcdl.architecture`` (the
+JSON of ``nn.to_config``), ``funcdl.input_shape`` and ``funcdl.format``.
+No pickle is involved, so loading a file never runs code.
+"""
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from flax import traverse_util
+
+from funcdl import nn
+from funcdl.errors import ConfigError, FileFormatError
+
+FORMAT = "1"
+SUFFIX = ".funcdl"
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise FileFormatError(f"cannot write {path}: folder {directory} does not exist; create it first")
+    if not os.access(directory, os.W_OK):
+        raise FileFormatError(f"cannot write {path}: folder {directory} is not writable; choose another output")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def flatten_variables(variables):
+    """{'params/layers_1/kernel': np.ndarray, ...} from a nested variables dict."""
+    flat = traverse_util.flatten_dict(dict(variables), sep="/")
+    return {key: np.ascontiguousarray(np.asarray(value)) for key, value in flat.items()}
+
+
+def unflatten_variables(flat):
+    """Nested variables dict from ``flatten_variables`` output."""
+    return traverse_util.unflatten_dict(dict(flat), sep="/")
+
+
+def save_model(path, model, variables, input_shape=None, metadata=None):
+    """Write ``model`` and ``variables`` to ``path`` (safetensors), atomically.
+
+    Args:
+      path: output file (conventionally ``*.funcdl`` or ``*.safetensors``).
+      model: a funcdl layer (usually Sequential); must be serialisable.
+      variables: the model's variables dict (``{'params': ..., 'batch_stats': ...}``).
+      input_shape: one example's shape without the batch axis, recorded for inspect/convert.
+      metadata: extra str -> str entries.
+    """
+    from safetensors.numpy import save_file
+    header = {"funcdl.format": FORMAT, "funcdl.architecture": json.dumps(nn.to_config(model))}
+    if input_shape is not None:
+        header["funcdl.input_shape"] = json.dumps(list(input_shape))
+    header.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    with atomic_path(path) as tmp:
+        save_file(flatten_variables(variables), str(tmp), metadata=header)
+
+
+def read_header(path):
+    """The metadata dict of a safetensors file, with clear errors for unreadable files."""
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"{path} does not exist or is not a file")
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return handle.metadata() or {}, list(handle.keys())
+    except Exception as err:  # safetensors raises its own SafetensorError / OSError for bad headers
+        raise FileFormatError(f"{path} is not a valid safetensors file: {str(err).splitlines()[0]}") from None
+
+
+def load_model(path):
+    """Read a funcdl model file.
+
+    Returns:
+      ``(model, variables, input_shape)``; ``input_shape`` is None when not recorded.
+    """
+    from safetensors.numpy import load_file
+    metadata, _ = read_header(path)
+    if "funcdl.architecture" not in metadata:
+        raise FileFormatError(f"{path} holds weights but no funcdl architecture; "
+                              "convert it with --arch or load it with interop")
+    try:
+        model = nn.from_config(json.loads(metadata["funcdl.architecture"]))
+        input_shape = json.loads(metadata["funcdl.input_shape"]) if "funcdl.input_shape" in metadata else None
+    except (json.JSONDecodeError, ConfigError, TypeError) as err:
+        raise FileFormatError(f"{path} has an invalid architecture: {err}") from None
+    try:
+        flat = load_file(str(path))
+    except Exception as err:
+        raise FileFormatError(f"{path} is not a valid safetensors file: {str(err).splitlines()[0]}") from None
+    variables = unflatten_variables(flat)
+    if input_shape is not None:
+        check_variables(model, variables, input_shape, path)
+        input_shape = tuple(input_shape)
+    return model, variables, input_shape
+
+
+def check_variables(model, variables, input_shape, source="variables"):
+    """Raise FileFormatError unless ``variables`` has exactly the names and shapes ``model`` makes."""
+    expected = flatten_variables_shapes(nn._summary.init_shapes(model, input_shape))
+    actual = {k: tuple(v.shape) for k, v in flatten_variables(variables).items()}
+    missing, extra = sorted(set(expected) - set(actual)), sorted(set(actual) - set(expected))
+    if missing or extra:
+        raise FileFormatError(f"{source}: tensors do not match the architecture "
+                              f"(missing: {missing[:3]}, unexpected: {extra[:3]})")
+    for key, shape in expected.items():
+        if actual[key] != shape:
+            raise FileFormatError(f"{source}: tensor {key} has shape {actual[key]}, the architecture needs {shape}")
+
+
+def flatten_variables_shapes(tree):
+    """{'params/layers_1/kernel': shape} for a pytree of arrays or ShapeDtypeStructs."""
+    return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(dict(tree), sep="/").items()}

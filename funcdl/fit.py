@@ -1,0 +1,242 @@
+"""``fit``, ``evaluate`` and ``predict``: the Keras-style API over funcdl's compiled epochs."""
+import contextlib
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from funcdl import losses as losses_lib
+from funcdl import optim as optim_lib
+from funcdl.errors import NonFiniteError
+from funcdl.train import TrainState, make_eval, make_train_epoch, make_train_step
+from funcdl.train_checks import as_arrays, check_batch_size, check_data, check_model_fits
+
+
+@dataclass
+class History:
+    """What ``fit`` returns: per-epoch logs plus the trained variables and optimizer state.
+
+    Attributes:
+      history: ``{'loss': [...], 'accuracy': [...], 'val_loss': [...], 'val_accuracy': [...]}``.
+      epoch_seconds: wall time of each training epoch (validation excluded).
+      compile_seconds: time to trace and compile the epoch program.
+      compiles_after_first_epoch: XLA compilations seen after epoch 1 (0 in steady state).
+      variables, opt_state, step: the final training state.
+    """
+    history: dict = field(default_factory=dict)
+    epoch_seconds: list = field(default_factory=list)
+    compile_seconds: float = 0.0
+    compiles_after_first_epoch: int = 0
+    skipped_steps: int = 0
+    stopped_epoch: Any = None
+    epochs_done: int = 0
+    variables: Any = None
+    opt_state: Any = None
+    step: int = 0
+    seed: int = 0
+
+    def log(self, logs):
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+
+class CompileCounter:
+    """Counts XLA backend compilations while active (a jax.monitoring listener)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self)
+
+
+def _resolve(loss, optimizer):
+    loss_fn = losses_lib.get(loss)
+    if isinstance(optimizer, str):
+        optimizer = optim_lib.get(optimizer, 1e-3)
+    return loss_fn, losses_lib.label_kind(loss), optimizer
+
+
+def _compile(fn, eager, *args):
+    """(callable, seconds): an AOT-compiled ``fn`` for these argument shapes, or ``fn`` itself when eager."""
+    if eager:
+        return fn, 0.0
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def _epoch_logs(metrics, prefix=""):
+    count = np.asarray(metrics.count)
+    ok = np.asarray(metrics.finite)
+    total = max(float(count[ok].sum()), 1.0)
+    logs = {prefix + "loss": float((np.asarray(metrics.loss)[ok] * count[ok]).sum() / total)}
+    logs[prefix + "accuracy"] = float(np.asarray(metrics.correct)[ok].sum() / total)
+    return logs
+
+
+def _init(model, key, x):
+    try:
+        return model.init(key, jnp.asarray(x[:1]))
+    except Exception as err:
+        if isinstance(err, (NonFiniteError,)) or type(err).__module__.startswith("funcdl"):
+            raise
+        from funcdl.errors import ShapeError
+        raise ShapeError(f"input of shape {tuple(x.shape[1:])} (per example) does not fit the model: "
+                         f"{str(err).splitlines()[0]}") from None
+
+
+def _evaluator(model, loss_fn, label_kind, data, batch_size, eager, variables, what):
+    """``variables -> {'loss', 'accuracy', 'predicted'}`` over ``data``, compiled once."""
+    x, y = check_data(*as_arrays(data, what), label_kind, what)
+    xd, yd = jnp.asarray(x), jnp.asarray(y)
+    fn, _ = _compile(make_eval(model, loss_fn, min(batch_size, len(x))), eager, variables, xd, yd)
+
+    def evaluate(variables):
+        with jax.disable_jit() if eager else contextlib.nullcontext():
+            loss_sum, correct, predicted = fn(variables, xd, yd)
+        return {"loss": float(loss_sum) / len(x), "accuracy": float(correct) / len(x),
+                "predicted": np.asarray(predicted), "labels": y}
+    return evaluate
+
+
+def _raise_if_nonfinite(metrics, run, epoch, step_before, skip):
+    finite = np.asarray(metrics.finite)
+    if finite.all():
+        return
+    if skip:
+        run.skipped_steps += int((~finite).sum())
+        return
+    batch = int(np.argmin(finite))
+    step = step_before + batch
+    raise NonFiniteError(
+        f"non-finite loss or gradient at step {step} (epoch {epoch + 1}, batch {batch + 1}); training stopped "
+        "and the last good parameters were kept; lower the learning rate or skip such batches "
+        "(skip_nonfinite=True / --skip-nonfinite)", step=step, variables=run.variables, opt_state=run.opt_state)
+
+
+def fit(model, train_data, *, loss="cross_entropy", optimizer="adam", epochs=1, batch_size=32,
+        validation_data=None, seed=0, variables=None, callbacks=(), eager=False, shuffle=True,
+        skip_nonfinite=False, verbose=True, eval_batch_size=1024, resume=None):
+    """Train ``model`` on ``train_data``; each epoch is one compiled XLA program.
+
+    Args:
+      model: a funcdl layer (e.g. ``fd.nn.Sequential`` or a zoo model).
+      train_data: ``(x, y)`` numpy arrays or a ``funcdl.data.ArrayDataset``; images NHWC.
+      loss: a loss name from ``funcdl.losses`` or a function ``(outputs, targets) -> (B,)``.
+      optimizer: an optax GradientTransformation (e.g. ``fd.optim.adam(1e-3)``) or a name.
+      epochs, batch_size: as in Keras; the last partial batch is padded and masked.
+      validation_data: evaluated after every epoch (``val_loss``, ``val_accuracy``).
+      seed: initialisation, shuffling and dropout all derive from it.
+      variables: start from these instead of a fresh ``model.init``.
+      callbacks: objects with ``on_epoch_end(epoch, logs, run)`` (see ``funcdl.callbacks``).
+      eager: run the very same step op by op under ``jax.disable_jit()``.
+      skip_nonfinite: skip batches with a non-finite loss/gradient instead of stopping.
+      resume: a checkpoint folder written by ``ModelCheckpoint``: continue that run.
+    Returns:
+      History with per-epoch logs, timings, and the trained ``variables`` / ``opt_state``.
+    Raises:
+      FuncdlError subclasses for bad input; NonFiniteError (holding the last good variables).
+    """
+    loss_fn, label_kind, optimizer = _resolve(loss, optimizer)
+    x, y = check_data(*as_arrays(train_data), label_kind)
+    check_batch_size(batch_size, len(x))
+    init_key, train_key = jax.random.split(jax.random.key(seed))
+    variables = _init(model, init_key, x) if variables is None else variables
+    check_model_fits(model, variables, x, y, label_kind)
+    run = History(variables=variables, opt_state=optimizer.init(variables["params"]), seed=seed)
+    if resume is not None:
+        from funcdl import checkpoint
+        checkpoint.restore(resume, run)
+    validate = None
+    if validation_data is not None:
+        validate = _evaluator(model, loss_fn, label_kind, validation_data, eval_batch_size, eager,
+                              run.variables, "validation data")
+    epoch_fn = make_train_epoch(make_train_step(model, loss_fn, optimizer, skip_nonfinite), batch_size,
+                                shuffle, stop_on_nonfinite=not skip_nonfinite)
+    data = (jnp.asarray(x), jnp.asarray(y))
+    state = TrainState(run.variables, run.opt_state, jnp.asarray(run.step, jnp.int32))
+    runner, run.compile_seconds = _compile(epoch_fn, eager, state, *data, train_key)
+    _train_epochs(run, runner, state, data, validate, train_key, epochs, callbacks, eager, skip_nonfinite,
+                  verbose)
+    return run
+
+
+def _train_epochs(run, runner, state, data, validate, train_key, epochs, callbacks, eager, skip, verbose):
+    bar = tqdm(range(run.epochs_done, epochs), desc="fit", unit="epoch", file=sys.stderr,
+               disable=not verbose, initial=run.epochs_done, total=epochs)
+    with CompileCounter() as counter:
+        for epoch in bar:
+            epoch_key = jax.random.fold_in(train_key, epoch)
+            step_before = run.step
+            start = time.perf_counter()
+            with jax.disable_jit() if eager else contextlib.nullcontext():
+                state, metrics = runner(state, *data, epoch_key)
+            state = jax.block_until_ready(state)
+            run.epoch_seconds.append(time.perf_counter() - start)
+            metrics = jax.device_get(metrics)
+            run.variables, run.opt_state, run.step = state.variables, state.opt_state, int(state.step)
+            _raise_if_nonfinite(metrics, run, epoch, step_before, skip)
+            logs = _epoch_logs(metrics)
+            if validate is not None:
+                result = validate(run.variables)
+                logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
+            run.log(logs)
+            run.epochs_done = epoch + 1
+            if epoch > 0:
+                run.compiles_after_first_epoch = counter.count
+            counter.count = 0 if epoch == 0 else counter.count
+            bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
+            if any([bool(cb.on_epoch_end(epoch, logs, run)) for cb in callbacks]):
+                break
+    bar.close()
+
+
+def evaluate(model, variables, data, *, loss="cross_entropy", batch_size=1024, eager=False):
+    """Loss, accuracy and confusion matrix of ``model`` on ``data``.
+
+    Returns:
+      ``{'loss': float, 'accuracy': float, 'confusion_matrix': (K, K) int array or None}``;
+      rows are true classes, columns predicted classes.
+    """
+    loss_fn, label_kind, _ = _resolve(loss, None)
+    x, y = check_data(*as_arrays(data, "evaluation data"), label_kind, "evaluation data")
+    check_model_fits(model, variables, x, y, label_kind)
+    result = _evaluator(model, loss_fn, label_kind, (x, y), batch_size, eager, variables,
+                        "evaluation data")(variables)
+    matrix = None
+    if label_kind in ("integer", "one_hot"):
+        labels = result["labels"] if label_kind == "integer" else np.argmax(result["labels"], -1)
+        classes = int(max(labels.max(), result["predicted"].max())) + 1
+        matrix = np.bincount(labels * classes + result["predicted"], minlength=classes * classes)
+        matrix = matrix.reshape(classes, classes)
+    return {"loss": result["loss"], "accuracy": result["accuracy"], "confusion_matrix": matrix}
+
+
+def predict(model, variables, x, *, batch_size=1024):
+    """Model outputs for every example of ``x`` (inference mode), batched under one compiled scan."""
+    x = np.asarray(x, np.float32) if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x)
+    if x.ndim == 0 or len(x) == 0:
+        from funcdl.errors import DataError
+        raise DataError("predict needs at least one example")
+    size = min(batch_size, len(x))
+
+    def run(variables, x):
+        from funcdl.train import epoch_indices
+        indices, _ = epoch_indices(None, x.shape[0], size, shuffle=False)
+        outputs = jax.lax.map(lambda index: model.apply(variables, x[index]), indices)
+        return outputs.reshape((-1,) + outputs.shape[2:])[:x.shape[0]]
+    return np.asarray(jax.jit(run)(variables, jnp.asarray(x)))

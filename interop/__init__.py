@@ -1,0 +1,1 @@
+"""interop: move funcdl models to and from PyTorch and TensorFlow/Keras."""
