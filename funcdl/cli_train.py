@@ -27,6 +27,8 @@ def add_train_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--validation-split", type=float, default=0.0,
                         help="fraction of training data held out for validation (default 0: validate on test)")
+    parser.add_argument("--normalize", action="store_true",
+                        help="standardise inputs with the training mean/std (default: pixels in [0, 1])")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N train and test examples")
     parser.add_argument("--eager", action="store_true", help="run the same step op by op (jax.disable_jit)")
     parser.add_argument("--skip-nonfinite", action="store_true", help="skip batches with non-finite loss")
@@ -46,12 +48,12 @@ def _load_data(args):
     if name == "auto":
         try:
             return data.load("mnist", args.data_dir, validation_split=args.validation_split, seed=args.seed,
-                             limit=args.limit)
+                             limit=args.limit, normalize=args.normalize)
         except data.DataError as err:
             print(f"note: {err}; using the embedded digits instead", file=sys.stderr)
             name = "digits"
     return data.load(name, args.data_dir, validation_split=args.validation_split, seed=args.seed,
-                     limit=args.limit, one_hot=losses.label_kind(args.loss) == "one_hot")
+                     limit=args.limit, normalize=args.normalize, one_hot=losses.label_kind(args.loss) == "one_hot")
 
 
 def _check_args(args):

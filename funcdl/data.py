@@ -298,7 +298,7 @@ def _tfds_default_dir() -> pathlib.Path:
 # ------------------------------------------------------------------------- load
 
 
-def load(name, data_dir=None, *, validation_split=0.0, seed=0, normalize=True, one_hot=False, limit=None):
+def load(name, data_dir=None, *, validation_split=0.0, seed=0, normalize=False, one_hot=False, limit=None):
     """Load a dataset as float32 NHWC images in [0, 1] (optionally standardised) and int labels.
 
     Args:
@@ -306,7 +306,7 @@ def load(name, data_dir=None, *, validation_split=0.0, seed=0, normalize=True, o
       data_dir: folder containing ``mnist/`` (or a TFDS data dir); default $FUNCDL_DATA_DIR.
       validation_split: share of train held out as validation, in [0, 1); 0 means none.
       seed: seed of the validation split.
-      normalize: standardise with the training set's scalar mean and std.
+      normalize: standardise with the training set's scalar mean and std (default: keep [0, 1]).
       one_hot: return labels as float32 (N, K) instead of int32 (N,).
       limit: keep only the first ``limit`` training and test examples.
 

@@ -90,7 +90,7 @@ def test_mnist_pixel_statistics_and_class_counts(mnist_raw):
 
 @needs_mnist
 def test_mnist_normalized_with_training_statistics(mnist_raw):
-    d = data.load("mnist", DATA_DIR)
+    d = data.load("mnist", DATA_DIR, normalize=True)
     assert abs(d.mean - 0.1307) < 1e-4 and abs(d.std - 0.3081) < 1e-4
     assert abs(d.train.x.mean(dtype=np.float64)) < 1e-4
     assert abs(d.train.x.std(dtype=np.float64) - 1.0) < 1e-4

@@ -51,6 +51,12 @@ def check_last_dim(layer, x, expected, what="features"):
             f"in the last axis but got shape {tuple(x.shape)}")
 
 
+def check_existing(layer, x, name, axis, what="features", collection="params"):
+    """Before ``layer.param(name)``: raise ShapeError if the stored ``name`` does not fit ``x``'s last axis."""
+    if layer.has_variable(collection, name):
+        check_last_dim(layer, x, layer.get_variable(collection, name).shape[axis], what)
+
+
 def check_rank(layer, x, ranks, layout):
     """Raise ShapeError naming ``layer`` when ``x.ndim`` is not one of ``ranks``."""
     if x.ndim not in ranks:

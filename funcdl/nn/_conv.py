@@ -65,6 +65,8 @@ class Conv2D(Layer):
     def __call__(self, x):
         check_rank(self, x, (4,), "NHWC (batch, height, width, channels)")
         kh, kw = pair(self.kernel_size, "kernel_size")
+        if self.has_variable("params", "kernel"):
+            check_last_dim(self, x, self.get_variable("params", "kernel").shape[2] * self.groups, "channels")
         in_channels = x.shape[-1]
         if in_channels % self.groups or self.features % self.groups:
             raise ConfigError(f"Conv2D groups={self.groups} must divide input channels {in_channels} "
@@ -72,7 +74,6 @@ class Conv2D(Layer):
         fan_in = kh * kw * in_channels // self.groups
         kernel = self.param("kernel", initializer(self.kernel_init, fan_in),
                             (kh, kw, in_channels // self.groups, self.features))
-        check_last_dim(self, x, kernel.shape[2] * self.groups, "channels")
         y = jax.lax.conv_general_dilated(
             x, kernel.astype(x.dtype), window_strides=pair(self.strides, "strides"),
             padding=padding_spec(self.padding), rhs_dilation=pair(self.dilation, "dilation"),

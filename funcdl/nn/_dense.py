@@ -3,7 +3,7 @@ import jax.numpy as jnp
 
 from funcdl.errors import ShapeError
 from funcdl.nn._activations import get_activation
-from funcdl.nn._base import Layer, check_last_dim, layer_path
+from funcdl.nn._base import Layer, check_existing, layer_path
 from funcdl.nn._init import initializer
 
 import flax.linen as linen
@@ -30,9 +30,9 @@ class Dense(Layer):
 
     @linen.compact
     def __call__(self, x):
+        check_existing(self, x, "kernel", 0)
         fan_in = x.shape[-1]
         kernel = self.param("kernel", initializer(self.kernel_init, fan_in), (fan_in, self.features))
-        check_last_dim(self, x, kernel.shape[0])
         y = jnp.matmul(x, kernel.astype(x.dtype))
         if self.use_bias:
             bias = self.param("bias", initializer(self.bias_init, fan_in), (self.features,))

@@ -2,7 +2,7 @@
 import flax.linen as linen
 import jax.numpy as jnp
 
-from funcdl.nn._base import Layer, check_last_dim
+from funcdl.nn._base import Layer, check_existing
 
 
 class BatchNorm(Layer):
@@ -29,10 +29,10 @@ class BatchNorm(Layer):
 
     @linen.compact
     def __call__(self, x, train=False):
+        check_existing(self, x, "mean", 0, collection="batch_stats")
         features = x.shape[-1]
         mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
         var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
-        check_last_dim(self, x, mean.value.shape[0])
         axes = tuple(range(x.ndim - 1))
         if train:
             batch_mean = jnp.mean(x, axes)
@@ -69,16 +69,14 @@ class LayerNorm(Layer):
 
     @linen.compact
     def __call__(self, x):
+        check_existing(self, x, "scale", -1) if self.use_scale else None
         shape = x.shape[-self.num_axes:]
         axes = tuple(range(x.ndim - self.num_axes, x.ndim))
         mean = jnp.mean(x, axes, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), axes, keepdims=True)
         y = (x - mean) * jnp.reciprocal(jnp.sqrt(var + self.epsilon))
         if self.use_scale:
-            scale = self.param("scale", linen.initializers.ones, shape)
-            if scale.shape != shape:
-                check_last_dim(self, x, scale.shape[-1])
-            y = y * scale
+            y = y * self.param("scale", linen.initializers.ones, shape)
         if self.use_bias:
             y = y + self.param("bias", linen.initializers.zeros, shape)
         return y

@@ -13,15 +13,15 @@ import jax
 import jax.numpy as jnp
 
 from funcdl.nn._activations import get_activation
-from funcdl.nn._base import Layer, check_last_dim, check_rank
+from funcdl.nn._base import Layer, check_existing, check_rank
 from funcdl.nn._init import initializer
 
 
 def _weights(layer, x, gates, bias_init=None):
     check_rank(layer, x, (3,), "(batch, time, features)")
+    check_existing(layer, x, "kernel", 0)
     hidden = layer.features * gates
     kernel = layer.param("kernel", initializer(layer.kernel_init, x.shape[-1]), (x.shape[-1], hidden))
-    check_last_dim(layer, x, kernel.shape[0])
     recurrent = layer.param("recurrent_kernel", initializer(layer.recurrent_init, layer.features),
                             (layer.features, hidden))
     bias = layer.param("bias", bias_init or initializer(layer.bias_init, layer.features), (hidden,))
