@@ -1,0 +1,218 @@
+"""Training: compiled epochs, masking, determinism, jit == eager, non-finite stops, resume, errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import funcdl as fd
+from funcdl import nn
+from funcdl.callbacks import EarlyStopping, ModelCheckpoint
+from funcdl.errors import ConfigError, DataError, NonFiniteError, ShapeError
+from funcdl.train import TrainState, make_train_epoch, make_train_step
+
+
+def small_mlp():
+    return nn.Sequential([nn.Flatten(), nn.Dense(16), nn.tanh, nn.Dense(10)])
+
+
+def assert_trees_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_fit_learns_and_reports(tiny_images):
+    x, y = tiny_images
+    y = (x[:, 0, 0, 0] > 0.5).astype(np.int32)  # a learnable rule
+    history = fd.fit(small_mlp(), (x, y), optimizer=fd.optim.adam(1e-2), epochs=30, batch_size=16,
+                     validation_data=(x, y), verbose=False)
+    assert len(history.epoch_seconds) == 30 and history.compile_seconds > 0
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    assert history.history["val_accuracy"][-1] >= 0.9
+
+
+def test_no_recompiles_after_first_epoch(tiny_images):
+    # 100 examples in batches of 32: the last batch holds 4 real examples and 28 masked ones.
+    history = fd.fit(fd.models.cnn(), tiny_images, epochs=3, batch_size=32, validation_data=tiny_images,
+                     verbose=False)
+    assert history.epochs_done == 3
+    assert history.compiles_after_first_epoch == 0
+
+
+def _state(model, optimizer, x):
+    variables = model.init(jax.random.key(0), x[:1])
+    return TrainState(variables, optimizer.init(variables["params"]), jnp.asarray(0))
+
+
+def test_jit_and_eager_agree_over_20_steps():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.random((160, 8, 8, 1), dtype=np.float32))
+    y = jnp.asarray(rng.integers(0, 10, 160).astype(np.int32))
+    model = nn.Sequential([nn.Conv2D(4, 3), nn.relu, nn.Flatten(), nn.Dropout(0.2), nn.Dense(10)])
+    optimizer = fd.optim.adam(1e-2)
+    epoch = make_train_epoch(make_train_step(model, fd.losses.cross_entropy, optimizer), batch_size=8)
+    state = _state(model, optimizer, x)
+    key = jax.random.key(3)
+    jitted_state, jitted = jax.jit(epoch)(state, x, y, key)
+    with jax.disable_jit():
+        eager_state, eager = epoch(state, x, y, key)
+    assert jitted.loss.shape == (20,)
+    np.testing.assert_allclose(np.asarray(jitted.loss), np.asarray(eager.loss), rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(jitted_state.variables), jax.tree.leaves(eager_state.variables)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_fit_eager_switch_matches_jit(tiny_images):
+    kwargs = dict(optimizer=fd.optim.sgd(0.1), epochs=1, batch_size=25, verbose=False)
+    jitted = fd.fit(small_mlp(), tiny_images, **kwargs)
+    eager = fd.fit(small_mlp(), tiny_images, eager=True, **kwargs)
+    np.testing.assert_allclose(jitted.history["loss"], eager.history["loss"], rtol=1e-5)
+
+
+def test_last_partial_batch_is_the_mean_over_real_examples():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(40, 5)).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, 3, 40).astype(np.int32))
+    model = nn.Sequential([nn.Dense(3)])
+    optimizer = optax.sgd(0.5)
+    step = make_train_step(model, fd.losses.cross_entropy, optimizer)
+    state = _state(model, optimizer, x)
+    _, metrics = jax.jit(make_train_epoch(step, batch_size=32, shuffle=False))(state, x, y, jax.random.key(0))
+    after_first, _ = step(state, x[:32], y[:32], jnp.ones(32), jax.random.key(0))
+    expected = fd.losses.cross_entropy(model.apply(after_first.variables, x[32:]), y[32:]).mean()
+    np.testing.assert_allclose(float(metrics.loss[1]), float(expected), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(metrics.count), [32, 8])
+
+
+def test_same_seed_same_result_other_seed_differs(tiny_images):
+    kwargs = dict(epochs=2, batch_size=16, verbose=False)
+    a = fd.fit(fd.models.cnn(), tiny_images, seed=5, **kwargs)
+    b = fd.fit(fd.models.cnn(), tiny_images, seed=5, **kwargs)
+    c = fd.fit(fd.models.cnn(), tiny_images, seed=6, **kwargs)
+    assert_trees_equal(a.variables, b.variables)
+    assert not np.array_equal(a.variables["params"]["layers_0"]["kernel"],
+                              c.variables["params"]["layers_0"]["kernel"])
+
+
+def _poisoned_regression():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(32, 3)).astype(np.float32)
+    y = rng.normal(size=(32, 1)).astype(np.float32)
+    y[20, 0] = 1000.0  # batch 2 (0-based) of size 8 holds the poison
+
+    def loss(outputs, targets):
+        per_example = jnp.mean((outputs - targets) ** 2, axis=-1)
+        return jnp.where(jnp.any(targets > 100, axis=-1), jnp.nan, per_example)
+    return x, y, loss
+
+
+def test_nonfinite_loss_stops_with_step_and_last_good_params():
+    x, y, loss = _poisoned_regression()
+    model = nn.Sequential([nn.Dense(1)])
+    kwargs = dict(loss=loss, optimizer=fd.optim.sgd(0.1), batch_size=8, shuffle=False, verbose=False)
+    with pytest.raises(NonFiniteError, match=r"at step 2 \(epoch 1, batch 3\)") as info:
+        fd.fit(model, (x, y), epochs=2, **kwargs)
+    assert info.value.step == 2
+    good = fd.fit(model, (x[:16], y[:16]), epochs=1, **kwargs)
+    assert_trees_equal(info.value.variables, good.variables)
+
+
+def test_skip_nonfinite_skips_only_the_bad_batch():
+    x, y, loss = _poisoned_regression()
+    history = fd.fit(nn.Sequential([nn.Dense(1)]), (x, y), loss=loss, optimizer=fd.optim.sgd(0.1),
+                     batch_size=8, shuffle=False, epochs=2, skip_nonfinite=True, verbose=False)
+    assert history.skipped_steps == 2 and history.step == 8
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_checkpoint_resume_is_bit_identical(tiny_images, tmp_path):
+    kwargs = dict(epochs=4, batch_size=16, seed=1, verbose=False)
+    whole = fd.fit(fd.models.cnn(), tiny_images, **kwargs)
+    stopped = fd.fit(fd.models.cnn(), tiny_images, callbacks=[ModelCheckpoint(tmp_path)],
+                     **{**kwargs, "epochs": 2})
+    assert stopped.epochs_done == 2 and (tmp_path / "checkpoint.msgpack").is_file()
+    resumed = fd.fit(fd.models.cnn(), tiny_images, resume=tmp_path, **kwargs)
+    assert resumed.epochs_done == 4 and len(resumed.history["loss"]) == 4
+    assert_trees_equal(whole.variables, resumed.variables)
+    assert_trees_equal(whole.opt_state, resumed.opt_state)
+
+
+def test_early_stopping_restores_best_epoch():
+    class Run:
+        variables = {"w": jnp.array(0.0)}
+        stopped_epoch = None
+    run, stopper = Run(), EarlyStopping("val_loss", patience=2)
+    stops = []
+    for epoch, value in enumerate([1.0, 0.8, 0.9, 0.85, 0.7]):
+        run.variables = {"w": jnp.array(float(epoch))}
+        stops.append(stopper.on_epoch_end(epoch, {"val_loss": value}, run))
+        if stops[-1]:
+            break
+    assert stops == [False, False, False, True]
+    assert run.stopped_epoch == 3 and float(run.variables["w"]) == 1.0
+    with pytest.raises(ConfigError, match="only have loss"):
+        EarlyStopping("val_loss").on_epoch_end(0, {"loss": 1.0}, Run())
+
+
+def test_early_stopping_in_fit(tiny_images):
+    x, y = tiny_images
+    history = fd.fit(small_mlp(), (x, y), optimizer=fd.optim.adam(0.05), epochs=50, batch_size=10,
+                     validation_data=(x[::-1], np.roll(y, 1)), callbacks=[EarlyStopping(patience=2)],
+                     verbose=False)
+    assert history.epochs_done < 50 and history.stopped_epoch == history.epochs_done - 1
+
+
+def test_evaluate_and_predict(tiny_images):
+    x, y = tiny_images
+    history = fd.fit(small_mlp(), (x, y), epochs=5, batch_size=20, verbose=False)
+    result = fd.evaluate(small_mlp(), history.variables, (x, y), batch_size=30)
+    matrix = result["confusion_matrix"]
+    assert matrix.shape == (10, 10) and matrix.sum() == 100
+    assert np.trace(matrix) / 100 == pytest.approx(result["accuracy"])
+    outputs = fd.predict(small_mlp(), history.variables, x, batch_size=30)
+    np.testing.assert_allclose(outputs, small_mlp().apply(history.variables, jnp.asarray(x)), rtol=1e-5, atol=1e-6)
+    assert np.mean(outputs.argmax(1) == y) == pytest.approx(result["accuracy"])
+
+
+def test_one_hot_loss_and_batchnorm_state(tiny_images):
+    x, y = tiny_images
+    model = nn.Sequential([nn.Flatten(), nn.Dense(8), nn.BatchNorm(), nn.relu, nn.Dense(10), nn.softmax])
+    history = fd.fit(model, (x, fd.data.one_hot(y, 10)), loss="categorical_crossentropy", epochs=2,
+                     batch_size=25, verbose=False)
+    stats = history.variables["batch_stats"]["layers_2"]
+    assert not np.allclose(stats["mean"], 0.0) and np.isfinite(history.history["accuracy"]).all()
+
+
+@pytest.mark.parametrize("data, kwargs, error, message", [
+    ("labels_out_of_range", {}, DataError, r"labels must be integers in \[0, 10\).*max=12"),
+    ("negative_labels", {}, DataError, "found min=-1"),
+    ("float_labels", {}, DataError, "whole numbers"),
+    ("nan_inputs", {}, DataError, "NaN/inf values.*example 3"),
+    ("length_mismatch", {}, DataError, "x has 100 examples but y has 99"),
+    ("empty", {}, DataError, "empty"),
+    ("ok", {"batch_size": 0}, ConfigError, "batch_size must be a positive integer"),
+    ("ok", {"batch_size": 101}, ConfigError, "larger than the 100 training examples"),
+    ("ok", {"loss": "hinge"}, ConfigError, "unknown loss 'hinge'"),
+    ("ok", {"optimizer": "lbfgs"}, ConfigError, "unknown optimizer 'lbfgs'"),
+    ("rank2_to_cnn", {}, ShapeError, "Conv2D.*NHWC"),
+])
+def test_bad_input_errors(tiny_images, data, kwargs, error, message):
+    x, y = tiny_images
+    x, y = x.copy(), y.copy()
+    model = small_mlp()
+    if data == "labels_out_of_range":
+        y[7] = 12
+    elif data == "negative_labels":
+        y[0] = -1
+    elif data == "float_labels":
+        y = y.astype(np.float32) + 0.5
+    elif data == "nan_inputs":
+        x[3, 0, 0, 0] = np.nan
+    elif data == "length_mismatch":
+        y = y[:99]
+    elif data == "empty":
+        x, y = x[:0], y[:0]
+    elif data == "rank2_to_cnn":
+        model, x = fd.models.cnn(), x.reshape(100, -1)
+    with pytest.raises(error, match=message):
+        fd.fit(model, (x, y), **{"epochs": 1, "batch_size": 10, "verbose": False, **kwargs})
