@@ -89,21 +89,12 @@ def run_train(args):
             _save(args.out, model, err.variables, datasets, None)
             print(f"note: the last good parameters were saved to {args.out}", file=sys.stderr)
         raise
-    with jax.disable_jit() if args.eager else _null():
-        test = evaluate(model, history.variables, datasets.test, loss=args.loss)
+    test = evaluate(model, history.variables, datasets.test, loss=args.loss, eager=args.eager)
     result = _result(args, datasets, model, history, test)
     if args.out:
         _save(args.out, model, history.variables, datasets, result)
     _report(result, args.json)
     return 0
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _result(args, datasets, model, history, test):

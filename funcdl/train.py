@@ -8,17 +8,13 @@ masked out of the loss, so every epoch has the same shapes and nothing is
 recompiled after the first one.
 """
 import math
-import time
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from funcdl import losses as losses_lib
-from funcdl.errors import ConfigError, NonFiniteError
-from funcdl.train_checks import as_arrays, check_data, check_model_fits
+from funcdl.nn._base import takes_train
 
 
 class TrainState(NamedTuple):
@@ -34,6 +30,13 @@ class StepMetrics(NamedTuple):
     correct: Any    # number of correctly classified real examples (0 for regression)
     count: Any      # number of real examples in the batch
     finite: Any     # whether the loss and every gradient were finite
+
+
+def apply_model(model, variables, x, train=False, **kwargs):
+    """``model.apply`` passing ``train`` only to models whose ``__call__`` takes it."""
+    if takes_train(model):
+        return model.apply(variables, x, train=train, **kwargs)
+    return model.apply(variables, x, **kwargs)
 
 
 def masked_mean(per_example, mask):
@@ -61,7 +64,7 @@ def make_train_step(model, loss_fn, optimizer, skip_nonfinite=False):
     ``fit`` can stop with the last good parameters).
     """
     def objective(params, variables, x, y, mask, key):
-        outputs, new_state = model.apply({**variables, "params": params}, x, train=True,
+        outputs, new_state = apply_model(model, {**variables, "params": params}, x, train=True,
                                          rngs={"dropout": key}, mutable=["batch_stats"])
         return masked_mean(loss_fn(outputs, y), mask), (outputs, new_state)
 
@@ -119,7 +122,7 @@ def make_eval(model, loss_fn, batch_size):
 
         def body(totals, batch):
             index, mask = batch
-            outputs = model.apply(variables, x[index], train=False)
+            outputs = apply_model(model, variables, x[index])
             loss = jnp.sum(loss_fn(outputs, y[index]) * mask)
             correct = count_correct(outputs, y[index], mask)
             predicted = jnp.argmax(outputs, -1) if outputs.ndim == 2 and outputs.shape[-1] > 1 else index * 0

@@ -1,0 +1,99 @@
+"""The CLI through main(argv): results, saved files, and one-line errors with non-zero exits."""
+import json
+
+import numpy as np
+import pytest
+
+import funcdl as fd
+from funcdl.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_digits_json_and_out(capsys, tmp_path):
+    code, out, err = run(capsys, "train", "--dataset", "digits", "--epochs", "3", "--batch-size", "32",
+                         "--seed", "1", "--json", "--quiet", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    for key in ("test_accuracy", "test_loss", "epochs", "epoch_seconds", "compile_seconds", "samples_per_second",
+                "final_train_loss"):
+        assert key in result
+    assert result["epochs"] == 3 and len(result["epoch_seconds"]) == 3 and result["test_accuracy"] > 0.5
+    assert "test accuracy" in out
+    model, variables, input_shape = fd.load_model(tmp_path / "run" / "model.funcdl")
+    assert input_shape == (8, 8, 1)
+    saved = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert saved["test_accuracy"] == result["test_accuracy"]
+    data = fd.data.load("digits")
+    again = fd.evaluate(model, variables, data.test)
+    assert again["accuracy"] == pytest.approx(result["test_accuracy"])
+
+
+def test_train_mnist_subset_eager(capsys, data_dir):
+    code, out, err = run(capsys, "train", "--model", "mlp", "--dataset", "mnist", "--data-dir", str(data_dir),
+                         "--limit", "256", "--epochs", "1", "--eager", "--json", "--quiet")
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["eager"] is True and result["dataset"] == "mnist"
+
+
+def test_train_resume_continues(capsys, tmp_path):
+    base = ["train", "--dataset", "digits", "--batch-size", "64", "--json", "--quiet", "--resume", str(tmp_path)]
+    assert run(capsys, *base, "--epochs", "2")[0] == 0
+    code, out, _ = run(capsys, *base, "--epochs", "3")
+    assert code == 0
+    assert json.loads(out.strip().splitlines()[-1])["epochs"] == 3
+    code, out, _ = run(capsys, "train", "--dataset", "digits", "--batch-size", "64", "--epochs", "3", "--json",
+                       "--quiet")
+    whole = json.loads(out.strip().splitlines()[-1])
+    resumed = json.loads(run(capsys, *base, "--epochs", "3")[1].strip().splitlines()[-1])
+    assert resumed["test_loss"] == whole["test_loss"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "resnet999"], "unknown model 'resnet999'; choose one of: cnn, gru, lstm, mlp"),
+    (["--dataset", "cifar"], "unknown dataset 'cifar'"),
+    (["--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'"),
+    (["--flavor", "jax"], "flavor"),
+    (["--loss", "hinge"], "unknown loss 'hinge'"),
+    (["--epochs", "0"], "--epochs must be a positive integer"),
+    (["--batch-size", "-3"], "--batch-size must be a positive integer"),
+    (["--batch-size", "5000"], "larger than the 1437 training examples"),
+    (["--lr", "-1"], "learning"),
+])
+def test_train_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    code, out, err = run(capsys, "train", "--dataset", "digits", "--quiet", *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_missing_mnist_says_where_it_looked(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    code, _, err = run(capsys, "train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--quiet")
+    assert code == 2 and str(tmp_path / "mnist") in err and "--dataset digits" in err
+
+
+def test_out_must_be_a_folder(capsys, tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--out", str(target), "--quiet")
+    assert code == 2 and "is not a folder" in err
+
+
+def test_nonfinite_run_exits_3_and_keeps_last_good(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--optimizer", "sgd", "--lr", "1e30",
+                       "--epochs", "2", "--quiet", "--out", str(tmp_path / "bad"))
+    assert code == 3 and "non-finite loss or gradient at step" in err
+    _, variables, _ = fd.load_model(tmp_path / "bad" / "model.funcdl")
+    assert all(np.isfinite(v).all() for v in fd.files.flatten_variables(variables).values())
+
+
+def test_help_exits_zero(capsys):
+    assert run(capsys, "--help")[0] == 0
+    assert run(capsys, "train", "--help")[0] == 0
