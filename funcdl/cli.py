@@ -5,6 +5,7 @@ Every command is ``main(argv) -> exit code``; bad input prints one line
 """
 import argparse
 import importlib
+import os
 import sys
 
 from funcdl.errors import FuncdlError, NonFiniteError
@@ -39,6 +40,7 @@ def build_parser():
 
 def main(argv=None):
     """Run the CLI; returns the exit code (0 ok, 2 bad input, 3 non-finite loss)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter, if it is loaded
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -1,0 +1,89 @@
+"""``funcdl convert``, ``funcdl inspect`` and ``funcdl compare``."""
+import json
+
+from funcdl import model_io, nn
+
+
+def _common(parser):
+    parser.add_argument("--arch", default=None,
+                        help="architecture for weight-only files: a zoo model name, a .funcdl file or a .json")
+    parser.add_argument("--input-shape", default=None, help="one example's shape, e.g. 28,28,1 (NHWC)")
+    parser.add_argument("--num-classes", type=int, default=10, help="outputs of a zoo --arch (default 10)")
+    parser.add_argument("--unsafe", action="store_true",
+                        help="let Keras run code stored in a .keras file (Lambda layers); never for files "
+                             "you do not trust")
+
+
+def _load(args, path):
+    shape = model_io.parse_input_shape(args.input_shape) if args.input_shape else None
+    return model_io.load(path, args.arch, shape, unsafe=args.unsafe, num_classes=args.num_classes)
+
+
+def add_convert_arguments(parser):
+    """Options of ``funcdl convert``."""
+    parser.add_argument("source", help="model file to read")
+    parser.add_argument("destination", help="file to write (its name picks the format) or a SavedModel folder")
+    _common(parser)
+
+
+def run_convert(args):
+    """Read SOURCE, write DESTINATION; prints one line saying what was written."""
+    model, variables, input_shape = _load(args, args.source)
+    kind = model_io.save(args.destination, model, variables, input_shape)
+    print(f"wrote {args.destination} ({kind}): {len(getattr(model, 'layers', [model]))} layers, "
+          f"{nn.count_params(variables.get('params', {})):,} parameters, input shape {tuple(input_shape)}")
+    return 0
+
+
+def add_inspect_arguments(parser):
+    """Options of ``funcdl inspect``."""
+    parser.add_argument("file", help="model file")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    _common(parser)
+
+
+def run_inspect(args):
+    """Print the file's layers, output shapes and parameter counts."""
+    model, variables, input_shape = _load(args, args.file)
+    rows = nn.summary(model, input_shape) if input_shape else [
+        {"name": "-", "type": type(model).__name__, "output_shape": None, "params": nn.count_params(variables)}]
+    total = nn.count_params(variables.get("params", {}))
+    if args.json:
+        print(json.dumps({"file": str(args.file), "format": model_io.kind_of(args.file),
+                          "input_shape": list(input_shape or []), "params": total,
+                          "layers": [{**r, "output_shape": list(r["output_shape"] or [])} for r in rows]}))
+        return 0
+    print(f"{args.file}: {model_io.kind_of(args.file)} model, input shape {tuple(input_shape or ())}")
+    print(f"{'layer':<12}{'type':<14}{'output shape':<20}{'params':>12}")
+    for row in rows:
+        shape = str(tuple(row["output_shape"])) if row["output_shape"] is not None else "-"
+        print(f"{row['name']:<12}{row['type']:<14}{shape:<20}{row['params']:>12,}")
+    print(f"{'total':<46}{total:>12,}")
+    return 0
+
+
+def add_compare_arguments(parser):
+    """Options of ``funcdl compare``."""
+    parser.add_argument("file", help="model file")
+    parser.add_argument("--frameworks", default="funcdl,funcdl-eager,torch-eager,torch-compile,tf-eager,tf-xla",
+                        help="comma-separated runners")
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps to compare (default 10)")
+    parser.add_argument("--optimizer", default="sgd", help="sgd, adam or rmsprop (matching flavors)")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON line last")
+    _common(parser)
+
+
+def run_compare(args):
+    """Run the parity harness on the file's model and print its report."""
+    from interop import parity
+    model, variables, input_shape = _load(args, args.file)
+    report = parity.compare(model, variables, input_shape, runners=args.frameworks.split(","), steps=args.steps,
+                            optimizer=args.optimizer, learning_rate=args.lr, batch_size=args.batch_size,
+                            seed=args.seed)
+    print(parity.format_report(report))
+    if args.json:
+        print(json.dumps(report))
+    return 0 if report["ok"] else 1
