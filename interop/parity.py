@@ -1,0 +1,371 @@
+"""The parity harness: one model, the same weights and batches, run by every framework.
+
+For each runner — funcdl jit, funcdl eager, PyTorch eager, ``torch.compile``,
+TF eager, ``tf.function(jit_compile=True)`` — it reports forward outputs
+(inference mode), gradients, the loss after each of N optimizer steps (train
+mode, with the optimizer flavor that matches the framework) and the time per
+step, each against funcdl jit; plus a per-layer report (each layer converted
+alone and fed funcdl's own input to it: OK or INACCURATE, with the max abs and
+relative difference). Everything runs with full fp32 matmul precision (XLA's
+and TF32 defaults would hide real differences). Dropout is set to rate 0 for
+the gradient and training comparisons: its random masks are framework-specific.
+"""
+import contextlib
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import funcdl as fd
+from funcdl import nn
+from funcdl.errors import ConfigError, choices_message
+from funcdl.files import flatten_variables
+
+RUNNERS = ("funcdl", "funcdl-eager", "torch-eager", "torch-compile", "tf-eager", "tf-xla")
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+FORWARD_ATOL, GRAD_RTOL, LOSS_RTOL = 1e-5, 1e-5, 1e-4
+
+
+def without_dropout(model):
+    """The same architecture with every Dropout at rate 0 (params unchanged)."""
+    config = nn.to_config(model)
+
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: (0.0 if node.get("type") == "Dropout" and k == "rate" else strip(v)) for k, v in node.items()}
+        return [strip(v) for v in node] if isinstance(node, list) else node
+    return nn.from_config(strip(config))
+
+
+def max_differences(actual, expected):
+    """(max abs difference, max abs difference / max abs expected)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    abs_diff = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
+    return abs_diff, abs_diff / max(float(np.max(np.abs(expected))) if expected.size else 0.0, 1e-30)
+
+
+def tree_rel_difference(actual, expected):
+    """Worst per-tensor relative difference between two flat {name: array} dicts."""
+    if set(actual) != set(expected):
+        raise ConfigError(f"gradient names differ: {sorted(set(actual) ^ set(expected))[:3]}")
+    return max((max_differences(actual[k], expected[k])[1] for k in expected), default=0.0)
+
+
+@contextlib.contextmanager
+def full_precision():
+    """fp32 matmuls everywhere: XLA 'highest', no TF32 in torch or TF."""
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
+def _to_framework_layout(x):
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
+
+
+def _from_framework_layout(y):
+    return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
+
+
+def make_batches(model, variables, input_shape, steps, batch_size, seed):
+    """``steps + 1`` batches (x NHWC float32 or int, y labels or targets) and the loss kind."""
+    rng = np.random.default_rng(seed)
+    layers = getattr(model, "layers", ())
+    if layers and isinstance(layers[0], nn.Embedding):
+        x = rng.integers(0, layers[0].num_embeddings, (steps + 1, batch_size) + tuple(input_shape)).astype(np.int32)
+    else:
+        x = rng.normal(size=(steps + 1, batch_size) + tuple(input_shape)).astype(np.float32)
+    out = jax.eval_shape(lambda v, s: model.apply(v, s), variables, jnp.asarray(x[0]))
+    if len(out.shape) == 2 and out.shape[-1] > 1:
+        return x, rng.integers(0, out.shape[-1], (steps + 1, batch_size)).astype(np.int32), "cross_entropy"
+    return x, rng.normal(size=(steps + 1,) + out.shape).astype(np.float32), "mse"
+
+
+class FuncdlRunner:
+    """funcdl on the same batches: compiled by XLA, or op by op under ``jax.disable_jit()``."""
+
+    def __init__(self, model, variables, input_shape, loss_kind, eager=False):
+        self.model, self.variables, self.eager = without_dropout(model), variables, eager
+        self.loss_fn = fd.losses.get(loss_kind)
+
+    def _maybe_jit(self, fn):
+        return fn if self.eager else jax.jit(fn)
+
+    def _context(self):
+        return jax.disable_jit() if self.eager else contextlib.nullcontext()
+
+    def forward(self, x):
+        with self._context():
+            return np.asarray(self._maybe_jit(lambda v, x: self.model.apply(v, x))(self.variables, jnp.asarray(x)))
+
+    def gradients(self, x, y):
+        def objective(params):
+            outputs, _ = self.model.apply({**self.variables, "params": params}, x, train=True,
+                                          mutable=["batch_stats"])
+            return self.loss_fn(outputs, y).mean()
+        with self._context():
+            loss, grads = self._maybe_jit(jax.value_and_grad(objective))(self.variables["params"])
+        return float(loss), flatten_variables({"params": grads})
+
+    def train(self, xs, ys, optimizer, learning_rate, flavor):
+        from funcdl.train import TrainState, make_train_step
+        transform = fd.optim.get(optimizer, learning_rate, flavor=flavor)
+        step = self._maybe_jit(make_train_step(self.model, self.loss_fn, transform))
+        state = TrainState(self.variables, transform.init(self.variables["params"]), jnp.asarray(0))
+        mask, key = jnp.ones(xs.shape[1]), jax.random.key(0)
+        losses, seconds = [], []
+        with self._context():
+            for x, y in zip(xs, ys):
+                start = time.perf_counter()
+                state, metrics = step(state, jnp.asarray(x), jnp.asarray(y), mask, key)
+                losses.append(float(jax.block_until_ready(metrics.loss)))
+                seconds.append(time.perf_counter() - start)
+        return losses, seconds
+
+
+class TorchRunner:
+    """The model converted by ``interop.pytorch.to_torch``: eager, or through ``torch.compile``."""
+
+    def __init__(self, model, variables, input_shape, loss_kind, compiled=False):
+        from interop import pytorch
+        from interop._common import require
+        self.torch = require("torch", "PyTorch", "torch")
+        self.torch.backends.cuda.matmul.allow_tf32 = False
+        self.torch.backends.cudnn.allow_tf32 = False
+        self.model, self.input_shape, self.loss_kind = without_dropout(model), tuple(input_shape), loss_kind
+        self.build = lambda: pytorch.to_torch(self.model, variables, input_shape)
+        self.compiled = compiled
+
+    def _call(self, module, x):
+        fn = self.torch.compile(module) if self.compiled else module
+        return fn(self.torch.from_numpy(np.array(_to_framework_layout(np.asarray(x)))))
+
+    def _loss(self, outputs, y):
+        functional = self.torch.nn.functional
+        if self.loss_kind == "cross_entropy":
+            return functional.cross_entropy(outputs, self.torch.from_numpy(np.array(y)).long())
+        return functional.mse_loss(outputs, self.torch.from_numpy(np.array(_to_framework_layout(y))))
+
+    def forward(self, x):
+        with self.torch.no_grad():
+            return _from_framework_layout(self._call(self.build().eval(), x).numpy())
+
+    def gradients(self, x, y):
+        from interop import pytorch
+        module = self.build().train()
+        loss = self._loss(self._call(module, x), y)
+        loss.backward()
+        state = dict(module.state_dict())
+        state.update({name: p.grad for name, p in module.named_parameters()})
+        grads = pytorch.from_state_dict(state, self.model, self.input_shape, source="gradients")
+        return loss.item(), flatten_variables({"params": grads["params"]})
+
+    def train(self, xs, ys, optimizer, learning_rate, flavor):
+        module = self.build().train()
+        fn = self.torch.compile(module) if self.compiled else module
+        classes = {"sgd": self.torch.optim.SGD, "adam": self.torch.optim.Adam, "rmsprop": self.torch.optim.RMSprop}
+        transform = classes[optimizer](module.parameters(), lr=learning_rate)
+        losses, seconds = [], []
+        for x, y in zip(xs, ys):
+            start = time.perf_counter()
+            transform.zero_grad()
+            loss = self._loss(fn(self.torch.from_numpy(np.array(_to_framework_layout(x)))), y)
+            loss.backward()
+            transform.step()
+            losses.append(loss.item())
+            seconds.append(time.perf_counter() - start)
+        return losses, seconds
+
+
+class KerasRunner:
+    """The model converted by ``interop.keras.to_keras``: TF eager, or ``tf.function(jit_compile=True)``."""
+
+    def __init__(self, model, variables, input_shape, loss_kind, xla=False):
+        from interop import keras as keras_bridge
+        from interop._keras_common import import_keras, import_tf
+        self.tf, self.keras, self.bridge = import_tf(), import_keras(), keras_bridge
+        self.tf.config.experimental.enable_tensor_float_32_execution(False)
+        self.model, self.loss_kind, self.xla = without_dropout(model), loss_kind, xla
+        self.build = lambda: keras_bridge.to_keras(self.model, variables, input_shape)
+
+    def _loss(self, outputs, y):
+        losses = self.keras.losses
+        if self.loss_kind == "cross_entropy":
+            return self.tf.reduce_mean(losses.sparse_categorical_crossentropy(y, outputs, from_logits=True))
+        return self.tf.reduce_mean(self.tf.square(outputs - y))
+
+    def forward(self, x):
+        return np.asarray(self.build()(x, training=False))
+
+    def gradients(self, x, y):
+        module = self.build()
+        with self.tf.GradientTape() as tape:
+            loss = self._loss(module(x, training=True), y)
+        grads = {w.path: g for w, g in zip(module.trainable_weights, tape.gradient(loss, module.trainable_weights))}
+        module.set_weights([np.asarray(grads.get(w.path, w)) for w in module.weights])
+        _, as_funcdl = self.bridge.from_keras(module)
+        return float(loss), flatten_variables({"params": as_funcdl["params"]})
+
+    def train(self, xs, ys, optimizer, learning_rate, flavor):
+        module = self.build()
+        classes = {"sgd": self.keras.optimizers.SGD, "adam": self.keras.optimizers.Adam,
+                   "rmsprop": self.keras.optimizers.RMSprop}
+        transform = classes[optimizer](learning_rate=learning_rate)
+
+        def step(x, y):
+            with self.tf.GradientTape() as tape:
+                loss = self._loss(module(x, training=True), y)
+            transform.apply_gradients(zip(tape.gradient(loss, module.trainable_variables),
+                                          module.trainable_variables))
+            return loss
+        step = self.tf.function(step, jit_compile=True) if self.xla else step
+        losses, seconds = [], []
+        for x, y in zip(xs, ys):
+            start = time.perf_counter()
+            losses.append(float(step(self.tf.constant(x), self.tf.constant(y))))
+            seconds.append(time.perf_counter() - start)
+        return losses, seconds
+
+
+def make_runner(name, model, variables, input_shape, loss_kind):
+    """The runner called ``name`` (one of RUNNERS)."""
+    if name not in RUNNERS:
+        raise ConfigError(choices_message("framework", name, RUNNERS))
+    if name.startswith("funcdl"):
+        return FuncdlRunner(model, variables, input_shape, loss_kind, eager=name == "funcdl-eager")
+    if name.startswith("torch"):
+        return TorchRunner(model, variables, input_shape, loss_kind, compiled=name == "torch-compile")
+    return KerasRunner(model, variables, input_shape, loss_kind, xla=name == "tf-xla")
+
+
+def _runner_row(name, runner, reference, batches, trajectory, optimizer, learning_rate):
+    xs, ys = batches
+    flavor = "keras" if name.startswith("tf") else "torch"
+    forward_abs, forward_rel = max_differences(runner.forward(xs[0]), reference["forward"])
+    loss, grads = runner.gradients(xs[0], ys[0])
+    losses, seconds = runner.train(xs[1:], ys[1:], optimizer, learning_rate, flavor)
+    loss_rel = max((abs(a - b) / max(abs(b), 1e-30) for a, b in zip(losses, trajectory[0])), default=0.0)
+    grad_rel = tree_rel_difference(grads, reference["grads"])
+    ok = forward_abs <= FORWARD_ATOL and grad_rel <= GRAD_RTOL and loss_rel <= LOSS_RTOL
+    return {"runner": name, "flavor": flavor, "forward_max_abs": forward_abs, "forward_max_rel": forward_rel,
+            "loss_at_init": loss, "grad_max_rel": grad_rel, "losses": losses, "loss_max_rel": loss_rel,
+            "step_seconds_median": statistics.median(seconds[1:] or seconds),
+            "first_step_seconds": seconds[0], "ok": ok, "note": None}
+
+
+def compare(model, variables, input_shape, runners=RUNNERS, steps=10, optimizer="sgd", learning_rate=0.01,
+            batch_size=16, seed=0, layers=True):
+    """Run ``model`` in every runner on the same batches and compare each with funcdl jit.
+
+    Args:
+      model, variables, input_shape: a funcdl Sequential, its variables, one example's shape (NHWC).
+      runners: names from RUNNERS; a runner whose framework is missing gets a note instead of figures.
+      steps: optimizer steps compared (each runner uses the matching optimizer flavor).
+      optimizer: 'sgd', 'adam' or 'rmsprop'; learning_rate, batch_size, seed: as named.
+      layers: also convert and check every layer on its own (the per-layer report).
+    Returns:
+      a JSON-able report: ``{'ok', 'runners': [...], 'layers': [...], ...}``.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(choices_message("optimizer", optimizer, OPTIMIZERS))
+    for name in runners:
+        if name not in RUNNERS:
+            raise ConfigError(choices_message("framework", name, RUNNERS))
+    if steps < 1 or batch_size < 1:
+        raise ConfigError("--steps and --batch-size must be positive integers")
+    xs, ys, loss_kind = make_batches(model, variables, input_shape, steps, batch_size, seed)
+    rows = []
+    with full_precision():
+        base = FuncdlRunner(model, variables, input_shape, loss_kind)
+        loss, grads = base.gradients(xs[0], ys[0])
+        reference = {"forward": base.forward(xs[0]), "grads": grads, "loss": loss}
+        trajectories = {}
+        for name in runners:
+            flavor = "keras" if name.startswith("tf") else "torch"
+            if flavor not in trajectories:
+                trajectories[flavor] = base.train(xs[1:], ys[1:], optimizer, learning_rate, flavor)
+            rows.append(_safe_row(name, model, variables, input_shape, loss_kind, reference, (xs, ys),
+                                  trajectories[flavor], optimizer, learning_rate))
+        layer_rows = layer_report(model, variables, input_shape, xs[0], runners) if layers else []
+    ok = all(r["ok"] for r in rows if r["note"] is None) and all(r["status"] == "OK" for r in layer_rows)
+    return {"ok": ok, "input_shape": list(input_shape), "batch_size": batch_size, "steps": steps,
+            "optimizer": optimizer, "learning_rate": learning_rate, "loss": loss_kind,
+            "tolerances": {"forward_abs": FORWARD_ATOL, "grad_rel": GRAD_RTOL, "loss_rel": LOSS_RTOL},
+            "runners": rows, "layers": layer_rows}
+
+
+def _safe_row(name, model, variables, input_shape, loss_kind, reference, batches, trajectory, optimizer, lr):
+    from funcdl.errors import FuncdlError
+    try:
+        runner = make_runner(name, model, variables, input_shape, loss_kind)
+        return _runner_row(name, runner, reference, batches, trajectory, optimizer, lr)
+    except FuncdlError as err:  # a missing framework, or a layer this framework cannot take
+        return {"runner": name, "ok": False, "note": str(err)}
+    except Exception as err:  # e.g. torch.compile without a working C++ toolchain
+        return {"runner": name, "ok": False, "note": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+
+
+def _single_layer(index, layer, variables):
+    name = f"layers_{index}"
+    sub_variables = {collection: {"layers_0": tree[name]} for collection, tree in variables.items() if name in tree}
+    return nn.Sequential([layer]), sub_variables
+
+
+def layer_report(model, variables, input_shape, x, runners):
+    """Each layer converted alone and fed funcdl's own input to it: OK / INACCURATE per framework."""
+    frameworks = [f for f, prefix in (("torch", "torch"), ("keras", "tf")) if any(r.startswith(prefix)
+                                                                                   for r in runners)]
+    _, captured = model.apply(variables, jnp.asarray(x), capture_intermediates=True, mutable=["intermediates"])
+    outputs = captured["intermediates"]
+    rows, current = [], np.asarray(x)
+    for index, layer in enumerate(getattr(model, "layers", ())):
+        expected = np.asarray(outputs[f"layers_{index}"]["__call__"][0])
+        sub, sub_variables = _single_layer(index, layer, variables)
+        for framework in frameworks:
+            rows.append(_layer_row(index, layer, framework, sub, sub_variables, current, expected))
+        current = expected
+    return rows
+
+
+def _layer_row(index, layer, framework, sub, sub_variables, x, expected):
+    row = {"layer": f"layers_{index}", "type": type(layer).__name__, "framework": framework}
+    try:
+        runner_class = TorchRunner if framework == "torch" else KerasRunner
+        runner = runner_class(sub, sub_variables, x.shape[1:], "mse")
+        actual = runner.forward(x)
+    except Exception as err:
+        return {**row, "status": "UNSUPPORTED", "max_abs": None, "max_rel": None,
+                "note": str(err).splitlines()[0][:200]}
+    max_abs, max_rel = max_differences(actual, expected)
+    return {**row, "status": "OK" if max_abs <= FORWARD_ATOL else "INACCURATE", "max_abs": max_abs,
+            "max_rel": max_rel, "note": None}
+
+
+def _figure(value, spec=".1e"):
+    return "-" if value is None else format(value, spec)
+
+
+def format_report(report):
+    """The report as two plain-text tables (runners, then layers)."""
+    lines = [f"parity: {report['optimizer']} lr={report['learning_rate']}, {report['steps']} steps, batch "
+             f"{report['batch_size']}, loss {report['loss']}; tolerances forward {FORWARD_ATOL:g} abs, "
+             f"gradients {GRAD_RTOL:g} rel, losses {LOSS_RTOL:g} rel",
+             f"{'runner':<15}{'flavor':<8}{'fwd max abs':>12}{'grad max rel':>14}{'loss max rel':>14}"
+             f"{'ms/step':>10}{'first ms':>10}  status"]
+    for row in report["runners"]:
+        if row["note"] is not None:
+            lines.append(f"{row['runner']:<15}{'':<8}{'':>60}  SKIPPED: {row['note']}")
+            continue
+        lines.append(f"{row['runner']:<15}{row['flavor']:<8}{_figure(row['forward_max_abs']):>12}"
+                     f"{_figure(row['grad_max_rel']):>14}{_figure(row['loss_max_rel']):>14}"
+                     f"{1e3 * row['step_seconds_median']:>10.2f}{1e3 * row['first_step_seconds']:>10.0f}  "
+                     f"{'OK' if row['ok'] else 'INACCURATE'}")
+    if report["layers"]:
+        lines.append(f"{'layer':<12}{'type':<12}{'framework':<10}{'status':<13}{'max abs':>10}{'max rel':>10}")
+        for row in report["layers"]:
+            lines.append(f"{row['layer']:<12}{row['type']:<12}{row['framework']:<10}{row['status']:<13}"
+                         f"{_figure(row['max_abs']):>10}{_figure(row['max_rel']):>10}"
+                         + (f"  {row['note']}" if row["note"] else ""))
+    lines.append("PARITY OK" if report["ok"] else "PARITY FAILED")
+    return "\n".join(lines)
