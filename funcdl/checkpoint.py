@@ -38,6 +38,16 @@ def exists(directory):
     return (Path(directory) / FILENAME).is_file()
 
 
+def _check_shapes(path, expected, restored):
+    """FileFormatError naming the first tensor whose shape differs (same names, another model's sizes)."""
+    restored_leaves = jax.tree.leaves(restored)
+    for (key, want), got in zip(jax.tree_util.tree_flatten_with_path(expected)[0], restored_leaves):
+        if np.shape(want) != np.shape(got):
+            raise FileFormatError(f"checkpoint {path} was written for another model: "
+                                  f"{jax.tree_util.keystr(key)} has shape {np.shape(got)}, this model's is "
+                                  f"{np.shape(want)}; resume with the same model and data, or use a new folder")
+
+
 def restore(directory, run):
     """Load the checkpoint in ``directory`` into ``run`` (whose structure it must match)."""
     path = Path(directory) / FILENAME
@@ -51,6 +61,7 @@ def restore(directory, run):
     except Exception as err:
         raise FileFormatError(f"checkpoint {path} is unreadable or was written for another model or "
                               f"optimizer: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    _check_shapes(path, run.variables, variables)
     if int(payload["seed"]) != run.seed:
         raise FileFormatError(f"checkpoint {path} was written with seed {payload['seed']}, not {run.seed}; "
                               "resume with the same seed")

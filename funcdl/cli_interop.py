@@ -28,6 +28,7 @@ def add_convert_arguments(parser):
 
 def run_convert(args):
     """Read SOURCE, write DESTINATION; prints one line saying what was written."""
+    model_io.check_destination(args.destination)  # fail before reading when the output cannot be written
     model, variables, input_shape = _load(args, args.source)
     kind = model_io.save(args.destination, model, variables, input_shape)
     print(f"wrote {args.destination} ({kind}): {len(getattr(model, 'layers', [model]))} layers, "

@@ -6,6 +6,7 @@ JSON of ``nn.to_config``), ``funcdl.input_shape`` and ``funcdl.format``.
 No pickle is involved, so loading a file never runs code.
 """
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -23,22 +24,47 @@ SUFFIX = ".funcdl"
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    On any failure the temporary is removed and ``path`` is left as it was; an
+    OSError while writing (disk full, permission denied, ...) becomes a
+    one-line FileFormatError naming ``path``.
+    """
+    path = Path(path)
+    directory = check_writable(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise write_error(path, err) from err
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise write_error(path, err) from err
+        raise
+
+
+def check_writable(path):
+    """The folder ``path`` would be written in; FileFormatError if it is missing or not writable."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileFormatError(f"cannot write {path}: folder {directory} does not exist; create it first")
     if not os.access(directory, os.W_OK):
         raise FileFormatError(f"cannot write {path}: folder {directory} is not writable; choose another output")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    return directory
+
+
+def write_error(path, err):
+    """The one-line FileFormatError for an OSError raised while writing ``path``."""
+    reason = err.strerror or (str(err).splitlines()[0] if str(err) else type(err).__name__)
+    space = err.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
+    return FileFormatError(f"cannot write {path}: {reason}; "
+                           f"{'free space or choose another output' if space else 'choose another output'}")
 
 
 def flatten_variables(variables):
@@ -62,13 +88,14 @@ def save_model(path, model, variables, input_shape=None, metadata=None):
       input_shape: one example's shape without the batch axis, recorded for inspect/convert.
       metadata: extra str -> str entries.
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
     header = {"funcdl.format": FORMAT, "funcdl.architecture": json.dumps(nn.to_config(model))}
     if input_shape is not None:
         header["funcdl.input_shape"] = json.dumps(list(input_shape))
     header.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    payload = save(flatten_variables(variables), metadata=header)
     with atomic_path(path) as tmp:
-        save_file(flatten_variables(variables), str(tmp), metadata=header)
+        tmp.write_bytes(payload)  # Python's write, so a full disk is an OSError atomic_path reports
 
 
 def read_header(path):

@@ -101,11 +101,26 @@ def load(path, arch=None, input_shape=None, unsafe=False, num_classes=10):
     return model, variables, shape
 
 
+def check_destination(path):
+    """The format ``path`` would be written in; FileFormatError for an unknown type or an unwritable folder."""
+    kind = kind_of(path, writing=True)
+    files.check_writable(path)
+    return kind
+
+
 def save(path, model, variables, input_shape):
     """Write ``model`` to ``path`` in the format its name asks for; nothing partial is left on failure."""
     if not input_shape:
         raise ConfigError(f"the input shape is unknown; pass --input-shape to write {path}")
-    kind = kind_of(path, writing=True)
+    kind = check_destination(path)
+    try:
+        _write(kind, path, model, variables, input_shape)
+    except OSError as err:  # the framework writers' own I/O (a full disk, a folder turned read-only)
+        raise files.write_error(path, err) from err
+    return kind
+
+
+def _write(kind, path, model, variables, input_shape):
     if kind == "funcdl":
         files.save_model(path, model, variables, input_shape=input_shape)
     elif kind == "torch":
@@ -120,4 +135,3 @@ def save(path, model, variables, input_shape):
     else:
         from interop import tensorflow
         tensorflow.to_saved_model(model, variables, path, input_shape)
-    return kind

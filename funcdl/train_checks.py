@@ -27,8 +27,8 @@ def check_data(x, y, label_kind, what="training data"):
         raise DataError(f"{what} is empty; it needs at least one example")
     if y.ndim == 0 or len(x) != len(y):
         raise DataError(f"{what}: x has {len(x)} examples but y has {len(y) if y.ndim else 0}; they must match")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise DataError(f"{what}: x has dtype {x.dtype}; it must be numeric")
+    if x.dtype.kind not in "biuf":  # complex numbers pass np.number but no layer takes them
+        raise DataError(f"{what}: x has dtype {x.dtype}; it must be numeric (bool, integer or float)")
     if np.issubdtype(x.dtype, np.floating):
         bad = ~np.isfinite(x)
         if bad.any():
@@ -61,11 +61,11 @@ def _integer_labels(y, what):
     return y.astype(np.int32)
 
 
-def check_batch_size(batch_size, num_examples):
-    """Raise ConfigError unless 1 <= batch_size <= num_examples."""
+def check_batch_size(batch_size, num_examples=None):
+    """Raise ConfigError unless 1 <= batch_size (<= num_examples, when given)."""
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if batch_size > num_examples:
+    if num_examples is not None and batch_size > num_examples:
         raise ConfigError(f"batch_size {batch_size} is larger than the {num_examples} training examples; "
                           f"use at most {num_examples}")
 
@@ -97,3 +97,9 @@ def check_model_fits(model, variables, x, y, label_kind):
         raise ShapeError(f"the model outputs shape {out.shape[1:]} per example but the targets have "
                          f"shape {y.shape[1:]}")
     return out
+
+
+def check_epochs(epochs):
+    """Raise ConfigError unless ``epochs`` is an integer >= 0 (0 compiles and returns the initial state)."""
+    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
+        raise ConfigError(f"epochs must be an integer >= 0, got {epochs!r}")

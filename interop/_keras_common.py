@@ -104,7 +104,8 @@ def _recurrent_from_keras(layer, tensors):
 
 def _recurrent_to_keras(layer, tensors):
     kind = type(layer).__name__
-    bias, recurrent_bias = tensors["params/bias"], tensors["params/recurrent_bias"]
+    bias = tensors["params/bias"]
+    recurrent_bias = tensors.get("params/recurrent_bias", np.zeros_like(bias))  # absent: use_recurrent_bias=False
     out = {key: value for key, value in tensors.items() if key not in ("params/bias", "params/recurrent_bias")}
     if kind != "GRU":
         return {**out, "params/bias": _fold(bias, recurrent_bias)}

@@ -3,7 +3,8 @@
 Weights are fused per gate family, in PyTorch's gate order:
 ``{'kernel': (in, G*H), 'recurrent_kernel': (H, G*H), 'bias': (G*H,),
 'recurrent_bias': (G*H,)}`` with G = 1 (SimpleRNN), 4 (LSTM: i, f, g, o) or
-3 (GRU: r, z, n). torch's ``weight_ih_l0`` is ``kernel.T``; keras' LSTM gate
+3 (GRU: r, z, n); ``use_recurrent_bias=False`` drops ``recurrent_bias`` (keras'
+single-bias form, which trains differently: one bias moves instead of two). torch's ``weight_ih_l0`` is ``kernel.T``; keras' LSTM gate
 order (i, f, c, o) is the same, keras' GRU order (z, r, h) is permuted by the
 converters. The input projection for every time step is one matmul before the
 scan; only ``h @ recurrent_kernel`` runs inside it.
@@ -25,7 +26,10 @@ def _weights(layer, x, gates, bias_init=None):
     recurrent = layer.param("recurrent_kernel", initializer(layer.recurrent_init, layer.features),
                             (layer.features, hidden))
     bias = layer.param("bias", bias_init or initializer(layer.bias_init, layer.features), (hidden,))
-    recurrent_bias = layer.param("recurrent_bias", linen.initializers.zeros, (hidden,))
+    if layer.use_recurrent_bias:
+        recurrent_bias = layer.param("recurrent_bias", linen.initializers.zeros, (hidden,))
+    else:  # keras' LSTM / SimpleRNN (and GRU without reset_after) have a single bias
+        recurrent_bias = jnp.zeros((hidden,), x.dtype)
     projected = jnp.einsum("btf,fg->tbg", x, kernel) + bias  # (T, B, G*H), time-major for the scan
     return projected, recurrent, recurrent_bias
 
@@ -42,10 +46,12 @@ class SimpleRNN(Layer):
       features: hidden size H.
       activation: 'tanh' (default) or 'relu'.
       return_sequences: return (B, T, H) instead of the last step (B, H).
+      use_recurrent_bias: learn a second bias on the recurrent side (torch) or not (keras).
     """
     features: int
     activation: str = "tanh"
     return_sequences: bool = False
+    use_recurrent_bias: bool = True
     kernel_init: str = "glorot_uniform"
     recurrent_init: str = "orthogonal"
     bias_init: str = "zeros"
@@ -69,10 +75,12 @@ class LSTM(Layer):
       features: hidden size H.
       return_sequences: return (B, T, H) instead of the last step (B, H).
       unit_forget_bias: initialise the forget-gate bias to 1 (keras default).
+      use_recurrent_bias: learn a second bias on the recurrent side (torch) or not (keras).
     """
     features: int
     return_sequences: bool = False
     unit_forget_bias: bool = True
+    use_recurrent_bias: bool = True
     kernel_init: str = "glorot_uniform"
     recurrent_init: str = "orthogonal"
     bias_init: str = "zeros"
@@ -110,10 +118,12 @@ class GRU(Layer):
       features: hidden size H.
       return_sequences: return (B, T, H) instead of the last step (B, H).
       reset_after: where the reset gate applies (see above).
+      use_recurrent_bias: learn a second bias on the recurrent side (torch) or not (keras).
     """
     features: int
     return_sequences: bool = False
     reset_after: bool = True
+    use_recurrent_bias: bool = True
     kernel_init: str = "glorot_uniform"
     recurrent_init: str = "orthogonal"
     bias_init: str = "zeros"

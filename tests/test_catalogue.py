@@ -1,0 +1,459 @@
+"""A catalogue of bad inputs: one table, each row provoking one failure through the API or the CLI.
+
+API rows expect a FuncdlError subclass with a one-line message. CLI rows expect an exit code and exactly
+one line on stderr, ``error: ...``, with no traceback. Every row also checks that nothing was written (no
+destination, no temporary file) and that no hostile payload ran: the malicious files below (a pickle whose
+loading would create a marker file, Keras Lambda layers that create it when run) are proven live when built.
+"""
+import errno
+import functools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import numpy as np
+import pytest
+
+import funcdl as fd
+from funcdl import checkpoint, nn
+from funcdl.cli import main
+from funcdl.errors import ConfigError, DataError, FileFormatError, FuncdlError, ShapeError
+from funcdl.fit import History
+
+X = np.random.default_rng(0).random((20, 4, 4, 1), dtype=np.float32)
+Y = (np.arange(20) % 10).astype(np.int32)
+
+
+def small_model():
+    return nn.Sequential((nn.Flatten(), nn.Dense(10)))
+
+
+@functools.lru_cache(maxsize=None)
+def small_variables():
+    return small_model().init(jax.random.key(0), X[:1])
+
+
+def train(*extra):
+    """argv of a small ``funcdl train`` run on the embedded digits."""
+    epochs = [] if "--epochs" in extra else ["--epochs", "2"]
+    return ["train", "--dataset", "digits", "--limit", "64", "--batch-size", "32", "--quiet", *epochs, *extra]
+
+
+# -- input files, built once per module on first use ---------------------------------------------------------
+class _Evil:
+    """Unpickling this opens (creates) the marker file: what a hostile .pt would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _evil_pt(path, marker):
+    torch = pytest.importorskip("torch")
+    torch.save({"weight": torch.zeros(2), "payload": _Evil(marker)}, path)
+    torch.load(path, weights_only=False)  # the payload is live: an unsafe load runs it
+    assert marker.exists()
+    marker.unlink()
+
+
+def _evil_pt2(path, marker, inputs):
+    torch = pytest.importorskip("torch")
+    payload = path.with_suffix(".payload")
+    torch.save((_Evil(marker),), payload)
+    with zipfile.ZipFile(inputs.path("conv3d.pt2")) as source, zipfile.ZipFile(path, "w") as target:
+        members = source.infolist()
+        assert any("sample_inputs" in m.filename for m in members)
+        for member in members:
+            data = payload.read_bytes() if "sample_inputs" in member.filename else source.read(member.filename)
+            target.writestr(member, data)
+
+
+def _conv3d_pt2(path):
+    torch = pytest.importorskip("torch")
+    module = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 2), torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    torch.export.save(torch.export.export(module, (torch.zeros(1, 1, 3, 3, 3),)), str(path))
+
+
+def _lambda_keras(path, marker):
+    keras = pytest.importorskip("keras")
+    where = str(marker)  # a str: keras stores the lambda's closure in the file
+    run_marker = keras.layers.Lambda(lambda x: (open(where, "a").close(), x)[1], name="marker")
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), run_marker]).save(str(path))
+    assert marker.exists()  # keras ran the lambda while building the model: the payload is live
+    marker.unlink()
+
+
+def _conv3d_keras(path):
+    keras = pytest.importorskip("keras")
+    layers = keras.layers
+    keras.Sequential([keras.Input((4, 4, 4, 1)), layers.Conv3D(2, 3), layers.Flatten(), layers.Dense(2)]).save(
+        str(path))
+
+
+def _funcdl(path, *layers):
+    model = nn.Sequential((nn.Flatten(),) + layers)
+    fd.save_model(path, model, model.init(jax.random.key(0), X[:1]), input_shape=X.shape[1:])
+
+
+def _checkpoint(folder, model, x, optimizer="adam"):
+    """A checkpoint of ``model`` (untrained) as ``funcdl train --resume`` would write it."""
+    variables = model.init(jax.random.key(0), x[:1])
+    opt_state = fd.optim.get(optimizer, 1e-3, flavor="torch").init(variables["params"])
+    checkpoint.save(folder, History(variables=variables, opt_state=opt_state, seed=0))
+
+
+def _torch_file(path, obj):
+    torch = pytest.importorskip("torch")
+    torch.save(obj(torch), path)
+
+
+DIGIT = np.zeros((1, 8, 8, 1), np.float32)
+BUILDERS = {
+    "small.funcdl": lambda p, i: fd.save_model(p, small_model(), small_variables(), input_shape=X.shape[1:]),
+    "layernorm_bias.funcdl": lambda p, i: _funcdl(p, nn.Dense(4), nn.LayerNorm(use_scale=False)),
+    "gelu_tanh.funcdl": lambda p, i: _funcdl(p, nn.Dense(4), nn.GELU(approximate=True)),
+    "plain.pt": lambda p, i: _torch_file(p, lambda torch: {"weight": torch.zeros(3, 2), "bias": torch.zeros(3)}),
+    "evil.pt": lambda p, i: _evil_pt(p, i.marker),
+    "evil.pt2": lambda p, i: _evil_pt2(p, i.marker, i),
+    "conv3d.pt2": lambda p, i: _conv3d_pt2(p),
+    "notes.pt": lambda p, i: p.write_text("meeting notes, not a model\n"),
+    "picture.keras": lambda p, i: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64)),
+    "lambda.keras": lambda p, i: _lambda_keras(p, i.marker),
+    "lambda.h5": lambda p, i: _lambda_keras(p, i.marker),
+    "conv3d.keras": lambda p, i: _conv3d_keras(p),
+    "only.weights.h5": lambda p, i: p.write_bytes(b"\x89HDF\r\n\x1a\n"),
+    "conv3d.json": lambda p, i: p.write_text(json.dumps(
+        {"type": "Sequential", "layers": [{"type": "Flatten"}, {"type": "Conv3D", "features": 2}]})),
+    "broken.json": lambda p, i: p.write_text('{"type": "Sequential", '),
+    "ckpt_mlp": lambda p, i: _checkpoint(p, fd.models.mlp(10), DIGIT),
+    "ckpt_other_sizes": lambda p, i: _checkpoint(p, fd.models.mlp(10), X),  # same names, 4x4 images
+    "ckpt_other_layers": lambda p, i: _checkpoint(p, small_model(), DIGIT),
+    "ckpt_garbage": lambda p, i: (p.mkdir(), (p / checkpoint.FILENAME).write_bytes(b"\x93not msgpack")),
+}
+
+
+class Inputs:
+    """The input files of the rows, each built on first use in one module-wide folder."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.marker = folder / "payload-ran"
+
+    def path(self, name):
+        path = self.folder / name
+        if not path.exists():
+            BUILDERS[name](path, self)
+        return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return Inputs(tmp_path_factory.mktemp("inputs"))
+
+
+# -- ways to make writing fail ----------------------------------------------------------------------------------
+def full_disk(monkeypatch, owner, attribute, target):
+    """Make ``owner.attribute`` write a few bytes to its destination, then fail as a full disk does."""
+    def write(*args, **kwargs):
+        with open(target(*args), "wb") as handle:
+            handle.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(owner, attribute, write)
+
+
+def full_disk_for_funcdl(c):
+    full_disk(c.monkeypatch, pathlib.Path, "write_bytes", lambda self, *_: self)
+
+
+def full_disk_for_torch(c):
+    torch = pytest.importorskip("torch")
+    full_disk(c.monkeypatch, torch, "save", lambda obj, f, *_: f)
+
+
+def full_disk_for_keras(c):
+    keras = pytest.importorskip("keras")
+    full_disk(c.monkeypatch, keras.Model, "save", lambda self, f, *_: f)
+
+
+def read_only(c):
+    """A folder nobody may write in; as root (where chmod does not stop writes) os.access says so instead."""
+    folder = c.tmp / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        real = os.access
+        c.monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if (
+            mode & os.W_OK and pathlib.Path(p).resolve() == folder.resolve()) else real(p, mode, **kw))
+    return folder
+
+
+# -- the catalogue ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    name: str
+    provoke: Callable  # (ctx) -> argv (CLI row), or does the failing API call (API row)
+    expect: object  # exit code (CLI) or exception class (API)
+    message: tuple  # substrings of the one-line message
+    needs: tuple = ()  # modules the row needs (skipped without them)
+
+
+def api(name, call, error, *message, needs=()):
+    return Row(name, call, error, message, needs)
+
+
+def cli(name, argv, code, *message, needs=()):
+    return Row(name, argv, code, message, needs)
+
+
+TORCH, KERAS = ("torch",), ("keras",)
+STRINGS = np.array(["a"] * 20)
+
+ROWS = [
+    # -- API: shapes, dtypes, ranks, labels, empty data, batch sizes, epochs, NaN --------------------------------
+    api("evaluate: input of the wrong shape", lambda c: fd.evaluate(
+        small_model(), small_variables(), (np.zeros((3, 5, 5, 1), np.float32), Y[:3])), ShapeError,
+        "expects input with 16 features"),
+    api("predict: rank-3 input to a Conv2D", lambda c: fd.predict(
+        nn.Sequential((nn.Conv2D(2, (3, 3)),)), nn.Sequential((nn.Conv2D(2, (3, 3)),)).init(
+            jax.random.key(0), X[:1]), X[..., 0]), ShapeError, "Conv2D"),
+    api("evaluate: string inputs", lambda c: fd.evaluate(small_model(), small_variables(), (STRINGS, Y)),
+        DataError, "evaluation data: x has dtype <U1", "numeric"),
+    api("fit: complex inputs", lambda c: fd.fit(small_model(), (X.astype(np.complex64), Y), epochs=1,
+                                                  batch_size=10, verbose=False), DataError, "complex64"),
+    api("evaluate: string labels", lambda c: fd.evaluate(small_model(), small_variables(), (X, STRINGS)),
+        DataError, "class labels have dtype <U1"),
+    api("fit: labels of rank 2 for an integer-label loss", lambda c: fd.fit(
+        small_model(), (X, Y[:, None]), epochs=1, batch_size=10, verbose=False), DataError,
+        "integer class labels of shape (N,), got shape (20, 1)"),
+    api("fit: one-hot targets narrower than the model's output", lambda c: fd.fit(
+        small_model(), (X, np.eye(3, dtype=np.float32)[Y % 3]), loss="categorical_crossentropy", epochs=1,
+        batch_size=10, verbose=False), ShapeError, "outputs shape (10,)", "targets have shape (3,)"),
+    api("evaluate: a label past the model's classes", lambda c: fd.evaluate(
+        small_model(), small_variables(), (X, np.where(Y == 9, 10, Y))), DataError,
+        "labels must be integers in [0, 10)", "max=10"),
+    api("one_hot: a label past num_classes", lambda c: fd.data.one_hot(np.array([0, 12]), 10), DataError,
+        "found min=0, max=12"),
+    api("fit: empty validation data", lambda c: fd.fit(
+        small_model(), (X, Y), validation_data=(X[:0], Y[:0]), epochs=1, batch_size=10, verbose=False),
+        DataError, "validation data is empty"),
+    api("predict: no examples", lambda c: fd.predict(small_model(), small_variables(), X[:0]), DataError,
+        "at least one example"),
+    api("data.load: limit 0 (an empty dataset)", lambda c: fd.data.load("digits", limit=0), ConfigError,
+        "limit must be a positive integer"),
+    api("validation split leaving an empty part", lambda c: fd.data.train_validation_split(
+        fd.data.ArrayDataset(X, Y), 0.01, 0), DataError, "leaves an empty split"),
+    api("evaluate: batch_size 0", lambda c: fd.evaluate(small_model(), small_variables(), (X, Y), batch_size=0),
+        ConfigError, "batch_size must be a positive integer, got 0"),
+    api("predict: batch_size 0", lambda c: fd.predict(small_model(), small_variables(), X, batch_size=0),
+        ConfigError, "batch_size must be a positive integer, got 0"),
+    api("fit: epochs -1", lambda c: fd.fit(small_model(), (X, Y), epochs=-1, batch_size=10, verbose=False),
+        ConfigError, "epochs must be an integer >= 0, got -1"),
+    api("evaluate: NaN in the inputs", lambda c: fd.evaluate(
+        small_model(), small_variables(), (np.where(np.arange(20)[:, None, None, None] == 4, np.nan, X), Y)),
+        DataError, "NaN/inf values (first in example 4)"),
+    api("fit: NaN in regression targets", lambda c: fd.fit(
+        small_model(), (X, np.where(np.eye(10, dtype=np.float32)[Y] > 0, np.nan, 0.0)), loss="mse", epochs=1,
+        batch_size=10, verbose=False), DataError, "y contains NaN/inf"),
+    api("fit: resume from a folder holding no checkpoint", lambda c: fd.fit(
+        small_model(), (X, Y), resume=c.tmp, epochs=1, batch_size=10, verbose=False), FileFormatError,
+        "no checkpoint to resume in", "checkpoint.msgpack is missing"),
+    # -- API: unknown names ----------------------------------------------------------------------------------
+    api("unknown model", lambda c: fd.models.get("resnet50", 10), ConfigError,
+        "unknown model 'resnet50'; choose one of: cnn, gru, lstm, mlp"),
+    api("unknown dataset", lambda c: fd.data.load("cifar10"), ConfigError, "unknown dataset 'cifar10'"),
+    api("unknown optimizer flavor", lambda c: fd.optim.get("adam", 1e-3, flavor="jax"), ConfigError,
+        "unknown optimizer flavor 'jax'; choose one of: keras, torch"),
+    api("unknown loss", lambda c: fd.losses.get("hinge"), ConfigError, "unknown loss 'hinge'"),
+    api("unknown layer in an architecture", lambda c: nn.from_config({"type": "Conv3D", "features": 2}),
+        ConfigError, "unknown layer 'Conv3D'; choose one of:"),
+    api("unknown setting of a known layer", lambda c: nn.from_config({"type": "Dense", "units": 2}),
+        ConfigError, "layer Dense has no setting 'units'"),
+    # -- CLI: train ------------------------------------------------------------------------------------------
+    cli("train --epochs 0 (no --out folder made)", lambda c: train("--epochs", "0", "--out", c.tmp / "run"), 2,
+        "--epochs must be a positive integer, got 0"),
+    cli("train --batch-size 0", lambda c: train("--batch-size", "0"), 2, "--batch-size must be a positive integer"),
+    cli("train --batch-size larger than --limit", lambda c: train("--limit", "20", "--batch-size", "64"), 2,
+        "batch_size 64 is larger than the 20 training examples"),
+    cli("train --limit 0", lambda c: train("--limit", "0"), 2, "limit must be a positive integer"),
+    cli("train --validation-split 1.5", lambda c: train("--validation-split", "1.5"), 2,
+        "validation_split must be in [0, 1)"),
+    cli("train --num-processes without --coordinator", lambda c: train("--num-processes", "2"), 2,
+        "--num-processes needs --coordinator"),
+    cli("train --resume: checkpoint of the same layers at other sizes", lambda c: train(
+        "--resume", c.inputs.path("ckpt_other_sizes")), 2, "was written for another model", "has shape (16, 128)"),
+    cli("train --resume: checkpoint of another architecture", lambda c: train(
+        "--resume", c.inputs.path("ckpt_other_layers"), "--model", "mlp"), 2,
+        "unreadable or was written for another model"),
+    cli("train --resume: checkpoint of another optimizer", lambda c: train(
+        "--resume", c.inputs.path("ckpt_mlp"), "--optimizer", "sgd"), 2, "another model or optimizer"),
+    cli("train --resume: checkpoint of another seed", lambda c: train(
+        "--resume", c.inputs.path("ckpt_mlp"), "--seed", "3"), 2, "with seed 0, not 3"),
+    cli("train --resume: damaged checkpoint", lambda c: train("--resume", c.inputs.path("ckpt_garbage")), 2,
+        "is unreadable"),
+    cli("train --out on a full disk", lambda c: (full_disk_for_funcdl(c), train(
+        "--epochs", "1", "--out", c.tmp / "run"))[1], 2, "model.funcdl: No space left on device; free space"),
+    # -- CLI: hostile files ----------------------------------------------------------------------------------
+    cli("convert a .pt whose pickle runs code", lambda c: [
+        "convert", c.inputs.path("evil.pt"), c.tmp / "out.funcdl", "--arch", "mlp"], 2,
+        "refused to load", "pickles objects other than tensors", "code that would run", ".safetensors",
+        needs=TORCH),
+    cli("inspect a .pt whose pickle runs code", lambda c: ["inspect", c.inputs.path("evil.pt"), "--arch", "mlp"], 2,
+        "refused to load", ".safetensors", needs=TORCH),
+    cli("convert a .pt2 with a pickled payload", lambda c: [
+        "convert", c.inputs.path("evil.pt2"), c.tmp / "out.funcdl"], 2, "refused to load", needs=TORCH),
+    cli("convert a .keras with a Lambda layer", lambda c: [
+        "convert", c.inputs.path("lambda.keras"), c.tmp / "out.funcdl"], 2,
+        "Lambda layer ('marker')", "code would run", "refused", "unsafe", "only if you trust", needs=KERAS),
+    cli("inspect a .keras with a Lambda layer", lambda c: ["inspect", c.inputs.path("lambda.keras")], 2,
+        "Lambda layer", "refused", needs=KERAS),
+    cli("convert an .h5 full model with a Lambda layer", lambda c: [
+        "convert", c.inputs.path("lambda.h5"), c.tmp / "out.funcdl"], 2, "Lambda layer ('marker')", "refused",
+        needs=KERAS),
+    # -- CLI: wrong files, missing files, missing settings ---------------------------------------------------
+    cli("convert a .pt without --arch", lambda c: ["convert", c.inputs.path("plain.pt"), c.tmp / "out.funcdl"], 2,
+        "carries no architecture; pass --arch", needs=TORCH),
+    cli("convert a state dict that does not fit --arch", lambda c: [
+        "convert", c.inputs.path("plain.pt"), c.tmp / "out.funcdl", "--arch", "mlp"], 2, "parameter groups",
+        needs=TORCH),
+    cli("convert a text file named .pt", lambda c: [
+        "convert", c.inputs.path("notes.pt"), c.tmp / "out.funcdl", "--arch", "mlp"], 2,
+        "notes.pt", needs=TORCH),  # the message calls it a refused pickle, not a damaged file (see the report)
+    cli("convert a PNG named .keras", lambda c: ["convert", c.inputs.path("picture.keras"), c.tmp / "out.funcdl"],
+        2, "is not a valid .keras file", needs=KERAS),
+    cli("convert a .weights.h5 without --arch", lambda c: [
+        "convert", c.inputs.path("only.weights.h5"), c.tmp / "out.funcdl"], 2, "holds Keras weights only; pass --arch",
+        needs=KERAS),
+    cli("convert to .onnx", lambda c: ["convert", c.inputs.path("small.funcdl"), c.tmp / "out.onnx"], 2,
+        "out.onnx: unknown model file type; use one of .funcdl"),
+    cli("convert a missing file", lambda c: ["convert", c.tmp / "absent.pt", c.tmp / "out.funcdl", "--arch", "mlp"],
+        2, "absent.pt does not exist"),
+    cli("inspect a missing file", lambda c: ["inspect", c.tmp / "absent.funcdl"], 2, "absent.funcdl does not exist"),
+    cli("--input-shape garbage", lambda c: [
+        "convert", c.inputs.path("small.funcdl"), c.tmp / "out.funcdl", "--input-shape", "28;28"], 2,
+        "--input-shape must be positive integers like 28,28,1; got '28;28'"),
+    cli("--input-shape with a zero", lambda c: [
+        "convert", c.inputs.path("small.funcdl"), c.tmp / "out.funcdl", "--input-shape", "0,4"], 2,
+        "--input-shape must be positive integers"),
+    cli("--arch that is no model", lambda c: [
+        "convert", c.inputs.path("plain.pt"), c.tmp / "out.funcdl", "--arch", "resnet50"], 2,
+        "--arch must be a zoo model", "'resnet50' is none of these"),
+    cli("--arch JSON naming an unknown layer", lambda c: [
+        "convert", c.inputs.path("plain.pt"), c.tmp / "out.funcdl", "--arch", c.inputs.path("conv3d.json")], 2,
+        "unknown layer 'Conv3D'"),
+    cli("--arch JSON that is not JSON", lambda c: [
+        "convert", c.inputs.path("plain.pt"), c.tmp / "out.funcdl", "--arch", c.inputs.path("broken.json")], 2,
+        "broken.json is not valid JSON"),
+    cli("compare --frameworks with an unknown runner", lambda c: [
+        "compare", c.inputs.path("small.funcdl"), "--frameworks", "funcdl,mxnet", "--steps", "1"], 2,
+        "unknown framework 'mxnet'; choose one of: funcdl"),
+    # -- CLI: layers a framework cannot express --------------------------------------------------------------
+    cli("convert a keras Conv3D model", lambda c: ["convert", c.inputs.path("conv3d.keras"), c.tmp / "out.funcdl"],
+        2, "keras layer 'conv3d' (Conv3D) is not supported; supported layers:", needs=KERAS),
+    cli("convert a torch.export Conv3d program", lambda c: [
+        "convert", c.inputs.path("conv3d.pt2"), c.tmp / "out.funcdl"], 2, "no funcdl architecture", needs=TORCH),
+    cli("convert to .pt a LayerNorm torch cannot express", lambda c: [
+        "convert", c.inputs.path("layernorm_bias.funcdl"), c.tmp / "out.pt"], 2,
+        "layers_2 (LayerNorm): torch has no LayerNorm with a bias but no scale", needs=TORCH),
+    cli("convert to .keras a tanh-GELU keras cannot express", lambda c: [
+        "convert", c.inputs.path("gelu_tanh.funcdl"), c.tmp / "out.keras"], 2, "approximate=True", needs=KERAS),
+    # -- CLI: outputs that cannot be written -----------------------------------------------------------------
+    cli("convert into a read-only folder", lambda c: [
+        "convert", c.inputs.path("small.funcdl"), read_only(c) / "out.funcdl"], 2, "is not writable"),
+    cli("convert into a missing folder", lambda c: [
+        "convert", c.inputs.path("small.funcdl"), c.tmp / "absent" / "out.funcdl"], 2,
+        "folder", "does not exist; create it first"),
+    cli("convert to .funcdl on a full disk", lambda c: (full_disk_for_funcdl(c), [
+        "convert", c.inputs.path("small.funcdl"), c.tmp / "out.funcdl"])[1], 2,
+        "out.funcdl: No space left on device; free space or choose another output"),
+    cli("convert to .pt on a full disk", lambda c: (full_disk_for_torch(c), [
+        "convert", c.inputs.path("small.funcdl"), c.tmp / "out.pt"])[1], 2,
+        "out.pt: No space left on device; free space", needs=TORCH),
+    cli("convert to .keras on a full disk", lambda c: (full_disk_for_keras(c), [
+        "convert", c.inputs.path("small.funcdl"), c.tmp / "out.keras"])[1], 2,
+        "out.keras: No space left on device; free space", needs=KERAS),
+]
+
+
+@dataclass
+class Context:
+    tmp: pathlib.Path
+    inputs: Inputs
+    monkeypatch: pytest.MonkeyPatch
+
+
+def files_under(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_catalogue_is_large_and_names_are_unique():
+    assert len(ROWS) >= 30 and len({row.name for row in ROWS}) == len(ROWS)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda row: row.name)
+def test_bad_input(row, tmp_path, inputs, monkeypatch, capsys):
+    for module in row.needs:
+        pytest.importorskip(module)
+    c = Context(tmp_path, inputs, monkeypatch)
+    try:
+        if isinstance(row.expect, int):
+            argv = [str(a) for a in row.provoke(c)]
+            before = files_under(tmp_path)
+            capsys.readouterr()
+            code = main(argv)
+            message = capsys.readouterr().err
+            assert code == row.expect, message
+            assert "Traceback" not in message
+            lines = message.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: "), message
+        else:
+            before = files_under(tmp_path)
+            with pytest.raises(FuncdlError) as info:
+                row.provoke(c)
+            assert type(info.value) is row.expect, repr(info.value)
+            message = str(info.value)
+            assert "\n" not in message
+        for part in row.message:
+            assert part in message, message
+        monkeypatch.undo()
+        assert files_under(tmp_path) == before  # no destination and no temporary file
+        assert not inputs.marker.exists()  # no hostile payload ran
+    finally:
+        for folder in [tmp_path, *tmp_path.rglob("*")]:
+            if folder.is_dir():
+                folder.chmod(0o755)
+
+
+def test_real_write_failure_leaves_nothing(tmp_path):
+    """A write that really fails (a file size limit gives EFBIG, as a full disk gives ENOSPC): one line, exit 2."""
+    source = tmp_path / "wide.funcdl"
+    _funcdl(source, nn.Dense(512))  # about 33 KB, over the 8 KB limit below
+    limited = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (8192, resource.RLIM_INFINITY)); "
+               "from funcdl.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", limited, "convert", str(source), str(tmp_path / "copy.funcdl")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write"), done.stderr
+    assert "File too large; free space or choose another output" in lines[0]
+    assert files_under(tmp_path) == ["wide.funcdl"]
+
+
+def test_failed_export_leaves_no_destination(tmp_path, capsys):
+    """A conversion refused while the torch program is being built writes nothing at all."""
+    pytest.importorskip("torch")
+    source = tmp_path / "layernorm.funcdl"
+    _funcdl(source, nn.Dense(4), nn.LayerNorm(use_scale=False))
+    for destination in ("out.pt", "out.pt2", "out.safetensors"):
+        assert main(["convert", str(source), str(tmp_path / destination)]) == 2
+        assert "LayerNorm" in capsys.readouterr().err
+    assert files_under(tmp_path) == ["layernorm.funcdl"]
