@@ -42,6 +42,7 @@ def main(argv=None):
     """Run the CLI; returns the exit code (0 ok, 2 bad input, 3 non-finite loss)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter, if it is loaded
     parser = build_parser()
+    _one_line_errors(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
@@ -54,9 +55,24 @@ def main(argv=None):
     except FuncdlError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a folder that cannot be created or written, a full disk, ...
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}; check the path and permissions", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_errors(parser):
+    """Make argparse report bad arguments as one ``error: ...`` line (with the command's usage hint)."""
+    def error(message, parser=parser):
+        print(f"error: {parser.prog}: {message} (see '{parser.prog} --help')", file=sys.stderr)
+        raise SystemExit(2)
+    parser.error = error
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for sub in action.choices.values():
+            sub.error = lambda message, sub=sub: error(message, sub)
 
 
 def entry():

@@ -70,10 +70,8 @@ def import_tf():
 
 def input_dtype(model):
     """int32 when ``model`` starts with an Embedding (token ids), else float32."""
-    import jax.numpy as jnp
     from funcdl import nn
-    layers = getattr(model, "layers", (model,))
-    return jnp.int32 if layers and isinstance(layers[0], nn.Embedding) else jnp.float32
+    return nn.input_dtype(model)
 
 
 def swap_gru_gates(array, hidden):

@@ -298,7 +298,7 @@ def _refuse_code(config, path):
                 name = layer_config.get("name", "?") if isinstance(layer_config, dict) else "?"
                 raise FileFormatError(
                     f"{path} contains a {kind} layer ({name!r}) whose Python code would run when it is loaded; "
-                    "refused. Load it with unsafe=True only if you trust the file")
+                    "refused. Load it with unsafe=True (CLI: --unsafe) only if you trust the file")
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)

@@ -51,8 +51,7 @@ def _torch():
 
 
 def _input_dtype(model):
-    layers = getattr(model, "layers", ())
-    return jnp.int32 if layers and isinstance(layers[0], nn.Embedding) else jnp.float32
+    return nn.input_dtype(model)
 
 
 def _check(model, variables, input_shape, dtype, source):
@@ -328,8 +327,10 @@ def _read_pickled(path):
     torch = _torch()
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise _refused(path, "it") from None
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():  # torch's weights_only refusal of a non-tensor pickle
+            raise _refused(path, "it") from None
+        raise FileFormatError(f"{path} is not a readable PyTorch file: {str(err).splitlines()[0]}") from None
     except Exception as err:  # torch raises RuntimeError / EOFError / ... for damaged files
         raise FileFormatError(f"{path} is not a readable PyTorch file: {str(err).splitlines()[0]}") from None
     return _state_dict_of(loaded, path)

@@ -64,6 +64,7 @@ def test_train_resume_continues(capsys, tmp_path):
     (["--batch-size", "-3"], "--batch-size must be a positive integer"),
     (["--batch-size", "5000"], "larger than the 1437 training examples"),
     (["--lr", "-1"], "learning"),
+    (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
 ])
 def test_train_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     code, out, err = run(capsys, "train", "--dataset", "digits", "--quiet", *argv)

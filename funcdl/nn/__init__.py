@@ -16,13 +16,13 @@ from funcdl.nn._pool import AvgPool2D, MaxPool2D
 from funcdl.nn._recurrent import GRU, LSTM, SimpleRNN
 from funcdl.nn._sequential import Sequential
 from funcdl.nn._shape import Dropout, Flatten, ImageRows, Reshape
-from funcdl.nn._summary import count_params, output_shape, summary
+from funcdl.nn._summary import count_params, input_dtype, output_shape, summary
 
 __all__ = [
     "ACTIVATIONS", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "GELU",
     "GRU", "ImageRows", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "LogSoftmax", "MaxPool2D", "REGISTRY", "ReLU",
     "Reshape", "Sequential", "Sigmoid", "SimpleRNN", "Softmax", "Softplus", "Tanh", "count_params",
-    "from_config", "gelu", "gelu_tanh", "get_activation", "initializers", "leaky_relu", "linear",
+    "from_config", "gelu", "input_dtype", "gelu_tanh", "get_activation", "initializers", "leaky_relu", "linear",
     "log_softmax", "output_shape", "relu", "sigmoid", "softmax", "softplus", "summary", "tanh",
     "to_config",
 ]
