@@ -27,6 +27,14 @@ def test_mnist_examples_run(name, argv, data_dir):
         assert result["accuracy"] > 0.6  # 512 images, 2 epochs: far above chance (0.1)
 
 
+def test_torch_to_keras_walkthrough(data_dir, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    result = load("torch_to_keras").main(["--data-dir", str(data_dir), "--out", str(tmp_path), "--limit", "256"])
+    assert result["keras"] <= 1e-5 and result["savedmodel"] <= 1e-5 and result["torch"] <= 1e-5
+    assert {p.name for p in tmp_path.iterdir()} == {"net.funcdl", "net.keras", "net_savedmodel", "net.pt"}
+
+
 def test_linear_regression_recovers_the_line():
     result = load("linear_regression").main(["--examples", "256", "--epochs", "40"])
     assert abs(result["weight"] - 3) < 0.05 and abs(result["bias"] + 2) < 0.05 and result["loss"] < 0.01
