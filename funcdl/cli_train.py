@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jax
 
-from funcdl import callbacks, checkpoint, data, files, losses, models, nn, optim
+from funcdl import callbacks, checkpoint, data, files, losses, models, monitor, nn, optim, parallel, precision
 from funcdl.errors import ConfigError, NonFiniteError
 from funcdl.fit import evaluate, fit
 
@@ -41,6 +41,23 @@ def add_train_arguments(parser):
     parser.add_argument("--out", default=None, metavar="DIR", help="save model.funcdl and history.json here")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line last")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_scale_arguments(parser)
+
+
+def _add_scale_arguments(parser):
+    """Options for data parallelism, multi-host runs, mixed precision and training reports."""
+    parser.add_argument("--data-parallel", action="store_true",
+                        help="split every batch over all devices (batch size must divide by their count)")
+    parser.add_argument("--precision", default="fp32", choices=precision.POLICIES,
+                        help="bf16: compute in bfloat16 with float32 parameters (default fp32)")
+    parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                        help="multi-host: process 0's address; implies --data-parallel")
+    parser.add_argument("--num-processes", type=int, default=1, metavar="N", help="multi-host: process count")
+    parser.add_argument("--process-id", type=int, default=0, metavar="I", help="multi-host: this process, 0..N-1")
+    parser.add_argument("--tensorboard", default=None, metavar="DIR", help="write TensorBoard event files here")
+    parser.add_argument("--report", default=None, metavar="DIR",
+                        help="write DIR/report.png: loss and accuracy curves, per-layer weight norms and "
+                        "update/weight ratios")
 
 
 def _load_data(args):
@@ -66,35 +83,81 @@ def _check_args(args):
     models.get(args.model)
 
 
+def _join_processes(args):
+    """Multi-host: join the run (before any jax work) and keep only process 0's output."""
+    if args.coordinator is None:
+        if args.num_processes != 1:
+            raise ConfigError("--num-processes needs --coordinator HOST:PORT")
+        return
+    parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+    args.data_parallel = True
+    if args.process_id != 0:  # one report, one set of files: process 0's
+        args.quiet, args.json, args.out, args.tensorboard, args.report = True, False, None, None, None
+
+
+def _train_data(args, datasets):
+    """The training set, or this process's shard of it in a multi-host run."""
+    if args.coordinator is None:
+        return datasets.train
+    x, y, dropped = parallel.process_shard(datasets.train.x, datasets.train.y)
+    if dropped and args.process_id == 0:
+        print(f"note: {dropped} training examples left out so every device holds as many", file=sys.stderr)
+    return data.ArrayDataset(x, y)
+
+
+def _monitors(args, datasets):
+    """TensorBoard and report callbacks asked for on the command line."""
+    board = monitor.TensorBoard(args.tensorboard, learning_rate=args.lr) if args.tensorboard else None
+    title = f"{args.model} on {datasets.name}: {args.optimizer} lr={args.lr}, batch {args.batch_size}"
+    report = monitor.Report(Path(args.report) / "report.png", title=title) if args.report else None
+    return [m for m in (board, report) if m is not None]
+
+
 def run_train(args):
     """Train, evaluate on the test set, report, save; returns the exit code."""
     _check_args(args)
+    _join_processes(args)
     optimizer = optim.get(args.optimizer, args.lr, flavor=args.flavor)
     datasets = _load_data(args)
     model = models.get(args.model, datasets.num_classes)
     validation = datasets.validation or datasets.test
-    cbs = []
+    watchers = _monitors(args, datasets)
+    cbs = list(watchers)
     if args.early_stopping:
         cbs.append(callbacks.EarlyStopping("val_loss", patience=args.early_stopping))
     if args.resume:
         cbs.append(callbacks.ModelCheckpoint(args.resume, every=args.checkpoint_every))
     resume = args.resume if args.resume and checkpoint.exists(args.resume) else None
     try:
-        history = fit(model, datasets.train, loss=args.loss, optimizer=optimizer, epochs=args.epochs,
-                      batch_size=args.batch_size, validation_data=validation, seed=args.seed, callbacks=cbs,
-                      eager=args.eager, skip_nonfinite=args.skip_nonfinite, verbose=not args.quiet,
-                      resume=resume)
+        history = fit(model, _train_data(args, datasets), loss=args.loss, optimizer=optimizer,
+                      epochs=args.epochs, batch_size=args.batch_size, validation_data=validation,
+                      seed=args.seed, callbacks=cbs, eager=args.eager, skip_nonfinite=args.skip_nonfinite,
+                      verbose=not args.quiet, resume=resume, data_parallel=args.data_parallel,
+                      precision=args.precision)
     except NonFiniteError as err:
         if args.out and err.variables is not None:
             _save(args.out, model, err.variables, datasets, None)
             print(f"note: the last good parameters were saved to {args.out}", file=sys.stderr)
         raise
+    history.variables = jax.device_get(history.variables)  # host copies: data-parallel arrays span devices
+    _finish_monitors(watchers, args)
     test = evaluate(model, history.variables, datasets.test, loss=args.loss, eager=args.eager)
     result = _result(args, datasets, model, history, test)
     if args.out:
         _save(args.out, model, history.variables, datasets, result)
-    _report(result, args.json)
+    if jax.process_index() == 0:
+        _report(result, args.json)
     return 0
+
+
+def _finish_monitors(watchers, args):
+    for watcher in watchers:
+        if isinstance(watcher, monitor.TensorBoard):
+            watcher.close()
+        else:
+            path = watcher.save()
+            if not args.quiet:
+                print(f"report written to {path}", file=sys.stderr)
 
 
 def _result(args, datasets, model, history, test):
@@ -103,7 +166,9 @@ def _result(args, datasets, model, history, test):
     return {
         "model": args.model, "dataset": datasets.name, "source": datasets.source, "optimizer": args.optimizer,
         "flavor": args.flavor, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-        "eager": args.eager, "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
+        "eager": args.eager, "data_parallel": args.data_parallel, "precision": args.precision,
+        "processes": jax.process_count(), "devices": jax.device_count(),
+        "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
         "params": nn.count_params(history.variables["params"]),
         "test_accuracy": test["accuracy"], "test_loss": test["loss"], "epochs": history.epochs_done,
         "epoch_seconds": history.epoch_seconds, "compile_seconds": history.compile_seconds,

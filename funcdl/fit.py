@@ -12,9 +12,11 @@ from tqdm.auto import tqdm
 
 from funcdl import losses as losses_lib
 from funcdl import optim as optim_lib
+from funcdl import parallel
+from funcdl import precision as precision_lib
 from funcdl.errors import NonFiniteError
 from funcdl.train import TrainState, make_eval, make_train_epoch, make_train_step
-from funcdl.train_checks import as_arrays, check_batch_size, check_data, check_model_fits
+from funcdl.train_checks import as_arrays, check_batch_size, check_data, check_epochs, check_model_fits
 
 
 @dataclass
@@ -101,6 +103,7 @@ def _init(model, key, x):
 
 def _evaluator(model, loss_fn, label_kind, data, batch_size, eager, variables, what):
     """``variables -> {'loss', 'accuracy', 'predicted'}`` over ``data``, compiled once."""
+    check_batch_size(batch_size)
     x, y = check_data(*as_arrays(data, what), label_kind, what)
     xd, yd = jnp.asarray(x), jnp.asarray(y)
     fn, _ = _compile(make_eval(model, loss_fn, min(batch_size, len(x))), eager, variables, xd, yd)
@@ -130,7 +133,8 @@ def _raise_if_nonfinite(metrics, run, epoch, step_before, skip):
 
 def fit(model, train_data, *, loss="cross_entropy", optimizer="adam", epochs=1, batch_size=32,
         validation_data=None, seed=0, variables=None, callbacks=(), eager=False, shuffle=True,
-        skip_nonfinite=False, verbose=True, eval_batch_size=1024, resume=None):
+        skip_nonfinite=False, verbose=True, eval_batch_size=1024, resume=None, data_parallel=False,
+        precision="fp32"):
     """Train ``model`` on ``train_data``; each epoch is one compiled XLA program.
 
     Args:
@@ -142,18 +146,25 @@ def fit(model, train_data, *, loss="cross_entropy", optimizer="adam", epochs=1, 
       validation_data: evaluated after every epoch (``val_loss``, ``val_accuracy``).
       seed: initialisation, shuffling and dropout all derive from it.
       variables: start from these instead of a fresh ``model.init``.
-      callbacks: objects with ``on_epoch_end(epoch, logs, run)`` (see ``funcdl.callbacks``).
+      callbacks: objects with ``on_epoch_end(epoch, logs, run)`` (see ``funcdl.callbacks``) and
+        optionally ``on_train_begin(run)``.
       eager: run the very same step op by op under ``jax.disable_jit()``.
       skip_nonfinite: skip batches with a non-finite loss/gradient instead of stopping.
       resume: a checkpoint folder written by ``ModelCheckpoint``: continue that run.
+      data_parallel: split every batch over all devices (``batch_size`` must divide by their
+        count); in a multi-process run each process passes its own shard (see ``funcdl.parallel``).
+      precision: ``'fp32'`` or ``'bf16'`` (compute in bfloat16, float32 parameters; see
+        ``funcdl.precision``).
     Returns:
       History with per-epoch logs, timings, and the trained ``variables`` / ``opt_state``.
     Raises:
       FuncdlError subclasses for bad input; NonFiniteError (holding the last good variables).
     """
     loss_fn, label_kind, optimizer = _resolve(loss, optimizer)
+    model = precision_lib.apply_policy(model, precision)
     x, y = check_data(*as_arrays(train_data), label_kind)
     check_batch_size(batch_size, len(x))
+    check_epochs(epochs)
     init_key, train_key = jax.random.split(jax.random.key(seed))
     variables = _init(model, init_key, x) if variables is None else variables
     check_model_fits(model, variables, x, y, label_kind)
@@ -165,17 +176,35 @@ def fit(model, train_data, *, loss="cross_entropy", optimizer="adam", epochs=1, 
     if validation_data is not None:
         validate = _evaluator(model, loss_fn, label_kind, validation_data, eval_batch_size, eager,
                               run.variables, "validation data")
-    epoch_fn = make_train_epoch(make_train_step(model, loss_fn, optimizer, skip_nonfinite), batch_size,
-                                shuffle, stop_on_nonfinite=not skip_nonfinite)
-    data = (jnp.asarray(x), jnp.asarray(y))
+    step = make_train_step(model, loss_fn, optimizer, skip_nonfinite)
+    # --- data parallel (funcdl.parallel): batches split over a 'data' mesh, state replicated.
+    mesh = _data_mesh(batch_size, eager) if data_parallel else None
+    step = step if mesh is None else parallel.shard_batches(step, mesh)
+    epoch_fn = make_train_epoch(step, batch_size, shuffle, stop_on_nonfinite=not skip_nonfinite)
     state = TrainState(run.variables, run.opt_state, jnp.asarray(run.step, jnp.int32))
+    if mesh is None:
+        data = (jnp.asarray(x), jnp.asarray(y))
+    else:
+        epoch_fn, state, data, train_key = parallel.distribute(mesh, epoch_fn, state, x, y, train_key)
+        validate = None if validate is None else parallel.on_host(validate)
+    # --- end data parallel
     runner, run.compile_seconds = _compile(epoch_fn, eager, state, *data, train_key)
     _train_epochs(run, runner, state, data, validate, train_key, epochs, callbacks, eager, skip_nonfinite,
                   verbose)
     return run
 
 
+def _data_mesh(batch_size, eager):
+    if eager:
+        from funcdl.errors import ConfigError
+        raise ConfigError("data_parallel runs compiled programs; it cannot be combined with eager")
+    return parallel.data_mesh(batch_size)
+
+
 def _train_epochs(run, runner, state, data, validate, train_key, epochs, callbacks, eager, skip, verbose):
+    for callback in callbacks:  # optional hook: LayerStats-style callbacks keep the starting weights
+        if hasattr(callback, "on_train_begin"):
+            callback.on_train_begin(run)
     bar = tqdm(range(run.epochs_done, epochs), desc="fit", unit="epoch", file=sys.stderr,
                disable=not verbose, initial=run.epochs_done, total=epochs)
     with CompileCounter() as counter:
@@ -228,6 +257,7 @@ def evaluate(model, variables, data, *, loss="cross_entropy", batch_size=1024, e
 
 def predict(model, variables, x, *, batch_size=1024):
     """Model outputs for every example of ``x`` (inference mode), batched under one compiled scan."""
+    check_batch_size(batch_size)
     x = np.asarray(x, np.float32) if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x)
     if x.ndim == 0 or len(x) == 0:
         from funcdl.errors import DataError

@@ -1,0 +1,261 @@
+"""Hyper-parameter sweeps in one program: every (learning rate, seed) model trained at once with ``jax.vmap``.
+
+    result = fd.sweep.sweep(model, (x, y), lrs=[1e-3, 3e-3], seeds=[0, 1], epochs=5,
+                            validation_data=(x_val, y_val))
+    result.ranking()[0]      # {'lr': ..., 'seed': ..., 'val_accuracy': ..., ...}
+
+The K = len(lrs) x len(seeds) models share one compiled program: the train
+step is vmapped over (model state, learning rate, key) inside the scanned
+epoch, and the learning rate reaches the optimizer as a traced array.
+
+Each model follows exactly what ``fd.fit(model, data, seed=s, optimizer=<lr>)``
+would do: initialisation, batch order and dropout keys all derive from its own
+seed, so a sweep entry reproduces that separate fit (up to float rounding).
+Models with the same seed and different learning rates therefore see the same
+batches in the same order: learning rates are compared on paired data, and
+seeds measure the spread over initialisation *and* data order together.
+"""
+import itertools
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from funcdl import losses as losses_lib
+from funcdl import optim as optim_lib
+from funcdl.errors import ConfigError, DataError, ShapeError
+from funcdl.train import TrainState, make_eval, make_train_epoch, make_train_step
+from funcdl.train_checks import as_arrays, check_batch_size, check_data, check_model_fits
+
+
+@dataclass
+class SweepResult:
+    """What ``sweep`` returns: one row per model, in grid order (learning-rate major).
+
+    Attributes:
+      lrs, seeds: (K,) the learning rate and seed of each model.
+      history: ``{'loss', 'accuracy', 'val_loss', 'val_accuracy'}`` each (K, epochs).
+      diverged: (K,) True where a step gave a non-finite loss (the model kept its last good state).
+      variables: the trained variables stacked on a leading K axis.
+      compile_seconds, epoch_seconds: compile time and wall time of each epoch (all models).
+    """
+    lrs: np.ndarray
+    seeds: np.ndarray
+    history: dict = field(default_factory=dict)
+    diverged: Any = None
+    variables: Any = None
+    compile_seconds: float = 0.0
+    epoch_seconds: list = field(default_factory=list)
+
+    def model_variables(self, index):
+        """The variables of model ``index`` (as ``fd.fit`` would return them)."""
+        return jax.tree.map(lambda leaf: leaf[index], self.variables)
+
+    def ranking(self):
+        """Rows ``{'lr', 'seed', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'diverged', 'index'}``, best 1st.
+
+        Best: not diverged, then highest final validation accuracy (training
+        accuracy without validation data), then lowest final loss.
+        """
+        rows = []
+        for index in range(len(self.lrs)):
+            row = {"index": index, "lr": float(self.lrs[index]), "seed": int(self.seeds[index]),
+                   "diverged": bool(self.diverged[index])}
+            row.update({key: float(values[index, -1]) for key, values in self.history.items()})
+            rows.append(row)
+        metric = "val_accuracy" if "val_accuracy" in self.history else "accuracy"
+        loss = "val_loss" if "val_loss" in self.history else "loss"
+        return sorted(rows, key=lambda r: (r["diverged"], -_finite_or(r[metric], -math.inf),
+                                           _finite_or(r[loss], math.inf)))
+
+
+def _finite_or(value, default):
+    return value if math.isfinite(value) else default
+
+
+def grid(lrs, seeds):
+    """(K,) learning rates and (K,) int seeds of every (lr, seed) pair, learning-rate major."""
+    lrs, seeds = list(lrs), list(seeds)
+    if not lrs or not seeds:
+        raise ConfigError("a sweep needs at least one learning rate and one seed")
+    for lr in lrs:
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"learning rates must be positive numbers, got {lr!r}")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ConfigError(f"seeds must be integers, got {seed!r}")
+    pairs = list(itertools.product(lrs, seeds))
+    return np.array([p[0] for p in pairs], np.float64), np.array([p[1] for p in pairs], np.int64)
+
+
+def _optimizer_factory(optimizer, flavor):
+    """``learning_rate -> GradientTransformation`` from a name or a factory."""
+    if isinstance(optimizer, str):
+        optim_lib.get(optimizer, 1e-3, flavor=flavor)  # unknown names fail here, once, with the choices
+        return lambda learning_rate: optim_lib.get(optimizer, learning_rate, flavor=flavor)
+    if callable(optimizer):
+        return optimizer
+    raise ConfigError("sweep optimizer must be a name such as 'adam' or a function learning_rate -> optimizer")
+
+
+def _keys(seeds):
+    """(K,) init keys and (K,) training keys, split from each seed exactly as ``fit`` does."""
+    pairs = [jax.random.split(jax.random.key(int(seed))) for seed in seeds]
+    return jnp.stack([p[0] for p in pairs]), jnp.stack([p[1] for p in pairs])
+
+
+def _initial_states(model, make_optimizer, init_keys, lrs, x):
+    """The K models' TrainStates, stacked: vmapped ``init`` then optimizer ``init``."""
+    sample = jnp.asarray(x[:1])
+    try:
+        jax.eval_shape(model.init, init_keys[0], sample)  # fail once, clearly, before vmapping
+    except Exception as err:  # flax / lax raise many types for mismatched shapes
+        if type(err).__module__.startswith("funcdl"):
+            raise
+        raise ShapeError(f"input of shape {tuple(x.shape[1:])} (per example) does not fit the model: "
+                         f"{str(err).splitlines()[0]}") from None
+    # jit: one small program instead of every init op dispatched (and compiled) one by one
+    variables = jax.jit(jax.vmap(lambda key: model.init(key, sample)))(init_keys)
+    opt_state = jax.jit(jax.vmap(lambda lr, params: make_optimizer(lr).init(params)))(
+        jnp.asarray(lrs, jnp.float32), variables["params"])
+    return TrainState(variables, opt_state, jnp.zeros(len(lrs), jnp.int32))
+
+
+def _make_program(model, loss_fn, make_optimizer, batch_size, shuffle, eval_batch_size):
+    """``program(lrs, states, x, y, train_keys, epoch, x_val, y_val) -> (states, metrics, validation)``.
+
+    One epoch of every model (the train step vmapped inside the scan), then the
+    vmapped evaluation on the validation data (None when there is none).
+    """
+    def model_epoch(lr, state, x, y, train_key, epoch):
+        step = make_train_step(model, loss_fn, make_optimizer(lr))
+        epoch_fn = make_train_epoch(step, batch_size, shuffle, stop_on_nonfinite=True)
+        return epoch_fn(state, x, y, jax.random.fold_in(train_key, epoch))  # fit's per-epoch key
+
+    def program(lrs, states, x, y, train_keys, epoch, x_val, y_val):
+        states, metrics = jax.vmap(model_epoch, in_axes=(0, 0, None, None, 0, None))(
+            lrs, states, x, y, train_keys, epoch)
+        if x_val is None:
+            return states, metrics, None
+        evaluate = make_eval(model, loss_fn, min(eval_batch_size, x_val.shape[0]))
+        loss_sum, correct, _ = jax.vmap(evaluate, in_axes=(0, None, None))(states.variables, x_val, y_val)
+        return states, metrics, (loss_sum, correct)
+    return program
+
+
+def _epoch_logs(metrics, validation, num_validation):
+    """Per-model epoch logs ``{'loss': (K,), 'accuracy': (K,), ...}`` and (K,) 'any step non-finite'."""
+    ok = np.asarray(metrics.finite)
+    count = np.asarray(metrics.count) * ok
+    total = np.where(count.sum(1) > 0, count.sum(1), np.nan)  # NaN: no finite step this epoch
+    logs = {"loss": (np.nan_to_num(np.asarray(metrics.loss)) * count).sum(1) / total,
+            "accuracy": (np.asarray(metrics.correct) * ok).sum(1) / total}
+    if validation is not None:
+        # divided on the host in float64, as fit does, so the numbers match a separate fit's
+        logs["val_loss"], logs["val_accuracy"] = (np.asarray(v, np.float64) / num_validation for v in validation)
+    return logs, ~ok.all(1)
+
+
+def _prepare(model, train_data, validation_data, loss, batch_size):
+    loss_fn, label_kind = losses_lib.get(loss), losses_lib.label_kind(loss)
+    x, y = check_data(*as_arrays(train_data), label_kind)
+    check_batch_size(batch_size, len(x))
+    validation = (None, None)
+    if validation_data is not None:
+        validation = check_data(*as_arrays(validation_data, "validation data"), label_kind, "validation data")
+    return loss_fn, label_kind, (x, y), validation
+
+
+def sweep(model, train_data, *, lrs, seeds, loss="cross_entropy", optimizer="adam", flavor="torch", epochs=1,
+          batch_size=32, validation_data=None, shuffle=True, eval_batch_size=1024, verbose=True):
+    """Train one model per (learning rate, seed) pair, all at once in one compiled program.
+
+    Args:
+      model: a funcdl layer, as for ``fd.fit``.
+      train_data: ``(x, y)`` or an ArrayDataset; images NHWC.
+      lrs, seeds: the grid; K = len(lrs) * len(seeds) models, learning-rate major.
+      loss: a loss name or function, as for ``fd.fit``.
+      optimizer: an optimizer name of ``funcdl.optim`` (with ``flavor``), or a function
+        ``learning_rate -> GradientTransformation`` that accepts a traced learning rate.
+      epochs, batch_size, shuffle, eval_batch_size: as for ``fd.fit``.
+      validation_data: evaluated for every model after every epoch.
+    Returns:
+      SweepResult (per-model histories (K, epochs), stacked variables, ranking()).
+    """
+    lr_grid, seed_grid = grid(lrs, seeds)
+    make_optimizer = _optimizer_factory(optimizer, flavor)
+    loss_fn, label_kind, (x, y), (x_val, y_val) = _prepare(model, train_data, validation_data, loss, batch_size)
+    init_keys, train_keys = _keys(seed_grid)
+    states = _initial_states(model, make_optimizer, init_keys, lr_grid, x)
+    check_model_fits(model, jax.tree.map(lambda leaf: leaf[0], states.variables), x, y, label_kind)
+    program = _make_program(model, loss_fn, make_optimizer, batch_size, shuffle, eval_batch_size)
+    args = [jnp.asarray(lr_grid, jnp.float32), states, jnp.asarray(x), jnp.asarray(y), train_keys, jnp.int32(0),
+            None if x_val is None else jnp.asarray(x_val), None if y_val is None else jnp.asarray(y_val)]
+    start = time.perf_counter()
+    compiled = jax.jit(program).lower(*args).compile()
+    result = SweepResult(lr_grid, seed_grid, diverged=np.zeros(len(lr_grid), bool),
+                         compile_seconds=time.perf_counter() - start)
+    _run_epochs(result, compiled, args, epochs, verbose)
+    return result
+
+
+def _run_epochs(result, compiled, args, epochs, verbose):
+    per_epoch = {}
+    for epoch in tqdm(range(epochs), desc=f"sweep ({len(result.lrs)} models)", unit="epoch", file=sys.stderr,
+                      disable=not verbose):
+        args[5] = jnp.int32(epoch)
+        start = time.perf_counter()
+        states, metrics, validation = compiled(*args)
+        states = jax.block_until_ready(states)
+        result.epoch_seconds.append(time.perf_counter() - start)
+        args[1] = states
+        logs, bad = _epoch_logs(jax.device_get(metrics), jax.device_get(validation),
+                                None if args[6] is None else args[6].shape[0])
+        result.diverged |= bad
+        for key, values in logs.items():
+            per_epoch.setdefault(key, []).append(values)
+    result.history = {key: np.stack(values, axis=1) for key, values in per_epoch.items()}
+    result.variables = args[1].variables
+
+
+def plot(result, path, metric="val_accuracy"):
+    """Write a PNG of ``metric`` per epoch, one line per model (colour: learning rate, style: seed).
+
+    Returns:
+      the path written.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global state
+    from matplotlib.ticker import MaxNLocator
+
+    from funcdl.files import atomic_path
+    if metric not in result.history:
+        raise DataError(f"the sweep has no {metric!r} to plot; it has {', '.join(sorted(result.history))}")
+    values = result.history[metric]
+    lrs, seeds = sorted(set(result.lrs.tolist())), sorted(set(result.seeds.tolist()))
+    figure = Figure(figsize=(10, 6), layout="constrained")
+    axis = figure.subplots()
+    styles = ("-", "--", ":", "-.")
+    palette = [f"C{i % 10}" for i in range(len(lrs))]
+    epochs = np.arange(1, values.shape[1] + 1)
+    for index in range(len(result.lrs)):
+        color = palette[lrs.index(float(result.lrs[index]))]
+        style = styles[seeds.index(int(result.seeds[index])) % len(styles)]
+        axis.plot(epochs, values[index], style, color=color, marker="o", markersize=3,
+                  label=f"lr={float(result.lrs[index]):.3g} seed={int(result.seeds[index])}")
+    axis.set(xlabel="epoch", ylabel=metric, title=f"sweep: {metric} per epoch ({len(result.lrs)} models)")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small", ncol=max(1, len(seeds)), loc="best")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+        tmp.chmod(0o644)
+    return path
