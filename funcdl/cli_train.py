@@ -1,8 +1,6 @@
 """``funcdl train``: train a zoo model, print a summary table (or one JSON line), save the result."""
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import jax

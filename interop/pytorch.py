@@ -34,7 +34,8 @@ import numpy as np
 
 from funcdl import nn
 from funcdl.errors import ConfigError, FileFormatError
-from funcdl.files import atomic_path, flatten_variables, flatten_variables_shapes, unflatten_variables
+from funcdl.files import (atomic_path, check_variables, flatten_variables, flatten_variables_shapes,
+                          unflatten_variables)
 from funcdl.nn._summary import init_shapes
 from interop._common import checked, require
 from interop._torch_trace import SUPPORTED
@@ -52,19 +53,6 @@ def _torch():
 
 def _input_dtype(model):
     return nn.input_dtype(model)
-
-
-def _check(model, variables, input_shape, dtype, source):
-    """FileFormatError unless ``variables`` has exactly the names and shapes ``model`` makes."""
-    expected = flatten_variables_shapes(init_shapes(model, input_shape, dtype))
-    actual = {k: tuple(v.shape) for k, v in flatten_variables(variables).items()}
-    missing, extra = sorted(set(expected) - set(actual)), sorted(set(actual) - set(expected))
-    if missing or extra:
-        raise FileFormatError(f"{source}: tensors do not match the architecture (missing: {missing[:3]}, "
-                              f"unexpected: {extra[:3]})")
-    for key, shape in expected.items():
-        if actual[key] != shape:
-            raise FileFormatError(f"{source}: tensor {key} has shape {actual[key]}, the architecture needs {shape}")
 
 
 def _as_jax(flat):
@@ -135,7 +123,7 @@ def to_torch(model, variables, input_shape):
     torch = _torch()
     from interop import _torch_export
     input_shape, dtype = tuple(input_shape), _input_dtype(model)
-    _check(model, variables, input_shape, dtype, "to_torch")
+    check_variables(model, variables, input_shape, "to_torch")
     modules, entries = _torch_export.plan(model, input_shape, dtype)
     module = torch.nn.Sequential(*modules)
     flat = flatten_variables(variables)
@@ -190,7 +178,7 @@ def from_state_dict(state_dict, model, input_shape, source="state dict"):
         array = torch_array(tensor) if hasattr(tensor, "detach") else np.asarray(tensor)
         flat[entry.path] = entry.from_torch(checked(array, entry.shape, key, source))
     variables = _as_jax(flat)
-    _check(model, variables, input_shape, dtype, source)
+    check_variables(model, variables, input_shape, source)
     return variables
 
 

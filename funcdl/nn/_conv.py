@@ -1,7 +1,6 @@
 """2-D convolution on NHWC images."""
 import flax.linen as linen
 import jax
-import jax.numpy as jnp
 
 from funcdl.errors import ConfigError
 from funcdl.nn._activations import get_activation
