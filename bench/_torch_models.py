@@ -1,0 +1,150 @@
+"""The benchmark models built natively in PyTorch, and funcdl's initial weights copied into them.
+
+Used for the ResNet (``interop.pytorch.to_torch`` converts Sequential chains
+only) and as the fallback when ``to_torch`` fails. Each torch module is named
+after the funcdl pytree path it mirrors (``layers_3.conv1`` <-> funcdl
+``params['layers_3']['conv1']``), so one explicit table maps every tensor:
+
+=========================  ===========================  ======================
+funcdl leaf                torch name                   layout
+=========================  ===========================  ======================
+Conv2D ``kernel`` HWIO     ``weight`` OIHW              ``transpose(3, 2, 0, 1)``
+Dense ``kernel`` (in,out)  ``weight`` (out, in)         ``.T``
+LSTM/GRU ``kernel``        ``weight_ih_l0``             ``.T`` (same gate order)
+``recurrent_kernel``       ``weight_hh_l0``             ``.T``
+``bias``/``recurrent_bias`` ``bias_ih_l0``/``bias_hh_l0``  as is
+BatchNorm scale/bias       ``weight``/``bias``          as is
+batch_stats mean/var       ``running_mean``/``_var``    as is
+=========================  ===========================  ======================
+
+Inputs are NCHW. The CNN flattens after permuting back to NHWC, so its first
+Dense kernel needs no row permutation.
+"""
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import nn
+
+from funcdl.files import flatten_variables
+
+
+class Permute(nn.Module):
+    """``x.permute(*dims)``; (0, 2, 3, 1) turns NCHW into NHWC."""
+
+    def __init__(self, *dims):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+
+class Rows(nn.Module):
+    """(B, 1, H, W) -> (B, H, W): image rows as time steps (funcdl's ImageRows for one channel)."""
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], x.shape[2], -1)
+
+
+class LastLSTM(nn.LSTM):
+    """``nn.LSTM(batch_first=True)`` returning the last step's output (B, H)."""
+
+    def forward(self, x):
+        return super().forward(x)[0][:, -1]
+
+
+class LastGRU(nn.GRU):
+    """``nn.GRU(batch_first=True)`` returning the last step's output (B, H)."""
+
+    def forward(self, x):
+        return super().forward(x)[0][:, -1]
+
+
+class ResidualBlock(nn.Module):
+    """Torch twin of ``bench._models.ResidualBlock`` (same submodule names)."""
+
+    def __init__(self, in_channels, features, strides=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, features, 3, strides, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(features)
+        self.conv2 = nn.Conv2d(features, features, 3, 1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(features)
+        self.project = strides != 1 or in_channels != features
+        if self.project:
+            self.proj_conv = nn.Conv2d(in_channels, features, 1, strides, bias=False)
+            self.proj_bn = nn.BatchNorm2d(features)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        shortcut = self.proj_bn(self.proj_conv(x)) if self.project else x
+        return torch.relu(y + shortcut)
+
+
+def _layers(*named):
+    return nn.Sequential(OrderedDict(named))
+
+
+def build(name):
+    """The torch module of benchmark model ``name`` (fresh weights; see ``copy_weights``)."""
+    if name == "mlp":
+        return _layers(("layers_0", nn.Flatten()), ("layers_1", nn.Linear(784, 128)), ("layers_2", nn.ReLU()),
+                       ("layers_3", nn.Linear(128, 10)))
+    if name == "cnn":
+        return _layers(("layers_0", nn.Conv2d(1, 32, 3)), ("layers_1", nn.ReLU()),
+                       ("layers_2", nn.Conv2d(32, 64, 3)), ("layers_3", nn.ReLU()),
+                       ("layers_4", nn.MaxPool2d(2)), ("layers_5", nn.Dropout(0.25)),
+                       ("to_nhwc", Permute(0, 2, 3, 1)), ("layers_6", nn.Flatten()),
+                       ("layers_7", nn.Linear(9216, 128)), ("layers_8", nn.ReLU()), ("layers_9", nn.Dropout(0.5)),
+                       ("layers_10", nn.Linear(128, 10)))
+    if name in ("lstm", "gru"):
+        cell = LastLSTM if name == "lstm" else LastGRU
+        return _layers(("layers_0", Rows()), ("layers_1", cell(28, 128, batch_first=True)),
+                       ("layers_2", nn.Linear(128, 10)))
+    if name == "resnet":
+        return _layers(("layers_0", nn.Conv2d(3, 16, 3, padding=1, bias=False)), ("layers_1", nn.BatchNorm2d(16)),
+                       ("layers_2", nn.ReLU()), ("layers_3", ResidualBlock(16, 16)),
+                       ("layers_4", ResidualBlock(16, 32, 2)), ("layers_5", ResidualBlock(32, 64, 2)),
+                       ("layers_6", nn.AvgPool2d(8)), ("layers_7", nn.Flatten()), ("layers_8", nn.Linear(64, 10)))
+    raise KeyError(f"no torch model {name!r}")
+
+
+_RNN_NAMES = {"kernel": "weight_ih_l0", "recurrent_kernel": "weight_hh_l0", "bias": "bias_ih_l0",
+              "recurrent_bias": "bias_hh_l0"}
+_NAMES = {("params", "scale"): "weight", ("params", "bias"): "bias", ("params", "kernel"): "weight",
+          ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+
+
+def torch_tensor_for(module, path, array):
+    """(torch state-dict key, numpy array in torch layout) for funcdl leaf ``path`` ('params/layers_1/kernel')."""
+    collection, *owner, leaf = path.split("/")
+    submodule = module.get_submodule(".".join(owner))
+    if isinstance(submodule, nn.RNNBase):
+        name = _RNN_NAMES[leaf]
+        array = array.T if array.ndim == 2 else array
+    else:
+        name = _NAMES[(collection, leaf)]
+        if leaf == "kernel":
+            array = array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T
+    return ".".join(owner + [name]), np.ascontiguousarray(array)
+
+
+def copy_weights(module, variables):
+    """Load funcdl ``variables`` into ``module`` (built by ``build``); every tensor shape-checked.
+
+    Returns:
+      ``module`` with the weights; raises AssertionError if the key sets differ.
+    """
+    state = module.state_dict()
+    filled = set()
+    for path, array in flatten_variables(variables).items():
+        key, value = torch_tensor_for(module, path, np.asarray(array, np.float32))
+        assert key in state, f"{path} -> {key}: no such torch tensor"
+        assert tuple(state[key].shape) == value.shape, f"{path} -> {key}: {value.shape} vs {tuple(state[key].shape)}"
+        state[key] = torch.from_numpy(value.copy())
+        filled.add(key)
+    expected = {k for k in state if not k.endswith("num_batches_tracked")}
+    assert filled == expected, f"torch tensors left unset: {sorted(expected - filled)[:4]}"
+    module.load_state_dict(state)
+    return module

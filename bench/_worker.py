@@ -1,0 +1,86 @@
+"""Worker process: run benchmark cells and print one result row per cell.
+
+    python -m bench._worker CELLS.json      (from the repository root)
+
+``CELLS.json`` holds a list of cells (see ``bench.suite.plan``). Each result
+is printed as one stdout line ``BENCH_ROW {json}`` as soon as its cell ends,
+so the suite can tell rows from whatever the frameworks print. A cell that
+cannot run (framework missing, no GPU, compile failure) gives a row of nulls
+with a ``note``; the traceback goes to stderr.
+"""
+import importlib
+import json
+import sys
+import traceback
+
+MARK = "BENCH_ROW "
+PREPARED = "BENCH_PREPARED "
+
+
+def _first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0][:240] if text else type(err).__name__
+
+
+def run_cell(cell, runner_functions):
+    """The result row of one cell; never raises."""
+    from bench._common import Unavailable, empty_row
+    try:
+        module_name, function_name = runner_functions[cell["runner"]]
+        runner = getattr(importlib.import_module(module_name), function_name)
+        from bench._common import summarize
+        from bench._models import make_job
+        job = make_job(cell)
+        return summarize(job, runner(job))
+    except Unavailable as err:
+        return empty_row(cell["model"], cell["runner"], str(err))
+    except ModuleNotFoundError as err:
+        if str(err.name).startswith("bench"):
+            raise
+        return empty_row(cell["model"], cell["runner"], f"{err.name} is not installed")
+    except Exception as err:  # a failing cell must not take the other cells down
+        traceback.print_exc()
+        return empty_row(cell["model"], cell["runner"], f"failed: {type(err).__name__}: {_first_line(err)}")
+
+
+def prepare(cells, folder):
+    """Save each model's data, initial variables, batch order and probe logits once, for all its cells.
+
+    Prints ``BENCH_PREPARED {"model": path}`` per model that worked; a model that fails
+    is left for its cells to compute themselves.
+    """
+    from bench._models import make_job, save_initial
+    for cell in {cell["model"]: cell for cell in cells}.values():
+        try:
+            path = f"{folder}/{cell['model']}.npz"
+            with_test = any(other["accuracy"] for other in cells if other["model"] == cell["model"])
+            save_initial(make_job({**cell, "prepared": None}), path, with_test)
+            print(PREPARED + json.dumps({cell["model"]: path}), flush=True)
+        except Exception:  # the cells will compute (and report) it themselves
+            traceback.print_exc()
+
+
+def main(argv=None):
+    """Run the cells listed in the JSON file ``argv[0]``; print a BENCH_ROW line for each.
+
+    With ``--prepare FOLDER`` first, save the cells' shared initial state there instead.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[0] == "--prepare":
+        with open(argv[2]) as handle:
+            prepare(json.load(handle), argv[1])
+        return 0
+    with open(argv[0]) as handle:
+        cells = json.load(handle)
+    from bench.suite import runner_functions
+    functions = runner_functions()
+    for position, cell in enumerate(cells):
+        row = run_cell(cell, functions)
+        if position > 0 and row.get("peak_host_bytes") is not None:
+            row["note"] = "; ".join(filter(None, [row.get("note"), "peak host memory shared with earlier cells"]))
+        print(MARK + json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The benchmark suite: the runner registry, the plan of cells, and the worker processes that run them.
+
+    python bench/suite.py --suite cpu --quick      (same as: funcdl bench --suite cpu --quick)
+
+A cell is one (model, runner) pair. Every cell runs in its own worker process
+(``python -m bench._worker``) so that its peak RSS is its own and each
+framework gets the process settings it needs (``KERAS_BACKEND=jax`` for
+keras-jax; jax kept off the GPU in torch/TF workers, which use jax only to
+build the shared initial weights). ``shared_processes=True`` instead runs all
+cells that need the same settings in one process: faster to start, but then
+peak host memory is the high-water of everything that process ran so far.
+
+This module imports no framework; ``runner_functions`` names the functions
+the worker imports.
+"""
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make `bench` importable
+    sys.path.insert(0, str(ROOT))
+
+from bench._common import empty_row  # noqa: E402
+from bench._worker import MARK, PREPARED  # noqa: E402
+
+log = logging.getLogger("funcdl.bench")
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One way of training a model: where its function lives and what it needs."""
+    module: str
+    function: str
+    requires: tuple     # top-level modules that must be installed
+    family: str         # process settings: "jax", "torch", "tf" or "keras-jax"
+    gpu_only: bool = False
+    summary: str = ""
+
+
+RUNNERS = {
+    "funcdl": Runner("bench.runners_jax", "run_funcdl", ("jax",), "jax", summary="fd.fit: one XLA call an epoch"),
+    "funcdl-eager": Runner("bench.runners_jax", "run_funcdl_eager", ("jax",), "jax",
+                           summary="fd.fit(eager=True): op by op, a few steps timed and extrapolated"),
+    "jax-handwritten": Runner("bench.runners_jax", "run_jax_handwritten", ("jax", "optax"), "jax",
+                              summary="hand-written jax.jit + lax.scan + optax epoch (the floor)"),
+    "torch-eager": Runner("bench.runners_torch", "run_torch_eager", ("torch",), "torch", summary="PyTorch eager"),
+    "torch-compile": Runner("bench.runners_torch", "run_torch_compile", ("torch",), "torch",
+                            summary="torch.compile(model) + compiled optimizer.step"),
+    "torch-cudagraph": Runner("bench.runners_torch", "run_torch_cudagraph", ("torch",), "torch", gpu_only=True,
+                              summary="whole train step as one CUDA graph, capturable Adam"),
+    "keras-tf": Runner("bench.runners_tf", "run_keras_tf", ("tensorflow", "keras"), "tf",
+                       summary="Keras 3 model.fit on TensorFlow"),
+    "keras-tf-xla": Runner("bench.runners_tf", "run_keras_tf_xla", ("tensorflow", "keras"), "tf",
+                           summary="Keras 3 model.fit on TensorFlow, jit_compile=True"),
+    "tf-function": Runner("bench.runners_tf", "run_tf_function", ("tensorflow", "keras"), "tf",
+                          summary="custom GradientTape loop in tf.function"),
+    "keras-jax": Runner("bench.runners_tf", "run_keras_jax", ("keras", "jax"), "keras-jax",
+                        summary="Keras 3 model.fit on JAX (own process)"),
+}
+RUNNER_NAMES = tuple(RUNNERS)
+MODEL_NAMES = ("mlp", "cnn", "lstm", "gru", "resnet")
+SUITES = ("cpu", "gpu")
+
+# --quick: a fixed number of batches per timed epoch (epoch time extrapolated), accuracy for the MLP only.
+# Conv models get fewer: XLA:CPU runs convolutions inside a while loop (lax.scan) far slower (jax#12868).
+QUICK = {"batches": {"cnn": 4, "resnet": 2}, "default_batches": 16, "epochs": 3, "warmup": 1, "eager_steps": 1,
+         "accuracy_models": ("mlp",), "timeout": 300}
+FULL = {"batches": {}, "default_batches": None, "epochs": 3, "warmup": 1, "eager_steps": 10,
+        "accuracy_models": ("mlp", "cnn", "lstm", "gru"), "timeout": 3600}
+
+
+def runner_functions():
+    """{runner name: (module, function)} for the worker."""
+    return {name: (runner.module, runner.function) for name, runner in RUNNERS.items()}
+
+
+def settings(quick, epochs=None, batches=None, timeout=None):
+    """The run settings: QUICK or FULL with the given overrides applied."""
+    chosen = dict(QUICK if quick else FULL)
+    if epochs is not None:
+        chosen["epochs"] = epochs
+    if batches is not None:
+        chosen["batches"], chosen["default_batches"] = {}, batches
+    if timeout is not None:
+        chosen["timeout"] = timeout
+    return chosen
+
+
+def plan(models, runners, suite, chosen, data_dir=None, seed=0):
+    """The cells to run, model by model (so one model's runners see the same machine state)."""
+    cells = []
+    for model in models:
+        for runner in runners:
+            cells.append({
+                "model": model, "runner": runner, "suite": suite, "seed": seed,
+                "batches": chosen["batches"].get(model, chosen["default_batches"]),
+                "epochs": chosen["epochs"], "warmup": chosen["warmup"], "eager_steps": chosen["eager_steps"],
+                "accuracy": model in chosen["accuracy_models"],
+                "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+            })
+    return cells
+
+
+def unavailable_reason(runner_name, suite):
+    """Why ``runner_name`` cannot run in ``suite`` here (a note), or None."""
+    runner = RUNNERS[runner_name]
+    if runner.gpu_only and suite != "gpu":
+        return f"GPU only ({runner.summary})"
+    missing = [module for module in runner.requires if importlib.util.find_spec(module) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed here"
+    return None
+
+
+def worker_env(family, suite):
+    """Environment of a worker process for a runner ``family`` in ``suite``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", TF_FORCE_GPU_ALLOW_GROWTH="true",
+               KERAS_BACKEND="jax" if family == "keras-jax" else "tensorflow")
+    if suite == "cpu":
+        env.update(JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
+    elif family in ("torch", "tf"):
+        env["JAX_PLATFORMS"] = "cpu"  # jax only builds the initial weights there; keep it off the GPU
+    return env
+
+
+def _groups(cells, shared):
+    """Lists of cells that share one worker process."""
+    if not shared:
+        return [[cell] for cell in cells]
+    groups = {}
+    for cell in cells:
+        groups.setdefault(RUNNERS[cell["runner"]].family, []).append(cell)
+    return list(groups.values())
+
+
+def _run_worker(arguments, env, timeout, log_path, label):
+    """Run ``python -m bench._worker ARGUMENTS``; (stdout, failure message, last stderr line)."""
+    with tempfile.TemporaryFile("w+") as err:
+        try:
+            done = subprocess.run([sys.executable, "-m", "bench._worker", *arguments], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=err, text=True, timeout=timeout)
+            stdout, failure = done.stdout, f"worker exited with code {done.returncode}"
+        except subprocess.TimeoutExpired as expired:  # subprocess.run has killed the worker
+            stdout = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+            failure = f"timed out after {timeout} s"
+        err.seek(0)
+        text = err.read()
+    if log_path is not None:
+        with open(log_path, "a") as handle:
+            handle.write(f"==== {label}\n{text}")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return stdout, failure, (lines[-1][:240] if lines else "")
+
+
+def _lines(stdout, mark):
+    return [json.loads(line[len(mark):]) for line in stdout.splitlines() if line.startswith(mark)]
+
+
+def prepare(cells, folder, timeout, log_path=None):
+    """{model: .npz path} of the shared initial state, written once by a CPU-only worker."""
+    if not cells:
+        return {}
+    spec = Path(folder, "prepare.json")
+    spec.write_text(json.dumps(cells))
+    env = worker_env("torch", "cpu")  # jax on the CPU: the parent must not take GPU memory
+    stdout, _, _ = _run_worker(["--prepare", str(folder), str(spec)], env, timeout, log_path, "prepare")
+    return {model: path for found in _lines(stdout, PREPARED) for model, path in found.items()}
+
+
+def run_group(cells, timeout, log_path=None):
+    """Run ``cells`` in one worker process; one row per cell, a note for any that gave none."""
+    family = RUNNERS[cells[0]["runner"]].family
+    label = ", ".join(f"{cell['model']}/{cell['runner']}" for cell in cells)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="funcdl-bench-") as spec:
+        json.dump(cells, spec)
+        spec.flush()
+        stdout, failure, tail = _run_worker([spec.name], worker_env(family, cells[0]["suite"]),
+                                            timeout * len(cells), log_path, label)
+    rows = _lines(stdout, MARK)
+    for cell in cells[len(rows):]:
+        rows.append(empty_row(cell["model"], cell["runner"], f"{failure}: {tail}" if tail else failure))
+    return rows
+
+
+def add_ratios(rows):
+    """Set each row's ``ratio_to_funcdl``: its samples/s over the funcdl row's, same model."""
+    base = {row["model"]: row["samples_per_second"] for row in rows if row["runner"] == "funcdl"}
+    for row in rows:
+        reference = base.get(row["model"])
+        speed = row["samples_per_second"]
+        row["ratio_to_funcdl"] = speed / reference if speed and reference else None
+    return rows
+
+
+def _describe(row):
+    if row["samples_per_second"] is None:
+        return f"{row['model']} / {row['runner']}: -- ({row.get('note')})"
+    return (f"{row['model']} / {row['runner']}: {row['samples_per_second']:.0f} samples/s, "
+            f"epoch {row['epoch_seconds_median']:.3g} s, compile {row['compile_seconds']:.3g} s")
+
+
+def run_cells(cells, timeout, shared_processes=False, log_path=None):
+    """Rows for every cell (skipped ones with a note), in the cells' order, ratios filled in."""
+    rows, runnable = {}, []
+    for cell in cells:
+        reason = unavailable_reason(cell["runner"], cell["suite"])
+        if reason:
+            rows[(cell["model"], cell["runner"])] = empty_row(cell["model"], cell["runner"], reason)
+        else:
+            runnable.append(cell)
+    with tempfile.TemporaryDirectory(prefix="funcdl-bench-") as folder:
+        log.info("preparing the shared initial weights and batch order")
+        prepared = prepare(runnable, folder, timeout, log_path)
+        groups = _groups([{**cell, "prepared": prepared.get(cell["model"])} for cell in runnable],
+                         shared_processes)
+        for number, group in enumerate(groups, 1):
+            log.info("[%d/%d] %s", number, len(groups), ", ".join(f"{c['model']}/{c['runner']}" for c in group))
+            start = time.perf_counter()
+            for row in run_group(group, timeout, log_path):
+                rows[(row["model"], row["runner"])] = row
+                log.info("  %s", _describe(row))
+            log.info("  (%.1f s wall)", time.perf_counter() - start)
+    return add_ratios([rows[(cell["model"], cell["runner"])] for cell in cells])
+
+
+def run_suite(suite="cpu", quick=False, models=MODEL_NAMES, runners=RUNNER_NAMES, data_dir=None, epochs=None,
+              batches=None, timeout=None, shared_processes=False, log_path=None):
+    """Run the benchmark and return the result: device, date, versions, machine, settings and rows.
+
+    Args:
+      suite: "cpu" (every framework forced onto the CPU) or "gpu" (CUDA devices).
+      quick: few batches per timed epoch (extrapolated to a full epoch), accuracy for the MLP only.
+      models, runners: subsets of MODEL_NAMES / RUNNER_NAMES.
+      data_dir: folder holding mnist/ (default $FUNCDL_DATA_DIR).
+      epochs, batches, timeout: override the timed epochs, batches per epoch, seconds per cell.
+      shared_processes: one worker per process setting instead of one per cell (see module doc).
+      log_path: append the workers' stderr here.
+    Returns:
+      the result dict that ``bench.report`` writes (rows as documented in ``bench._common``).
+    """
+    from bench import report
+    chosen = settings(quick, epochs, batches, timeout)
+    cells = plan(models, runners, suite, chosen, data_dir)
+    rows = run_cells(cells, chosen["timeout"], shared_processes, log_path)
+    summaries = {name: RUNNERS[name].summary for name in runners}
+    return report.result(suite, quick, chosen, rows, shared_processes, summaries)
+
+
+if __name__ == "__main__":
+    from funcdl.cli import main
+    sys.exit(main(["bench", *sys.argv[1:]]))
