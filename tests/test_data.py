@@ -256,7 +256,7 @@ def test_digits_shapes_range_and_determinism():
     again = data.load("digits", normalize=False)
     np.testing.assert_array_equal(raw.train.x, again.train.x)
     np.testing.assert_array_equal(raw.test.y, again.test.y)
-    norm = data.load("digits")
+    norm = data.load("digits", normalize=True)
     assert abs(norm.train.x.mean()) < 1e-5 and abs(norm.train.x.std() - 1) < 1e-4
     assert norm.mean == pytest.approx(raw.train.x.mean(dtype=np.float64))
 
@@ -379,7 +379,7 @@ def test_import_does_not_pull_tensorflow_or_torch():
 def test_tfds_dataset_through_mock_data(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=12):
-        d = data.load("tfds:mnist", tmp_path, limit=5, one_hot=True)
+        d = data.load("tfds:mnist", tmp_path, limit=5, one_hot=True, normalize=True)
     assert d.train.x.shape == (5, 28, 28, 1) and d.train.x.dtype == np.float32
     assert d.train.y.shape == (5, 10) and d.num_classes == 10 and d.source.startswith("tfds:mnist")
     assert abs(d.train.x.mean()) < 1e-5  # normalised with its own training statistics
