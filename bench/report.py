@@ -88,13 +88,13 @@ def result(suite, quick, chosen, rows, shared_processes=False, runners=None):
             "processes": "shared per framework" if shared_processes else "one per cell",
             "optimizer": "Adam(1e-3) in every framework", "seed": 0,
         },
-        "notes": notes(quick, chosen),
+        "notes": notes(quick, chosen, suite),
         "runners": dict(runners or {}),
         "rows": rows,
     }
 
 
-def notes(quick, chosen):
+def notes(quick, chosen, suite="cpu"):
     """The lines that explain the figures (go under the table and into the JSON)."""
     lines = [
         "Same initial weights (funcdl's init, converted) and the same batch order (fd.fit's) in every runner; "
@@ -107,6 +107,10 @@ def notes(quick, chosen):
         "resnet trains on synthetic data (random 32x32x3 images and labels): no test accuracy.",
         "funcdl-eager times a few steps an epoch and extrapolates; ratio_to_funcdl = samples/s / funcdl's.",
     ]
+    if suite == "cpu":
+        lines.append("XLA:CPU runs convolutions inside a loop (the lax.scan epoch of funcdl and jax-handwritten) "
+                     "several times slower than outside one (jax-ml/jax#12868): see the cnn and resnet rows, where "
+                     "funcdl-eager (no loop) beats funcdl.")
     if quick:
         special = ", ".join(f"{count} for {model}" for model, count in chosen["batches"].items())
         lines.append(f"--quick: {chosen['default_batches']} batches per timed epoch{f' ({special})' if special else ''}"
@@ -124,7 +128,7 @@ def _fmt(value, kind):
     if kind == "bytes":
         return f"{value / 2**20:,.0f}"
     if kind == "ratio":
-        return f"{value:.2f}x"
+        return f"{value:.3g}x"
     if kind == "acc":
         return f"{100 * value:.2f}%"
     if kind == "int":
@@ -160,28 +164,34 @@ def markdown(record):
     return "\n".join(lines) + "\n"
 
 
+def _panel(axis, model, rows):
+    """One model's bars: samples/s per runner on a log axis, each labelled with its ratio to funcdl."""
+    speeds = [row["samples_per_second"] or 0 for row in rows]
+    colors = ["tab:orange" if row["runner"].startswith("funcdl") else "tab:blue" for row in rows]
+    axis.barh([row["runner"] for row in rows], speeds, color=colors)
+    left = min([speed for speed in speeds if speed] or [1.0]) / 3  # the slowest bar stays visible
+    if any(speeds):
+        axis.set_xscale("log")
+        axis.set_xlim(left, max(speeds) * 3)  # room for the labels
+    for position, (row, speed) in enumerate(zip(rows, speeds)):
+        label = _fmt(row["ratio_to_funcdl"], "ratio") if speed else "n/a"
+        text = axis.text(max(speed, left), position, f" {label}", va="center", fontsize=7)
+        text.set_in_layout(False)
+    axis.invert_yaxis()
+    axis.set_title(model + (" (synthetic data)" if model == "resnet" else ""), fontsize=9)
+    axis.tick_params(labelsize=7)
+
+
 def write_chart(record, path):
     """A PNG: one panel per model, samples/s of each runner (log scale), labelled with the ratio to funcdl."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     models = list(dict.fromkeys(row["model"] for row in record["rows"]))
-    height = 0.8 + 0.28 * len(record["rows"]) + 0.8 * len(models)
+    height = max(3.0, 1.0 + 0.28 * len(record["rows"]) + 0.8 * len(models))
     figure, axes = plt.subplots(len(models), 1, figsize=(9, height), squeeze=False, layout="constrained")
     for axis, model in zip(axes[:, 0], models):
-        rows = [row for row in record["rows"] if row["model"] == model]
-        speeds = [row["samples_per_second"] or 0 for row in rows]
-        colors = ["tab:orange" if row["runner"].startswith("funcdl") else "tab:blue" for row in rows]
-        axis.barh([row["runner"] for row in rows], speeds, color=colors)
-        for position, row in enumerate(rows):
-            label = _fmt(row["ratio_to_funcdl"], "ratio") if row["samples_per_second"] else "n/a"
-            axis.text(max(row["samples_per_second"] or 0, 1), position, f" {label}", va="center", fontsize=7)
-        if any(speeds):
-            axis.set_xscale("log")
-            axis.set_xlim(left=min(speed for speed in speeds if speed) / 3)  # the slowest bar stays visible
-        axis.invert_yaxis()
-        axis.set_title(model + (" (synthetic data)" if model == "resnet" else ""), fontsize=9)
-        axis.tick_params(labelsize=7)
+        _panel(axis, model, [row for row in record["rows"] if row["model"] == model])
     axes[-1, 0].set_xlabel("training samples / second (log scale)")
     figure.suptitle(f"funcdl bench: {record['device']}, {record['date']}{' (quick)' if record['quick'] else ''}",
                     fontsize=10)

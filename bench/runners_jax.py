@@ -55,7 +55,7 @@ def run_funcdl_eager(job):
     history = fd.fit(job.model, (job.x_train[:count], job.y_train[:count]), loss="cross_entropy",
                      optimizer=fd.optim.adam(1e-3), epochs=job.total_epochs, batch_size=job.batch_size,
                      seed=job.cell["seed"], variables=job.variables, eager=True, verbose=False)
-    note = f"eager: {steps} steps an epoch timed, extrapolated to {job.batches}; accuracy not run (same math as funcdl)"
+    note = f"eager: {steps} of {job.batches} batches an epoch timed, extrapolated; no accuracy (same math as funcdl)"
     return Measured(history.epoch_seconds, 0.0, scale=job.batches / steps,
                     peak_device_bytes=peak_device_bytes(job), init_max_abs_diff=0.0, notes=[note])
 
