@@ -14,7 +14,7 @@ from funcdl import losses as losses_lib
 from funcdl import optim as optim_lib
 from funcdl import parallel
 from funcdl import precision as precision_lib
-from funcdl.errors import NonFiniteError
+from funcdl.errors import ConfigError, DataError, FuncdlError, NonFiniteError, ShapeError
 from funcdl.train import TrainState, make_eval, make_train_epoch, make_train_step
 from funcdl.train_checks import as_arrays, check_batch_size, check_data, check_epochs, check_model_fits
 
@@ -93,10 +93,9 @@ def _epoch_logs(metrics, prefix=""):
 def _init(model, key, x):
     try:
         return model.init(key, jnp.asarray(x[:1]))
-    except Exception as err:
-        if isinstance(err, (NonFiniteError,)) or type(err).__module__.startswith("funcdl"):
-            raise
-        from funcdl.errors import ShapeError
+    except FuncdlError:
+        raise
+    except Exception as err:  # flax / lax raise many types for shapes that do not fit
         raise ShapeError(f"input of shape {tuple(x.shape[1:])} (per example) does not fit the model: "
                          f"{str(err).splitlines()[0]}") from None
 
@@ -196,7 +195,6 @@ def fit(model, train_data, *, loss="cross_entropy", optimizer="adam", epochs=1, 
 
 def _data_mesh(batch_size, eager):
     if eager:
-        from funcdl.errors import ConfigError
         raise ConfigError("data_parallel runs compiled programs; it cannot be combined with eager")
     return parallel.data_mesh(batch_size)
 
@@ -207,6 +205,7 @@ def _train_epochs(run, runner, state, data, validate, train_key, epochs, callbac
             callback.on_train_begin(run)
     bar = tqdm(range(run.epochs_done, epochs), desc="fit", unit="epoch", file=sys.stderr,
                disable=not verbose, initial=run.epochs_done, total=epochs)
+    first_epoch = run.epochs_done
     with CompileCounter() as counter:
         for epoch in bar:
             epoch_key = jax.random.fold_in(train_key, epoch)
@@ -225,9 +224,10 @@ def _train_epochs(run, runner, state, data, validate, train_key, epochs, callbac
                 logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
             run.log(logs)
             run.epochs_done = epoch + 1
-            if epoch > 0:
+            if epoch == first_epoch:
+                counter.count = 0  # the first epoch of a call may compile small helpers; count from here
+            else:
                 run.compiles_after_first_epoch = counter.count
-            counter.count = 0 if epoch == 0 else counter.count
             bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
             if any([bool(cb.on_epoch_end(epoch, logs, run)) for cb in callbacks]):
                 break
@@ -260,7 +260,6 @@ def predict(model, variables, x, *, batch_size=1024):
     check_batch_size(batch_size)
     x = np.asarray(x, np.float32) if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x)
     if x.ndim == 0 or len(x) == 0:
-        from funcdl.errors import DataError
         raise DataError("predict needs at least one example")
     size = min(batch_size, len(x))
 

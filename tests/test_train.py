@@ -133,6 +133,7 @@ def test_checkpoint_resume_is_bit_identical(tiny_images, tmp_path):
     assert stopped.epochs_done == 2 and (tmp_path / "checkpoint.msgpack").is_file()
     resumed = fd.fit(fd.models.cnn(), tiny_images, resume=tmp_path, **kwargs)
     assert resumed.epochs_done == 4 and len(resumed.history["loss"]) == 4
+    assert resumed.compiles_after_first_epoch == 0  # counted from the first epoch this call ran
     assert_trees_equal(whole.variables, resumed.variables)
     assert_trees_equal(whole.opt_state, resumed.opt_state)
 
