@@ -75,14 +75,46 @@ def _conv_reference(x, kernel, stride, pad, dilation, groups):
     return out
 
 
-def test_conv2d_matches_direct_convolution():
-    layer = nn.Conv2D(4, 3, strides=2, padding=((1, 2), (2, 1)), dilation=2, groups=2)
+@pytest.mark.parametrize("implementation", ["xla", "matmul", "auto"])
+def test_conv2d_matches_direct_convolution(implementation):
+    layer = nn.Conv2D(4, 3, strides=2, padding=((1, 2), (2, 1)), dilation=2, groups=2,
+                      implementation=implementation)
     x = jax.random.normal(jax.random.key(0), (2, 9, 8, 4))
     variables = layer.init(jax.random.key(1), x)
     p = variables["params"]
     expected = _conv_reference(np.asarray(x, np.float64), np.asarray(p["kernel"], np.float64), 2,
                                ((1, 2), (2, 1)), 2, 2) + np.asarray(p["bias"])
     np.testing.assert_allclose(layer.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(kernel_size=3), dict(kernel_size=3, strides=2, padding="same"),
+    dict(kernel_size=(3, 2), strides=(2, 1), padding=((1, 2), (0, 1)), dilation=2),
+    dict(kernel_size=3, padding="same", dilation=(2, 1)), dict(kernel_size=3, groups=3),
+    dict(kernel_size=(1, 3), groups=6), dict(kernel_size=1, strides=2), dict(kernel_size=5, padding=2),
+])
+def test_conv2d_matmul_implementation_matches_xla_values_and_gradients(settings):
+    x = jax.random.normal(jax.random.key(0), (2, 11, 10, 6))
+    xla, matmul = (nn.Conv2D(12, implementation=name, **settings) for name in ("xla", "matmul"))
+    variables = xla.init(jax.random.key(1), x)
+    np.testing.assert_allclose(matmul.apply(variables, x), xla.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+    def grads(layer):
+        return jax.grad(lambda v, x: jnp.sum(jnp.tanh(layer.apply(v, x)) ** 2), argnums=(0, 1))(variables, x)
+    for got, want in zip(jax.tree.leaves(grads(matmul)), jax.tree.leaves(grads(xla))):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.abs(want).max()))
+
+
+def test_conv2d_auto_implementation_is_matmul_on_cpu_only():
+    # On the CPU the CNN's jaxpr holds no convolution at all (XLA:CPU runs them slowly, worse in loops).
+    assert jax.default_backend() == "cpu"
+    assert nn.conv_implementation("auto") == "matmul" and nn.conv_implementation("xla") == "xla"
+    x = jnp.zeros((1, 28, 28, 1))
+    model = fd.models.cnn()
+    variables = model.init(jax.random.key(0), x)
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(model.apply)(variables, x))
+    with pytest.raises(ConfigError, match="unknown convolution implementation 'cudnn'; choose one of auto, xla"):
+        nn.Conv2D(3, implementation="cudnn").init(jax.random.key(0), x)
 
 
 def test_pools_analytic():

@@ -20,7 +20,7 @@ def test_bf16_computes_in_bfloat16_and_returns_float32():
     variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only: nothing runs eagerly
     assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
     jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, x))(variables))
-    assert "conv_general_dilated" in jaxpr and "bf16[2,5,5,8]" in jaxpr  # the first conv's output
+    assert "bf16[2,5,5,8]" in jaxpr  # the first conv's output (a dot_general on CPU, a convolution elsewhere)
     assert jax.eval_shape(lambda v: model.apply(v, x), variables).dtype == jnp.float32
     grads = jax.eval_shape(jax.grad(lambda p: model.apply({"params": p}, x).sum()), variables["params"])
     assert {leaf.dtype for leaf in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}

@@ -1,6 +1,7 @@
 """2-D convolution on NHWC images."""
 import flax.linen as linen
 import jax
+import jax.numpy as jnp
 
 from funcdl.errors import ConfigError
 from funcdl.nn._activations import get_activation
@@ -33,6 +34,49 @@ def padding_spec(padding):
     raise ConfigError(f"padding must be 'valid', 'same', an int or pairs of ints, got {padding!r}")
 
 
+IMPLEMENTATIONS = ("auto", "xla", "matmul")
+
+
+def conv_as_matmul(x, kernel, strides, padding, dilation, groups=1):
+    """NHWC x HWIO convolution as one matrix product over the input's shifted windows.
+
+    The ``kh * kw`` strided slices of the padded input are concatenated along
+    channels (im2col by slicing) and multiplied by the kernel reshaped to
+    ``(kh * kw * in, features)``. The result is ``lax.conv_general_dilated``'s up
+    to summation order; its gradient is made of slices, pads and matrix products
+    only, with no convolution op anywhere.
+    """
+    kh, kw, group_in, features = kernel.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads(x.shape[1:3], (span_h, span_w), strides, padding)
+    x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    batch, height, width, channels = x.shape
+    out_h, out_w = (height - span_h) // sh + 1, (width - span_w) // sw + 1
+    windows = [jax.lax.slice(x, (0, i * dh, j * dw, 0),
+                             (batch, i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, channels),
+                             (1, sh, sw, 1))
+               for i in range(kh) for j in range(kw)]
+    patches = jnp.concatenate(windows, axis=-1) if len(windows) > 1 else windows[0]
+    if groups == 1:
+        return patches @ kernel.reshape(kh * kw * group_in, features)
+    patches = patches.reshape(batch, out_h, out_w, kh * kw, groups, group_in)
+    kernel = kernel.reshape(kh * kw, group_in, groups, features // groups)
+    y = jnp.einsum("bhwkgc,kcgf->bhwgf", patches, kernel)
+    return y.reshape(batch, out_h, out_w, features)
+
+
+def conv_implementation(name):
+    """The implementation ``name`` resolves to on the current default backend."""
+    if name not in IMPLEMENTATIONS:
+        raise ConfigError(f"unknown convolution implementation {name!r}; choose one of "
+                          f"{', '.join(IMPLEMENTATIONS)}")
+    if name == "auto":
+        return "matmul" if jax.default_backend() == "cpu" else "xla"
+    return name
+
+
 class Conv2D(Layer):
     """2-D convolution, NHWC in and out.
 
@@ -48,6 +92,11 @@ class Conv2D(Layer):
       dilation: int or (dh, dw).
       groups: feature groups (in and features must both divide by it).
       use_bias, activation, kernel_init, bias_init: as in Dense.
+      implementation: how it is computed (same numbers up to rounding): ``'xla'``
+        (``lax.conv_general_dilated``), ``'matmul'`` (``conv_as_matmul``: shifted windows times
+        the kernel, no convolution op), or ``'auto'`` (default): ``'matmul'`` on the CPU, where
+        XLA's convolutions are several times slower than its matrix products (and slower still
+        inside the ``lax.scan`` of an epoch), ``'xla'`` on GPU and TPU.
     """
     features: int
     kernel_size: object = 3
@@ -59,6 +108,7 @@ class Conv2D(Layer):
     activation: str | None = None
     kernel_init: str = "glorot_uniform"
     bias_init: str = "zeros"
+    implementation: str = "auto"
 
     @linen.compact
     def __call__(self, x):
@@ -73,10 +123,14 @@ class Conv2D(Layer):
         fan_in = kh * kw * in_channels // self.groups
         kernel = self.param("kernel", initializer(self.kernel_init, fan_in),
                             (kh, kw, in_channels // self.groups, self.features))
-        y = jax.lax.conv_general_dilated(
-            x, kernel.astype(x.dtype), window_strides=pair(self.strides, "strides"),
-            padding=padding_spec(self.padding), rhs_dilation=pair(self.dilation, "dilation"),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.groups)
+        strides, padding = pair(self.strides, "strides"), padding_spec(self.padding)
+        dilation = pair(self.dilation, "dilation")
+        if conv_implementation(self.implementation) == "matmul":
+            y = conv_as_matmul(x, kernel.astype(x.dtype), strides, padding, dilation, self.groups)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x, kernel.astype(x.dtype), window_strides=strides, padding=padding, rhs_dilation=dilation,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.groups)
         if self.use_bias:
             y = y + self.param("bias", initializer(self.bias_init, fan_in), (self.features,)).astype(y.dtype)
         return get_activation(self.activation)(y)
