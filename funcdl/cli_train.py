@@ -7,7 +7,7 @@ import jax
 
 from funcdl import callbacks, checkpoint, data, files, losses, models, monitor, nn, optim, parallel, precision
 from funcdl.errors import ConfigError, NonFiniteError
-from funcdl.fit import evaluate, fit
+from funcdl.fit import LOOPS, evaluate, fit
 
 
 def add_train_arguments(parser):
@@ -29,6 +29,10 @@ def add_train_arguments(parser):
                         help="standardise inputs with the training mean/std (default: pixels in [0, 1])")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N train and test examples")
     parser.add_argument("--eager", action="store_true", help="run the same step op by op (jax.disable_jit)")
+    parser.add_argument("--loop", default="auto", choices=LOOPS,
+                        help="scan: each epoch one XLA program; steps: one compiled call per step; auto "
+                        "(default): scan, but steps for convolutions on the CPU, where XLA runs them slower "
+                        "inside loops")
     parser.add_argument("--skip-nonfinite", action="store_true", help="skip batches with non-finite loss")
     parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
                         help="stop when val_loss has not improved for PATIENCE epochs")
@@ -131,7 +135,7 @@ def run_train(args):
                       epochs=args.epochs, batch_size=args.batch_size, validation_data=validation,
                       seed=args.seed, callbacks=cbs, eager=args.eager, skip_nonfinite=args.skip_nonfinite,
                       verbose=not args.quiet, resume=resume, data_parallel=args.data_parallel,
-                      precision=args.precision)
+                      precision=args.precision, loop=args.loop)
     except NonFiniteError as err:
         if args.out and err.variables is not None:
             _save(args.out, model, err.variables, datasets, None)
@@ -164,7 +168,8 @@ def _result(args, datasets, model, history, test):
     return {
         "model": args.model, "dataset": datasets.name, "source": datasets.source, "optimizer": args.optimizer,
         "flavor": args.flavor, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-        "eager": args.eager, "data_parallel": args.data_parallel, "precision": args.precision,
+        "eager": args.eager, "loop": history.loop, "data_parallel": args.data_parallel,
+        "precision": args.precision,
         "processes": jax.process_count(), "devices": jax.device_count(),
         "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
         "params": nn.count_params(history.variables["params"]),

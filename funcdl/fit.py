@@ -15,7 +15,7 @@ from funcdl import optim as optim_lib
 from funcdl import parallel
 from funcdl import precision as precision_lib
 from funcdl.errors import ConfigError, DataError, FuncdlError, NonFiniteError, ShapeError
-from funcdl.train import TrainState, make_eval, make_train_epoch, make_train_step
+from funcdl.train import SteppedEpoch, TrainState, apply_model, make_eval, make_train_epoch, make_train_step
 from funcdl.train_checks import as_arrays, check_batch_size, check_data, check_epochs, check_model_fits
 
 
@@ -28,6 +28,7 @@ class History:
       epoch_seconds: wall time of each training epoch (validation excluded).
       compile_seconds: time to trace and compile the epoch program.
       compiles_after_first_epoch: XLA compilations seen after epoch 1 (0 in steady state).
+      loop: ``'scan'`` (each epoch one XLA program) or ``'steps'`` (one compiled call per step).
       variables, opt_state, step: the final training state.
     """
     history: dict = field(default_factory=dict)
@@ -41,6 +42,7 @@ class History:
     opt_state: Any = None
     step: int = 0
     seed: int = 0
+    loop: str = "scan"
 
     def log(self, logs):
         for key, value in logs.items():
@@ -133,7 +135,7 @@ def _raise_if_nonfinite(metrics, run, epoch, step_before, skip):
 def fit(model, train_data, *, loss="cross_entropy", optimizer="adam", epochs=1, batch_size=32,
         validation_data=None, seed=0, variables=None, callbacks=(), eager=False, shuffle=True,
         skip_nonfinite=False, verbose=True, eval_batch_size=1024, resume=None, data_parallel=False,
-        precision="fp32"):
+        precision="fp32", loop="auto"):
     """Train ``model`` on ``train_data``; each epoch is one compiled XLA program.
 
     Args:
@@ -154,6 +156,12 @@ def fit(model, train_data, *, loss="cross_entropy", optimizer="adam", epochs=1, 
         count); in a multi-process run each process passes its own shard (see ``funcdl.parallel``).
       precision: ``'fp32'`` or ``'bf16'`` (compute in bfloat16, float32 parameters; see
         ``funcdl.precision``).
+      loop: how an epoch runs. ``'scan'``: the whole epoch is one XLA program (``lax.scan`` over
+        the batches). ``'steps'``: the same epoch as one compiled call per step. ``'auto'``
+        (default): ``'scan'``, except on the CPU for a model whose forward pass holds an XLA
+        convolution (a user layer calling ``lax.conv_general_dilated``; funcdl's ``Conv2D`` uses
+        matrix products there): XLA:CPU runs convolutions inside a loop several times slower than
+        outside one. ``History.loop`` says which ran.
     Returns:
       History with per-epoch logs, timings, and the trained ``variables`` / ``opt_state``.
     Raises:
@@ -179,6 +187,7 @@ def fit(model, train_data, *, loss="cross_entropy", optimizer="adam", epochs=1, 
     # --- data parallel (funcdl.parallel): batches split over a 'data' mesh, state replicated.
     mesh = _data_mesh(batch_size, eager) if data_parallel else None
     step = step if mesh is None else parallel.shard_batches(step, mesh)
+    run.loop = _choose_loop(loop, model, run.variables, x, eager, mesh is not None)
     epoch_fn = make_train_epoch(step, batch_size, shuffle, stop_on_nonfinite=not skip_nonfinite)
     state = TrainState(run.variables, run.opt_state, jnp.asarray(run.step, jnp.int32))
     if mesh is None:
@@ -187,10 +196,37 @@ def fit(model, train_data, *, loss="cross_entropy", optimizer="adam", epochs=1, 
         epoch_fn, state, data, train_key = parallel.distribute(mesh, epoch_fn, state, x, y, train_key)
         validate = None if validate is None else parallel.on_host(validate)
     # --- end data parallel
-    runner, run.compile_seconds = _compile(epoch_fn, eager, state, *data, train_key)
+    if run.loop == "steps":
+        start = time.perf_counter()
+        runner = SteppedEpoch(step, batch_size, shuffle, not skip_nonfinite).compile(state, *data, train_key)
+        run.compile_seconds = time.perf_counter() - start
+    else:
+        runner, run.compile_seconds = _compile(epoch_fn, eager, state, *data, train_key)
     _train_epochs(run, runner, state, data, validate, train_key, epochs, callbacks, eager, skip_nonfinite,
                   verbose)
     return run
+
+
+LOOPS = ("auto", "scan", "steps")
+
+
+def uses_convolution(model, variables, x):
+    """Whether the model's forward pass contains a convolution (looked up in its jaxpr)."""
+    jaxpr = jax.make_jaxpr(lambda v, x: apply_model(model, v, x))(variables, jnp.asarray(x[:1]))
+    return "conv_general_dilated" in str(jaxpr)
+
+
+def _choose_loop(loop, model, variables, x, eager, data_parallel):
+    if loop not in LOOPS:
+        raise ConfigError(f"unknown loop {loop!r}; choose one of {', '.join(LOOPS)}")
+    if loop == "steps" and (eager or data_parallel):
+        raise ConfigError("loop='steps' runs one compiled call per step; it cannot be combined with eager "
+                          "or data_parallel (use loop='scan')")
+    if loop != "auto":
+        return loop
+    if eager or data_parallel or jax.default_backend() != "cpu":
+        return "scan"
+    return "steps" if uses_convolution(model, variables, x) else "scan"
 
 
 def _data_mesh(batch_size, eager):

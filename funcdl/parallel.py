@@ -63,9 +63,9 @@ def shard_batches(step, mesh):
     """Wrap a train step so that its batch ``(x, y, mask)`` is split over the mesh by examples."""
     by_example = NamedSharding(mesh, PartitionSpec(AXIS))
 
-    def sharded_step(state, x, y, mask, key):
+    def sharded_step(state, x, y, mask, key, active=True):
         x, y, mask = jax.lax.with_sharding_constraint((x, y, mask), by_example)
-        return step(state, x, y, mask, key)
+        return step(state, x, y, mask, key, active)
     return sharded_step
 
 

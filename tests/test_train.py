@@ -31,12 +31,41 @@ def test_fit_learns_and_reports(tiny_images):
     assert history.history["val_accuracy"][-1] >= 0.9
 
 
-def test_no_recompiles_after_first_epoch(tiny_images):
+@pytest.mark.parametrize("loop", ["scan", "steps"])
+def test_no_recompiles_after_first_epoch(tiny_images, loop):
     # 100 examples in batches of 32: the last batch holds 4 real examples and 28 masked ones.
     history = fd.fit(fd.models.cnn(), tiny_images, epochs=3, batch_size=32, validation_data=tiny_images,
-                     verbose=False)
-    assert history.epochs_done == 3
+                     verbose=False, loop=loop)
+    assert history.epochs_done == 3 and history.loop == loop
     assert history.compiles_after_first_epoch == 0
+
+
+def test_stepped_epochs_train_like_scanned_epochs(tiny_images):
+    # Same batches, padding masks, dropout keys and BatchNorm updates; only the loop differs.
+    # (No conv bias: in front of BatchNorm its gradient is rounding noise, which Adam would amplify.)
+    model = nn.Sequential([nn.Conv2D(4, 3, use_bias=False), nn.BatchNorm(), nn.relu, nn.MaxPool2D(2), nn.Dropout(0.3),
+                           nn.Flatten(), nn.Dense(10)])
+    kwargs = dict(epochs=3, batch_size=16, seed=3, verbose=False)
+    scanned = fd.fit(model, tiny_images, loop="scan", **kwargs)
+    stepped = fd.fit(model, tiny_images, loop="steps", **kwargs)
+    assert (scanned.loop, stepped.loop, stepped.step) == ("scan", "steps", 21)
+    np.testing.assert_allclose(stepped.history["loss"], scanned.history["loss"], rtol=1e-5)
+    np.testing.assert_allclose(stepped.history["accuracy"], scanned.history["accuracy"], atol=1e-6)
+    for a, b in zip(jax.tree.leaves(stepped.variables), jax.tree.leaves(scanned.variables)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    other_seed = fd.fit(model, tiny_images, loop="steps", **{**kwargs, "seed": 4})
+    assert other_seed.history["loss"] != stepped.history["loss"]
+
+
+def test_auto_loop_steps_only_for_xla_convolutions_on_cpu(tiny_images):
+    assert jax.default_backend() == "cpu"
+    kwargs = dict(epochs=1, batch_size=50, verbose=False)
+    xla_conv = nn.Sequential([nn.Conv2D(4, 3, implementation="xla"), nn.relu, nn.Flatten(), nn.Dense(10)])
+    assert fd.fit(xla_conv, tiny_images, **kwargs).loop == "steps"
+    assert fd.fit(xla_conv, tiny_images, eager=True, **kwargs).loop == "scan"
+    assert fd.fit(small_mlp(), tiny_images, **kwargs).loop == "scan"
+    # funcdl's own Conv2D computes convolutions as matrix products on the CPU: one scan an epoch.
+    assert fd.fit(fd.models.cnn(), tiny_images, **kwargs).loop == "scan"
 
 
 def _state(model, optimizer, x):
@@ -106,10 +135,11 @@ def _poisoned_regression():
     return x, y, loss
 
 
-def test_nonfinite_loss_stops_with_step_and_last_good_params():
+@pytest.mark.parametrize("loop", ["scan", "steps"])
+def test_nonfinite_loss_stops_with_step_and_last_good_params(loop):
     x, y, loss = _poisoned_regression()
     model = nn.Sequential([nn.Dense(1)])
-    kwargs = dict(loss=loss, optimizer=fd.optim.sgd(0.1), batch_size=8, shuffle=False, verbose=False)
+    kwargs = dict(loss=loss, optimizer=fd.optim.sgd(0.1), batch_size=8, shuffle=False, verbose=False, loop=loop)
     with pytest.raises(NonFiniteError, match=r"at step 2 \(epoch 1, batch 3\)") as info:
         fd.fit(model, (x, y), epochs=2, **kwargs)
     assert info.value.step == 2
@@ -117,10 +147,11 @@ def test_nonfinite_loss_stops_with_step_and_last_good_params():
     assert_trees_equal(info.value.variables, good.variables)
 
 
-def test_skip_nonfinite_skips_only_the_bad_batch():
+@pytest.mark.parametrize("loop", ["scan", "steps"])
+def test_skip_nonfinite_skips_only_the_bad_batch(loop):
     x, y, loss = _poisoned_regression()
     history = fd.fit(nn.Sequential([nn.Dense(1)]), (x, y), loss=loss, optimizer=fd.optim.sgd(0.1),
-                     batch_size=8, shuffle=False, epochs=2, skip_nonfinite=True, verbose=False)
+                     batch_size=8, shuffle=False, epochs=2, skip_nonfinite=True, verbose=False, loop=loop)
     assert history.skipped_steps == 2 and history.step == 8
     assert np.isfinite(history.history["loss"]).all()
 
@@ -196,6 +227,8 @@ def test_one_hot_loss_and_batchnorm_state(tiny_images):
     ("ok", {"loss": "hinge"}, ConfigError, "unknown loss 'hinge'"),
     ("ok", {"optimizer": "lbfgs"}, ConfigError, "unknown optimizer 'lbfgs'"),
     ("rank2_to_cnn", {}, ShapeError, "Conv2D.*NHWC"),
+    ("ok", {"loop": "fast"}, ConfigError, "unknown loop 'fast'; choose one of auto, scan, steps"),
+    ("ok", {"loop": "steps", "eager": True}, ConfigError, "cannot be combined with eager"),
 ])
 def test_bad_input_errors(tiny_images, data, kwargs, error, message):
     x, y = tiny_images
