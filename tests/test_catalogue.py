@@ -94,8 +94,9 @@ def _lambda_keras(path, marker):
 def _conv3d_keras(path):
     keras = pytest.importorskip("keras")
     layers = keras.layers
-    keras.Sequential([keras.Input((4, 4, 4, 1)), layers.Conv3D(2, 3), layers.Flatten(), layers.Dense(2)]).save(
-        str(path))
+    # An explicit name: keras numbers auto-names per process ('conv3d_1' after another test made one).
+    keras.Sequential([keras.Input((4, 4, 4, 1)), layers.Conv3D(2, 3, name="conv3d"), layers.Flatten(),
+                      layers.Dense(2)]).save(str(path))
 
 
 def _funcdl(path, *layers):
