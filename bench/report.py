@@ -108,9 +108,9 @@ def notes(quick, chosen, suite="cpu"):
         "funcdl-eager times a few steps an epoch and extrapolates; ratio_to_funcdl = samples/s / funcdl's.",
     ]
     if suite == "cpu":
-        lines.append("XLA:CPU runs convolutions inside a loop (the lax.scan epoch of funcdl and jax-handwritten) "
-                     "several times slower than outside one (jax-ml/jax#12868): see the cnn and resnet rows, where "
-                     "funcdl-eager (no loop) beats funcdl.")
+        lines.append("On the CPU funcdl's Conv2D (used by funcdl, funcdl-eager and jax-handwritten) is computed as a "
+                     "matrix product over shifted input windows: XLA:CPU's own convolutions are several times "
+                     "slower, and slower still inside the lax.scan of an epoch (jax-ml/jax#12868).")
     if quick:
         special = ", ".join(f"{count} for {model}" for model, count in chosen["batches"].items())
         lines.append(f"--quick: {chosen['default_batches']} batches per timed epoch{f' ({special})' if special else ''}"

@@ -70,8 +70,8 @@ MODEL_NAMES = ("mlp", "cnn", "lstm", "gru", "resnet")
 SUITES = ("cpu", "gpu")
 
 # --quick: a fixed number of batches per timed epoch (epoch time extrapolated), accuracy for the MLP only.
-# Conv models get fewer: XLA:CPU runs convolutions inside a while loop (lax.scan) far slower (jax#12868).
-QUICK = {"batches": {"cnn": 4, "resnet": 2}, "default_batches": 16, "epochs": 3, "warmup": 1, "eager_steps": 1,
+# Conv models get fewer: their steps cost 10-100x an MLP step in most frameworks on CPU.
+QUICK = {"batches": {"cnn": 8, "resnet": 4}, "default_batches": 16, "epochs": 3, "warmup": 1, "eager_steps": 1,
          "accuracy_models": ("mlp",), "timeout": 300}
 FULL = {"batches": {}, "default_batches": None, "epochs": 3, "warmup": 1, "eager_steps": 10,
         "accuracy_models": ("mlp", "cnn", "lstm", "gru"), "timeout": 3600}

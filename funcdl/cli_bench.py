@@ -52,7 +52,8 @@ def add_bench_arguments(parser):
                         help=f"runners to run (default all: {' '.join(RUNNER_NAMES)})")
     parser.add_argument("--epochs", type=int, default=None, help="timed epochs after the warm-up (default 3)")
     parser.add_argument("--batches", type=int, default=None,
-                        help="batches per timed epoch, extrapolated to a full epoch (default: all; --quick: 16, cnn 4, resnet 2)")
+                        help="batches per timed epoch, extrapolated to a full epoch "
+                        "(default: all; --quick: 16, cnn 8, resnet 4)")
     parser.add_argument("--timeout", type=int, default=None, help="seconds per cell before it is stopped")
     parser.add_argument("--shared-processes", action="store_true",
                         help="one worker per framework instead of one per cell (faster; peak memory then shared)")
