@@ -11,7 +11,8 @@ alone: compilation (ahead of time) and evaluation are not counted.
 
 On CPU it runs too, more slowly, with the same single call: there funcdl's
 Conv2D computes convolutions as matrix products over shifted windows, which
-XLA:CPU runs fast inside loops too. ``--quick`` (or ``--limit N``) trains on a few examples to check the plumbing.
+XLA:CPU runs fast inside loops too. ``--quick`` (or ``--limit N``) trains on
+a few examples to check the plumbing.
 """
 import argparse
 import json

@@ -31,8 +31,8 @@ def add_train_arguments(parser):
     parser.add_argument("--eager", action="store_true", help="run the same step op by op (jax.disable_jit)")
     parser.add_argument("--loop", default="auto", choices=LOOPS,
                         help="scan: each epoch one XLA program; steps: one compiled call per step; auto "
-                        "(default): scan, but steps for convolutions on the CPU, where XLA runs them slower "
-                        "inside loops")
+                        "(default): scan, but steps on the CPU for a model holding XLA convolutions (which "
+                        "XLA:CPU runs slower inside loops; funcdl's Conv2D avoids them there)")
     parser.add_argument("--skip-nonfinite", action="store_true", help="skip batches with non-finite loss")
     parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
                         help="stop when val_loss has not improved for PATIENCE epochs")

@@ -64,8 +64,8 @@ def make_train_step(model, loss_fn, optimizer, skip_nonfinite=False):
     A step whose loss or gradients are not finite leaves ``state`` unchanged
     (and, unless ``skip_nonfinite``, so does every later step of the epoch, so
     ``fit`` can stop with the last good parameters). So does a step whose
-    ``active`` flag is false: the epoch passes "no bad step yet" there, which
-    costs one select over the state per step rather than two.
+    ``active`` flag is false: the epoch passes "no bad step yet" there, so one
+    ``lax.cond`` per step decides both.
     """
     def objective(params, variables, x, y, mask, key):
         outputs, new_state = apply_model(model, {**variables, "params": params}, x, train=True,
@@ -151,19 +151,19 @@ class SteppedEpoch:
 
         def one_step(state, healthy, x, y, indices, masks, dropout_key, i):
             return body(state, healthy, x, y, indices[i], masks[i], dropout_key, i)
-        self._plan = jax.jit(epoch_plan, static_argnums=(1, 2, 3))
-        self._step = jax.jit(one_step)
+        self._one_step = one_step
+        self._plan = self._step = None
 
     def compile(self, state, x, y, key):
         """AOT-compile the plan and the step for these shapes; returns ``self``."""
-        plan = self._plan.lower(key, x.shape[0], self.batch_size, self.shuffle).compile()
-        step = self._step.lower(state, jnp.array(True), x, y, *plan.out_info, jnp.int32(0)).compile()
-        self._plan = lambda key, *static: plan(key)
-        self._step = step
+        self._plan = jax.jit(epoch_plan, static_argnums=(1, 2, 3)).lower(
+            key, x.shape[0], self.batch_size, self.shuffle).compile()
+        self._step = jax.jit(self._one_step).lower(
+            state, jnp.array(True), x, y, *self._plan.out_info, jnp.int32(0)).compile()
         return self
 
     def __call__(self, state, x, y, key):
-        indices, masks, dropout_key = self._plan(key, x.shape[0], self.batch_size, self.shuffle)
+        indices, masks, dropout_key = self._plan(key)
         healthy, metrics = jnp.array(True), []
         for i in range(indices.shape[0]):
             state, healthy, step_metrics = self._step(state, healthy, x, y, indices, masks, dropout_key,
