@@ -39,37 +39,28 @@ def _last_or_all(out, return_sequences):
     return out if return_sequences else out[:, -1]
 
 
-class LSTM(nn.LSTM):
+class _BatchFirstRecurrent:
+    """Mixin: the torch layer with ``batch_first=True``, returning the output sequence (B, T, H) or,
+    unless ``return_sequences``, its last step (B, H)."""
+
+    def __init__(self, *args, return_sequences=False, **kwargs):
+        super().__init__(*args, batch_first=True, **kwargs)
+        self.return_sequences = return_sequences
+
+    def forward(self, x):
+        return _last_or_all(super().forward(x)[0], self.return_sequences)
+
+
+class LSTM(_BatchFirstRecurrent, nn.LSTM):
     """``nn.LSTM(batch_first=True)`` returning the output sequence (B, T, H) or its last step (B, H)."""
 
-    def __init__(self, *args, return_sequences=False, **kwargs):
-        super().__init__(*args, batch_first=True, **kwargs)
-        self.return_sequences = return_sequences
 
-    def forward(self, x):
-        return _last_or_all(super().forward(x)[0], self.return_sequences)
-
-
-class GRU(nn.GRU):
+class GRU(_BatchFirstRecurrent, nn.GRU):
     """``nn.GRU(batch_first=True)`` returning the output sequence (B, T, H) or its last step (B, H)."""
 
-    def __init__(self, *args, return_sequences=False, **kwargs):
-        super().__init__(*args, batch_first=True, **kwargs)
-        self.return_sequences = return_sequences
 
-    def forward(self, x):
-        return _last_or_all(super().forward(x)[0], self.return_sequences)
-
-
-class RNN(nn.RNN):
+class RNN(_BatchFirstRecurrent, nn.RNN):
     """``nn.RNN(batch_first=True)`` returning the output sequence (B, T, H) or its last step (B, H)."""
-
-    def __init__(self, *args, return_sequences=False, **kwargs):
-        super().__init__(*args, batch_first=True, **kwargs)
-        self.return_sequences = return_sequences
-
-    def forward(self, x):
-        return _last_or_all(super().forward(x)[0], self.return_sequences)
 
 
 RECURRENT = (LSTM, GRU, RNN)
