@@ -1,5 +1,7 @@
 """``fit``, ``evaluate`` and ``predict``: the Keras-style API over funcdl's compiled epochs."""
 import contextlib
+import functools
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -15,7 +17,8 @@ from funcdl import optim as optim_lib
 from funcdl import parallel
 from funcdl import precision as precision_lib
 from funcdl.errors import ConfigError, DataError, FuncdlError, NonFiniteError, ShapeError
-from funcdl.train import SteppedEpoch, TrainState, apply_model, make_eval, make_train_epoch, make_train_step
+from funcdl.train import (SteppedEpoch, TrainState, all_finite, apply_model, make_eval, make_train_epoch,
+                          make_train_step)
 from funcdl.train_checks import as_arrays, check_batch_size, check_data, check_epochs, check_model_fits
 
 
@@ -183,27 +186,44 @@ def fit(model, train_data, *, loss="cross_entropy", optimizer="adam", epochs=1, 
     if validation_data is not None:
         validate = _evaluator(model, loss_fn, label_kind, validation_data, eval_batch_size, eager,
                               run.variables, "validation data")
-    step = make_train_step(model, loss_fn, optimizer, skip_nonfinite)
     # --- data parallel (funcdl.parallel): batches split over a 'data' mesh, state replicated.
     mesh = _data_mesh(batch_size, eager) if data_parallel else None
-    step = step if mesh is None else parallel.shard_batches(step, mesh)
     run.loop = _choose_loop(loop, model, run.variables, x, eager, mesh is not None)
-    epoch_fn = make_train_epoch(step, batch_size, shuffle, stop_on_nonfinite=not skip_nonfinite)
     state = TrainState(run.variables, run.opt_state, jnp.asarray(run.step, jnp.int32))
     if mesh is None:
         data = (jnp.asarray(x), jnp.asarray(y))
     else:
-        epoch_fn, state, data, train_key = parallel.distribute(mesh, epoch_fn, state, x, y, train_key)
+        state, data = parallel.replicate(state, mesh), parallel.place_data(mesh, x, y)
+        train_key = parallel.replicate(train_key, mesh)
         validate = None if validate is None else parallel.on_host(validate)
     # --- end data parallel
-    if run.loop == "steps":
-        start = time.perf_counter()
-        runner = SteppedEpoch(step, batch_size, shuffle, not skip_nonfinite).compile(state, *data, train_key)
-        run.compile_seconds = time.perf_counter() - start
-    else:
-        runner, run.compile_seconds = _compile(epoch_fn, eager, state, *data, train_key)
-    _train_epochs(run, runner, state, data, validate, train_key, epochs, callbacks, eager, skip_nonfinite,
-                  verbose)
+
+    def runner(guard, stop_on_nonfinite):
+        step = make_train_step(model, loss_fn, optimizer, guard)
+        step = step if mesh is None else parallel.shard_batches(step, mesh)
+        if run.loop == "steps":
+            start = time.perf_counter()
+            stepped = SteppedEpoch(step, batch_size, shuffle, stop_on_nonfinite).compile(state, *data, train_key)
+            return stepped, time.perf_counter() - start
+        epoch_fn = make_train_epoch(step, batch_size, shuffle, stop_on_nonfinite)
+        epoch_fn = epoch_fn if mesh is None else parallel.replicated_outputs(mesh, epoch_fn)
+        return _compile(epoch_fn, eager, state, *data, train_key)
+
+    # Epochs run unguarded steps (no per-step finiteness checks); an epoch whose losses or final state
+    # are not finite is run again from its start with guarded steps, which stop at the first bad one.
+    # skip_nonfinite needs the per-step guard throughout.
+    fast, run.compile_seconds = runner(guard=skip_nonfinite, stop_on_nonfinite=False)
+    healthy = guarded = None
+    if not skip_nonfinite:
+        guarded = functools.cache(lambda: runner(guard=True, stop_on_nonfinite=True)[0])
+        # the epoch's per-step finite flags: the compiled scan says their placement; the step loop
+        # stacks them on the default device
+        finite = fast.out_info[1].finite if hasattr(fast, "out_info") else jax.ShapeDtypeStruct(
+            (math.ceil(len(x) / batch_size),), jnp.bool_)
+        healthy, seconds = _compile(_healthy, eager, state, finite)
+        run.compile_seconds += seconds
+    _train_epochs(run, fast, healthy, guarded, state, data, validate, train_key, epochs, callbacks, eager,
+                  skip_nonfinite, verbose)
     return run
 
 
@@ -235,7 +255,10 @@ def _data_mesh(batch_size, eager):
     return parallel.data_mesh(batch_size)
 
 
-def _train_epochs(run, runner, state, data, validate, train_key, epochs, callbacks, eager, skip, verbose):
+def _train_epochs(run, runner, healthy, guarded, state, data, validate, train_key, epochs, callbacks, eager, skip,
+                  verbose):
+    """The epoch loop. An epoch that ``healthy(state, finite)`` finds non-finite is run again from its
+    start by ``guarded()``, whose steps stop at the first bad one."""
     for callback in callbacks:  # optional hook: LayerStats-style callbacks keep the starting weights
         if hasattr(callback, "on_train_begin"):
             callback.on_train_begin(run)
@@ -245,10 +268,13 @@ def _train_epochs(run, runner, state, data, validate, train_key, epochs, callbac
     with CompileCounter() as counter:
         for epoch in bar:
             epoch_key = jax.random.fold_in(train_key, epoch)
-            step_before = run.step
+            step_before, state_before = run.step, state
             start = time.perf_counter()
             with jax.disable_jit() if eager else contextlib.nullcontext():
                 state, metrics = runner(state, *data, epoch_key)
+            if healthy is not None and not bool(healthy(state, metrics.finite)):
+                with jax.disable_jit() if eager else contextlib.nullcontext():
+                    state, metrics = guarded()(state_before, *data, epoch_key)
             state = jax.block_until_ready(state)
             run.epoch_seconds.append(time.perf_counter() - start)
             metrics = jax.device_get(metrics)
@@ -268,6 +294,11 @@ def _train_epochs(run, runner, state, data, validate, train_key, epochs, callbac
             if any([bool(cb.on_epoch_end(epoch, logs, run)) for cb in callbacks]):
                 break
     bar.close()
+
+
+def _healthy(state, finite):
+    """Whether an epoch's every loss (``finite``) and its final state are finite."""
+    return all_finite(state) & jnp.all(finite)
 
 
 def evaluate(model, variables, data, *, loss="cross_entropy", batch_size=1024, eager=False):

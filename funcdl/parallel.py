@@ -114,11 +114,17 @@ def distribute(mesh, epoch, state, x, y, key):
       ``(epoch, state, (x, y), key)``: the epoch with replicated outputs (so
       the state comes back as it went in), then the placed state, data and key.
     """
+    return (replicated_outputs(mesh, epoch), replicate(state, mesh), place_data(mesh, x, y),
+            replicate(key, mesh))
+
+
+def replicated_outputs(mesh, epoch):
+    """``epoch`` with its outputs replicated on every device of ``mesh``."""
     everywhere = NamedSharding(mesh, PartitionSpec())
 
     def placed_epoch(state, x, y, key):
         return jax.lax.with_sharding_constraint(epoch(state, x, y, key), everywhere)
-    return placed_epoch, replicate(state, mesh), place_data(mesh, x, y), replicate(key, mesh)
+    return placed_epoch
 
 
 def on_host(evaluate):

@@ -123,21 +123,31 @@ def test_same_seed_same_result_other_seed_differs(tiny_images):
                               c.variables["params"]["layers_0"]["kernel"])
 
 
-def _poisoned_regression():
+def _poisoned_regression(poison="loss", row=20):
+    """32 examples, one poisoned in batch 2 (0-based, batches of 8).
+
+    ``poison='loss'``: that example's loss is NaN (its gradients stay finite).
+    ``poison='gradient'``: its loss is a finite 0 whose gradient is NaN (sqrt at 0), so
+    only the gradients, and from then on the parameters, show it.
+    """
     rng = np.random.default_rng(2)
     x = rng.normal(size=(32, 3)).astype(np.float32)
     y = rng.normal(size=(32, 1)).astype(np.float32)
-    y[20, 0] = 1000.0  # batch 2 (0-based) of size 8 holds the poison
+    y[row, 0] = 1000.0
 
     def loss(outputs, targets):
         per_example = jnp.mean((outputs - targets) ** 2, axis=-1)
-        return jnp.where(jnp.any(targets > 100, axis=-1), jnp.nan, per_example)
+        poisoned = jnp.any(targets > 100, axis=-1)
+        # sqrt(0 * output): value 0, gradient inf * 0 = NaN, on the poisoned example only
+        bad = jnp.nan if poison == "loss" else jnp.sqrt(jnp.where(poisoned, outputs[:, 0] * 0.0, 1.0))
+        return jnp.where(poisoned, bad, per_example)
     return x, y, loss
 
 
+@pytest.mark.parametrize("poison", ["loss", "gradient"])
 @pytest.mark.parametrize("loop", ["scan", "steps"])
-def test_nonfinite_loss_stops_with_step_and_last_good_params(loop):
-    x, y, loss = _poisoned_regression()
+def test_nonfinite_loss_stops_with_step_and_last_good_params(loop, poison):
+    x, y, loss = _poisoned_regression(poison)
     model = nn.Sequential([nn.Dense(1)])
     kwargs = dict(loss=loss, optimizer=fd.optim.sgd(0.1), batch_size=8, shuffle=False, verbose=False, loop=loop)
     with pytest.raises(NonFiniteError, match=r"at step 2 \(epoch 1, batch 3\)") as info:
@@ -145,6 +155,26 @@ def test_nonfinite_loss_stops_with_step_and_last_good_params(loop):
     assert info.value.step == 2
     good = fd.fit(model, (x[:16], y[:16]), epochs=1, **kwargs)
     assert_trees_equal(info.value.variables, good.variables)
+
+
+@pytest.mark.parametrize("loop", ["scan", "steps"])
+def test_nonfinite_gradient_in_the_last_step_of_training_is_caught(loop):
+    # No later loss shows it: only the final parameters do.
+    x, y, loss = _poisoned_regression("gradient", row=30)
+    kwargs = dict(loss=loss, optimizer=fd.optim.sgd(0.1), batch_size=8, shuffle=False, verbose=False, loop=loop)
+    with pytest.raises(NonFiniteError, match=r"at step 3 \(epoch 1, batch 4\)") as info:
+        fd.fit(nn.Sequential([nn.Dense(1)]), (x, y), epochs=1, **kwargs)
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(info.value.variables))
+
+
+def test_gradient_poison_is_finite_loss_with_nonfinite_gradient():
+    """The 'gradient' poison above must really be invisible in the loss."""
+    x, y, loss = _poisoned_regression("gradient")
+    model = nn.Sequential([nn.Dense(1)])
+    variables = model.init(jax.random.key(0), x[:1])
+    value, grads = jax.value_and_grad(lambda v: loss(model.apply(v, x[16:24]), y[16:24]).mean())(variables)
+    assert np.isfinite(float(value))
+    assert not np.isfinite(np.asarray(grads["params"]["layers_0"]["kernel"])).all()
 
 
 @pytest.mark.parametrize("loop", ["scan", "steps"])
