@@ -50,11 +50,23 @@ try:
     error = None
 except ConfigError as err:
     error = str(err)
+# A NaN loss on example 20 (batch 3 of 8): the epoch is re-run with checked steps on the mesh too.
+from funcdl.errors import NonFiniteError
+xp, yp = rng.normal(size=(32, 3)).astype(np.float32), rng.normal(size=(32, 1)).astype(np.float32)
+yp[20, 0] = 1000.0
+def poisoned(outputs, targets):
+    return jax.numpy.where(targets[:, 0] > 100, jax.numpy.nan, ((outputs - targets) ** 2)[:, 0])
+try:
+    fd.fit(nn.Sequential([nn.Dense(1)]), (xp, yp), loss=poisoned, optimizer=fd.optim.sgd(0.1), batch_size=8,
+           shuffle=False, data_parallel=True, verbose=False)
+    nonfinite = None
+except NonFiniteError as err:
+    nonfinite = [err.step, bool(all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(err.variables)))]
 print(json.dumps({"devices": jax.device_count(), "difference": difference,
                   "kernel_devices": len(kernel.sharding.device_set),
                   "replicated": kernel.sharding.is_fully_replicated,
                   "one": one.history, "four": four.history,
-                  "recompiles": four.compiles_after_first_epoch, "error": error,
+                  "recompiles": four.compiles_after_first_epoch, "error": error, "nonfinite": nonfinite,
                   "all_reduce": "all-reduce" in program, "per_device_batch": "f32[8,64]" in program}))
 """
 
@@ -82,6 +94,7 @@ def test_four_devices_match_one_device():
     assert result["recompiles"] == 0
     assert result["all_reduce"] and result["per_device_batch"]  # 32 examples split 4 x 8, gradients summed
     assert "batch_size 30 does not split evenly over 4 devices" in result["error"]
+    assert result["nonfinite"] == [2, True]  # stopped at step 2 with finite last-good parameters
 
 
 def test_data_parallel_errors():
