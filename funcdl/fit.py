@@ -193,8 +193,7 @@ def fit(model, train_data, *, loss="cross_entropy", optimizer="adam", epochs=1, 
     if mesh is None:
         data = (jnp.asarray(x), jnp.asarray(y))
     else:
-        state, data = parallel.replicate(state, mesh), parallel.place_data(mesh, x, y)
-        train_key = parallel.replicate(train_key, mesh)
+        state, data, train_key = parallel.place(mesh, state, x, y, train_key)
         validate = None if validate is None else parallel.on_host(validate)
     # --- end data parallel
 

@@ -114,8 +114,12 @@ def distribute(mesh, epoch, state, x, y, key):
       ``(epoch, state, (x, y), key)``: the epoch with replicated outputs (so
       the state comes back as it went in), then the placed state, data and key.
     """
-    return (replicated_outputs(mesh, epoch), replicate(state, mesh), place_data(mesh, x, y),
-            replicate(key, mesh))
+    return (replicated_outputs(mesh, epoch), *place(mesh, state, x, y, key))
+
+
+def place(mesh, state, x, y, key):
+    """``(state, (x, y), key)`` placed on ``mesh`` as :func:`distribute` places them."""
+    return replicate(state, mesh), place_data(mesh, x, y), replicate(key, mesh)
 
 
 def replicated_outputs(mesh, epoch):
