@@ -7,18 +7,24 @@ Weights are fused per gate family, in PyTorch's gate order:
 single-bias form, which trains differently: one bias moves instead of two). torch's ``weight_ih_l0`` is ``kernel.T``; keras' LSTM gate
 order (i, f, c, o) is the same, keras' GRU order (z, r, h) is permuted by the
 converters. The input projection for every time step is one matmul before the
-scan; only ``h @ recurrent_kernel`` runs inside it.
+loop; only ``h @ recurrent_kernel`` runs inside it. The recurrences have
+hand-written backward passes (``funcdl.nn._recurrent_vjp``): the weight
+gradients of a whole sequence are one matmul after the backward loop.
 """
 import flax.linen as linen
-import jax
 import jax.numpy as jnp
 
 from funcdl.nn._activations import get_activation
 from funcdl.nn._base import Layer, check_existing, check_rank
 from funcdl.nn._init import initializer
+from funcdl.nn._recurrent_vjp import gru, lstm, simple_rnn
 
 
 def _weights(layer, x, gates, bias_init=None):
+    """The layer's ``(kernel, bias, recurrent_kernel, recurrent_bias)``, created on first use.
+
+    ``recurrent_bias`` is a zero constant (no param) when ``use_recurrent_bias`` is off.
+    """
     check_rank(layer, x, (3,), "(batch, time, features)")
     check_existing(layer, x, "kernel", 0)
     hidden = layer.features * gates
@@ -30,13 +36,7 @@ def _weights(layer, x, gates, bias_init=None):
         recurrent_bias = layer.param("recurrent_bias", linen.initializers.zeros, (hidden,))
     else:  # keras' LSTM / SimpleRNN (and GRU without reset_after) have a single bias
         recurrent_bias = jnp.zeros((hidden,), x.dtype)
-    projected = jnp.einsum("btf,fg->tbg", x, kernel) + bias  # (T, B, G*H), time-major for the scan
-    return projected, recurrent, recurrent_bias
-
-
-def _finish(layer, outputs):
-    outputs = jnp.swapaxes(outputs, 0, 1)  # (B, T, H)
-    return outputs if layer.return_sequences else outputs[:, -1]
+    return kernel, bias, recurrent, recurrent_bias
 
 
 class SimpleRNN(Layer):
@@ -58,14 +58,8 @@ class SimpleRNN(Layer):
 
     @linen.compact
     def __call__(self, x):
-        projected, recurrent, recurrent_bias = _weights(self, x, 1)
-        act = get_activation(self.activation)
-
-        def step(h, xw):
-            h = act(xw + h @ recurrent + recurrent_bias)
-            return h, h
-        h0 = jnp.zeros((x.shape[0], self.features), projected.dtype)
-        return _finish(self, jax.lax.scan(step, h0, projected)[1])
+        weights = _weights(self, x, 1)
+        return simple_rnn(x, *weights, get_activation(self.activation), self.return_sequences)
 
 
 class LSTM(Layer):
@@ -94,17 +88,7 @@ class LSTM(Layer):
             bias = base_init(key, shape, dtype)
             # keras' unit_forget_bias: start with the forget gate open.
             return bias.at[hidden:2 * hidden].set(1.0) if self.unit_forget_bias else bias
-        projected, recurrent, recurrent_bias = _weights(self, x, 4, bias_init)
-
-        def step(carry, xw):
-            h, c = carry
-            gates = xw + h @ recurrent + recurrent_bias
-            i, f, g, o = (gates[:, k * hidden:(k + 1) * hidden] for k in range(4))
-            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-            h = jax.nn.sigmoid(o) * jnp.tanh(c)
-            return (h, c), h
-        zeros = jnp.zeros((x.shape[0], hidden), projected.dtype)
-        return _finish(self, jax.lax.scan(step, (zeros, zeros), projected)[1])
+        return lstm(x, *_weights(self, x, 4, bias_init), self.return_sequences)
 
 
 class GRU(Layer):
@@ -130,19 +114,4 @@ class GRU(Layer):
 
     @linen.compact
     def __call__(self, x):
-        projected, recurrent, recurrent_bias = _weights(self, x, 3)
-        hidden = self.features
-
-        def step(h, xw):
-            x_r, x_z, x_n = (xw[:, k * hidden:(k + 1) * hidden] for k in range(3))
-            u_rz = h @ recurrent[:, :2 * hidden] + recurrent_bias[:2 * hidden]
-            r = jax.nn.sigmoid(x_r + u_rz[:, :hidden])
-            z = jax.nn.sigmoid(x_z + u_rz[:, hidden:])
-            if self.reset_after:
-                n = jnp.tanh(x_n + r * (h @ recurrent[:, 2 * hidden:] + recurrent_bias[2 * hidden:]))
-            else:
-                n = jnp.tanh(x_n + (r * h) @ recurrent[:, 2 * hidden:] + recurrent_bias[2 * hidden:])
-            h = (1.0 - z) * n + z * h
-            return h, h
-        h0 = jnp.zeros((x.shape[0], hidden), projected.dtype)
-        return _finish(self, jax.lax.scan(step, h0, projected)[1])
+        return gru(x, *_weights(self, x, 3), self.reset_after, self.return_sequences)
