@@ -240,8 +240,10 @@ class _Members:
     def json(self, name: str) -> dict:
         try:
             value = json.loads(self.text(name))
-        except (json.JSONDecodeError, RecursionError) as err:
+        except json.JSONDecodeError as err:
             raise FileFormatError(f"{self.path}: member {name} is not valid JSON: {str(err)[:80]}") from None
+        except RecursionError:
+            raise FileFormatError(f"{self.path}: member {name} is not valid JSON: nested too deeply") from None
         return _object(value, f"{self.path}: {name}")
 
     def torch_zip(self, name: str, tensors: bool = True) -> Any:

@@ -270,7 +270,7 @@ HOSTILE = {
         ("expected a JSON object, got list",)),
     "program JSON nested 100000 deep": (
         lambda c, t, m: _with(rewrite(c, t, replace={"models/model.json": b"[" * 100000}), None),
-        ("is not valid JSON",)),
+        ("is not valid JSON: nested too deeply",)),
 }
 
 
