@@ -24,7 +24,7 @@ MAX_BYTES_ENV = "FUNCDL_MAX_BYTES"
 DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB: the most any one archive, gzip stream or declared tensor set may unpack to
 
 
-def max_bytes(override=None):
+def max_bytes(override: int | str | None = None) -> int:
     """The most bytes funcdl will unpack from one archive or gzip stream, or allocate for its declared tensors.
 
     Args:
@@ -47,7 +47,7 @@ def max_bytes(override=None):
     return limit
 
 
-def check_size(what, size, limit, error=None):
+def check_size(what: str, size: int, limit: int, error: type[Exception] | None = None) -> None:
     """Raise ``error`` (FileFormatError by default) if ``size`` bytes exceed ``limit``; before anything is allocated.
 
     Args:

@@ -26,6 +26,12 @@ else. Layouts read (``Pt2Archive.layout``):
 
 The ``.pt`` members there are ``torch.save`` zips, read by ``interop._torch_zip`` (tensors and containers only).
 
+Tested with: archives ``torch.export.save`` writes in torch 2.13 (``pt2-archive``); the ``legacy`` layout written
+from torch 2.13's own ``torch._export.serde.serialize`` exactly as torch 2.2-2.7's ``torch.export.save`` wrote it
+(torch 2.13's ``torch.export.load`` still loads it); the ``data/weights/<model>.pt`` variant assembled from a
+``torch.save`` of the state dict. Files written by older torch binaries were not available here; older schemas'
+dtype names (``"FLOAT"``) are accepted besides the numbers.
+
 Refused with one line (``FileFormatError``): any member whose bytes parse as a pickle (protocol 0-5, found by
 content, whatever the config says), a config entry with ``use_pickle: true``, opaque/custom/TorchScript object
 constants, AOTInductor or other compiled code, member paths outside the archive root or repeated, JSON that is

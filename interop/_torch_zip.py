@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Callable
 from typing import Any
 
+import ml_dtypes  # numpy's bfloat16, installed with jax
 import numpy as np
 
 from funcdl.errors import FileFormatError
@@ -43,7 +44,6 @@ _CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 def numpy_dtype(name: str) -> np.dtype:
     """The numpy dtype for a spelling of ``STORAGE_DTYPES`` (bfloat16 comes from ml_dtypes, a jax dependency)."""
     if name == "bfloat16":
-        import ml_dtypes  # installed with jax; imported here only because few files hold bfloat16
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(name)
 

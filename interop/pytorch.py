@@ -227,7 +227,8 @@ def load_torch_file(path):
     """
     torch = _torch()
     state = _read(path)[0]
-    return OrderedDict((k, v if isinstance(v, torch.Tensor) else _tensor_from_array(torch, v)) for k, v in state.items())
+    return OrderedDict((k, v if isinstance(v, torch.Tensor) else _tensor_from_array(torch, v))
+                       for k, v in state.items())
 
 
 def _tensor_from_array(torch, array):
@@ -358,7 +359,7 @@ def _state_dict_of(loaded, path):
     raise FileFormatError(f"{path} holds a {type(loaded).__name__}, not a state dict of tensors")
 
 
-def read_pt2(path, max_bytes=None):
+def read_pt2(path: str | Path, max_bytes: int | None = None) -> _pt2.Pt2Archive:
     """A ``.pt2`` file's programs (graph, signature, tensors as numpy arrays) and extra files; no torch needed.
 
     The archive is read by funcdl itself (``interop._pt2``): its JSON program and raw tensor records only.

@@ -25,9 +25,9 @@ from funcdl import checkpoint, nn
 from funcdl.cli import main
 from funcdl.errors import ConfigError, DataError, FileFormatError, FuncdlError, ShapeError
 from funcdl.fit import History
+from hostile_files import (Payload, deflated_zeros, gzip_idx_bomb, payload_pickle, rewrite, torch_save_bytes,
+                           weight_config, zip_bomb_like)
 from interop import pytorch  # imports no torch until a function needs it
-from hostile_files import (deflated_zeros, gzip_idx_bomb, payload_pickle, rewrite, torch_save_bytes, weight_config,
-                           zip_bomb_like)
 
 X = np.random.default_rng(0).random((20, 4, 4, 1), dtype=np.float32)
 Y = (np.arange(20) % 10).astype(np.int32)
@@ -49,19 +49,9 @@ def train(*extra):
 
 
 # -- input files, built once per module on first use ---------------------------------------------------------
-class _Evil:
-    """Unpickling this opens (creates) the marker file: what a hostile .pt would do."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return open, (self.marker, "w")
-
-
 def _evil_pt(path, marker):
     torch = pytest.importorskip("torch")
-    torch.save({"weight": torch.zeros(2), "payload": _Evil(marker)}, path)
+    torch.save({"weight": torch.zeros(2), "payload": Payload(marker)}, path)
     torch.load(path, weights_only=False)  # the payload is live: an unsafe load runs it
     assert marker.exists()
     marker.unlink()
@@ -70,7 +60,7 @@ def _evil_pt(path, marker):
 def _evil_pt2(path, marker, inputs):
     torch = pytest.importorskip("torch")
     payload = path.with_suffix(".payload")
-    torch.save((_Evil(marker),), payload)
+    torch.save((Payload(marker),), payload)
     with zipfile.ZipFile(inputs.path("conv3d.pt2")) as source, zipfile.ZipFile(path, "w") as target:
         members = source.infolist()
         assert any("sample_inputs" in m.filename for m in members)

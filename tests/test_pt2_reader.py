@@ -19,12 +19,11 @@ import pytest
 from funcdl import nn
 from funcdl.cli import main
 from funcdl.errors import DataError, FileFormatError
-from hostile_files import (deflated_zeros, gzip_idx_bomb, payload_pickle, prove_live, rewrite, torch_save_bytes,
-                           weight_config, zip_bomb_like)
-from interop import _pt2
+from hostile_files import (Payload, deflated_zeros, gzip_idx_bomb, payload_pickle, prove_live, rewrite,
+                           torch_save_bytes, weight_config, zip_bomb_like)
+from interop import _pt2, pytorch
 
 torch = pytest.importorskip("torch")
-from interop import pytorch  # noqa: E402 - after the torch check
 
 INPUT_SHAPE = (4, 4, 1)
 
@@ -279,16 +278,8 @@ def _with(path, payload):
 
 
 def _torch_payload(marker):
-    data = torch_save_bytes(torch, {"weight": torch.zeros(2), "payload": _TorchPayload(marker)})
+    data = torch_save_bytes(torch, {"weight": torch.zeros(2), "payload": Payload(marker)})
     return data
-
-
-class _TorchPayload:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return open, (self.marker, "w")
 
 
 def _duplicate(clean, target):
