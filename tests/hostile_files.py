@@ -3,15 +3,12 @@
 Every payload here is live: ``Payload(marker)`` unpickled by ``pickle.loads`` (or ``torch.load(weights_only=False)``)
 opens the marker file for writing, which is what the tests prove never happens inside funcdl.
 """
-import gzip
 import io
 import json
 import pickle
 import zipfile
 import zlib
 from pathlib import Path
-
-import numpy as np
 
 
 class Payload:
@@ -104,13 +101,6 @@ def gzip_idx_bomb(path, dims, size, code=0x08):
             handle.write(compressor.compress(zeros[:min(left, len(zeros))]))
             left -= min(left, len(zeros))
         handle.write(compressor.flush())
-    return path
-
-
-def small_idx_gz(path, array):
-    """A valid gzip IDX file of a uint8 ``array``."""
-    header = b"\x00\x00\x08" + bytes([array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(gzip.compress(header + np.ascontiguousarray(array, np.uint8).tobytes()))
     return path
 
 
