@@ -16,7 +16,7 @@ stride-2 3x3 conv      ZeroPadding2D(1) + 'valid' conv (keras 'same' pads bottom
 """
 import numpy as np
 
-from funcdl.files import flatten_variables
+from funcdl.io.model_file import flatten_variables
 
 
 def _sequential_model(keras, name):

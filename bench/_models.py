@@ -26,7 +26,7 @@ import numpy as np
 
 import funcdl as fd
 from funcdl import nn
-from funcdl.files import flatten_variables, unflatten_variables
+from funcdl.io.model_file import flatten_variables, unflatten_variables
 from funcdl.train import epoch_indices
 
 SYNTHETIC_EXAMPLES = 10240  # a full "epoch" of the synthetic CIFAR-shaped set (80 batches of 128)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from funcdl.files import flatten_variables
+from funcdl.io.model_file import flatten_variables
 
 
 class Permute(nn.Module):

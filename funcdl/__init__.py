@@ -5,13 +5,13 @@
     history = fd.fit(model, (x, y), loss="cross_entropy", optimizer=fd.optim.adam(1e-3),
                      epochs=10, batch_size=64, validation_data=(x_test, y_test))
 """
-from funcdl import (callbacks, checkpoint, data, errors, files, losses, models, monitor, nn, optim, parallel,
-                    precision, sweep)
+from funcdl import data, errors, io, losses, models, nn, optim
+from funcdl.train import callbacks, checkpoint, monitor, parallel, precision, sweep
 from funcdl.errors import FuncdlError
-from funcdl.files import load_model, save_model
-from funcdl.fit import History, evaluate, fit, predict
+from funcdl.io.model_file import load_model, save_model
+from funcdl.train.fit import History, evaluate, fit, predict
 
 __version__ = "0.1.0"
-__all__ = ["FuncdlError", "History", "callbacks", "checkpoint", "data", "errors", "evaluate", "files", "fit",
+__all__ = ["FuncdlError", "History", "callbacks", "checkpoint", "data", "errors", "evaluate", "fit", "io",
            "load_model", "losses", "models", "monitor", "nn", "optim", "parallel", "precision", "predict",
            "save_model", "sweep"]

@@ -21,7 +21,7 @@ import numpy as np
 import funcdl as fd
 from funcdl import nn
 from funcdl.errors import ConfigError, choices_message
-from funcdl.files import flatten_variables
+from funcdl.io.model_file import flatten_variables
 
 RUNNERS = ("funcdl", "funcdl-eager", "torch-eager", "torch-compile", "tf-eager", "tf-xla")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
@@ -137,7 +137,7 @@ class FuncdlRunner:
         return float(loss), flatten_variables({"params": grads})
 
     def train(self, xs, ys, optimizer, learning_rate, flavor):
-        from funcdl.train import TrainState, make_train_step
+        from funcdl.train.step import TrainState, make_train_step
         transform = fd.optim.get(optimizer, learning_rate, flavor=flavor)
         step = self._maybe_jit(make_train_step(self.model, self.loss_fn, transform))
         state = TrainState(self.variables, transform.init(self.variables["params"]), jnp.asarray(0))

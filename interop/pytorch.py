@@ -34,7 +34,7 @@ import numpy as np
 
 from funcdl import nn
 from funcdl.errors import ConfigError, FileFormatError
-from funcdl.files import (atomic_path, check_variables, flatten_variables, flatten_variables_shapes,
+from funcdl.io.model_file import (atomic_path, check_variables, flatten_variables, flatten_variables_shapes,
                           unflatten_variables)
 from funcdl.nn._summary import init_shapes
 from interop._common import checked, require
@@ -380,7 +380,7 @@ def _read_program(path):
 def _read_safetensors(path):
     from safetensors.torch import load_file
 
-    from funcdl.files import read_header
+    from funcdl.io.model_file import read_header
     header, _ = read_header(path)
     tensors = load_file(str(path))
     order = json.loads(header.get(f"{_META}.keys", "[]"))

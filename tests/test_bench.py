@@ -16,7 +16,8 @@ import optax
 import pytest
 
 import funcdl as fd
-from funcdl import cli, cli_bench
+from bench import cli as cli_bench
+from funcdl import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("FUNCDL_DATA_DIR", ROOT.parent / "shared" / "data"))

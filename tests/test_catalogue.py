@@ -24,7 +24,7 @@ import funcdl as fd
 from funcdl import checkpoint, nn
 from funcdl.cli import main
 from funcdl.errors import ConfigError, DataError, FileFormatError, FuncdlError, ShapeError
-from funcdl.fit import History
+from funcdl.train.fit import History
 
 X = np.random.default_rng(0).random((20, 4, 4, 1), dtype=np.float32)
 Y = (np.arange(20) % 10).astype(np.int32)

@@ -20,7 +20,7 @@ def _train(extra, **popen):
 
 def _params(folder):
     _, variables, _ = fd.load_model(folder / "model.funcdl")
-    return fd.files.flatten_variables(variables)
+    return fd.io.model_file.flatten_variables(variables)
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):

@@ -7,7 +7,7 @@ tf = pytest.importorskip("tensorflow")
 
 from funcdl import nn  # noqa: E402
 from funcdl.errors import ShapeError  # noqa: E402
-from funcdl.files import flatten_variables  # noqa: E402
+from funcdl.io.model_file import flatten_variables  # noqa: E402
 from interop import tensorflow as itf  # noqa: E402
 
 TOL = 1e-5

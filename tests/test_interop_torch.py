@@ -15,7 +15,7 @@ F = torch.nn.functional
 
 from funcdl import nn  # noqa: E402
 from funcdl.errors import ConfigError, FileFormatError, FuncdlError  # noqa: E402
-from funcdl.files import flatten_variables, flatten_variables_shapes, unflatten_variables  # noqa: E402
+from funcdl.io.model_file import flatten_variables, flatten_variables_shapes, unflatten_variables  # noqa: E402
 from funcdl.nn._summary import init_shapes  # noqa: E402
 from interop.pytorch import (  # noqa: E402
     from_state_dict, from_torch, load_torch_file, load_torch_model, save_torch_file, to_state_dict, to_torch)

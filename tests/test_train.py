@@ -7,7 +7,7 @@ import pytest
 
 import funcdl as fd
 from funcdl import nn
-from funcdl.callbacks import EarlyStopping, ModelCheckpoint
+from funcdl.train.callbacks import EarlyStopping, ModelCheckpoint
 from funcdl.errors import ConfigError, DataError, NonFiniteError, ShapeError
 from funcdl.train import TrainState, make_train_epoch, make_train_step
 

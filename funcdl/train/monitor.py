@@ -202,7 +202,7 @@ def write_report(path, stats, title="training report"):
     """
     from matplotlib.figure import Figure  # no pyplot: no global state, Agg by default for savefig
 
-    from funcdl.files import atomic_path
+    from funcdl.io.model_file import atomic_path
     if not stats.logs:
         raise DataError("nothing to report: the callback saw no epoch (pass it to fit's callbacks)")
     figure = Figure(figsize=(13, 9), layout="constrained")

@@ -14,12 +14,12 @@ from tqdm.auto import tqdm
 
 from funcdl import losses as losses_lib
 from funcdl import optim as optim_lib
-from funcdl import parallel
-from funcdl import precision as precision_lib
+from funcdl.train import parallel
+from funcdl.train import precision as precision_lib
 from funcdl.errors import ConfigError, DataError, FuncdlError, NonFiniteError, ShapeError
-from funcdl.train import (SteppedEpoch, TrainState, all_finite, apply_model, make_eval, make_train_epoch,
+from funcdl.train.step import (SteppedEpoch, TrainState, all_finite, apply_model, make_eval, make_train_epoch,
                           make_train_step)
-from funcdl.train_checks import as_arrays, check_batch_size, check_data, check_epochs, check_model_fits
+from funcdl.train.checks import as_arrays, check_batch_size, check_data, check_epochs, check_model_fits
 
 
 @dataclass
@@ -180,7 +180,7 @@ def fit(model, train_data, *, loss="cross_entropy", optimizer="adam", epochs=1, 
     check_model_fits(model, variables, x, y, label_kind)
     run = History(variables=variables, opt_state=optimizer.init(variables["params"]), seed=seed)
     if resume is not None:
-        from funcdl import checkpoint
+        from funcdl.train import checkpoint
         checkpoint.restore(resume, run)
     validate = None
     if validation_data is not None:
@@ -330,7 +330,7 @@ def predict(model, variables, x, *, batch_size=1024):
     size = min(batch_size, len(x))
 
     def run(variables, x):
-        from funcdl.train import epoch_indices
+        from funcdl.train.step import epoch_indices
         indices, _ = epoch_indices(None, x.shape[0], size, shuffle=False)
         outputs = jax.lax.map(lambda index: model.apply(variables, x[index]), indices)
         return outputs.reshape((-1,) + outputs.shape[2:])[:x.shape[0]]

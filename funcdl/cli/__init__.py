@@ -12,12 +12,12 @@ from funcdl.errors import FuncdlError, NonFiniteError
 
 # name -> (module, help); each module has add_arguments(parser) and run(args) -> int.
 COMMANDS = {
-    "train": ("funcdl.cli_train", "train a zoo model on a dataset with a jit-compiled epoch"),
-    "convert": ("funcdl.cli_interop", "convert a model file between funcdl, PyTorch, Keras and SavedModel"),
-    "inspect": ("funcdl.cli_interop", "show a model file's layers, shapes and parameter counts"),
-    "compare": ("funcdl.cli_interop", "run one model in every framework and report parity and speed"),
-    "bench": ("funcdl.cli_bench", "time the same models in every framework, side by side"),
-    "sweep": ("funcdl.cli_sweep", "train many hyper-parameter settings at once with jax.vmap"),
+    "train": ("funcdl.cli.train", "train a zoo model on a dataset with a jit-compiled epoch"),
+    "convert": ("interop.cli", "convert a model file between funcdl, PyTorch, Keras and SavedModel"),
+    "inspect": ("interop.cli", "show a model file's layers, shapes and parameter counts"),
+    "compare": ("interop.cli", "run one model in every framework and report parity and speed"),
+    "bench": ("bench.cli", "time the same models in every framework, side by side"),
+    "sweep": ("funcdl.cli.sweep", "train many hyper-parameter settings at once with jax.vmap"),
 }
 
 
@@ -79,6 +79,3 @@ def entry():
     """Console-script entry point."""
     sys.exit(main())
 
-
-if __name__ == "__main__":
-    entry()

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import jax
 
-from funcdl import callbacks, checkpoint, data, files, losses, models, monitor, nn, optim, parallel, precision
+from funcdl import data, losses, models, nn, optim
+from funcdl.io import model_file as files
+from funcdl.train import callbacks, checkpoint, monitor, parallel, precision
 from funcdl.errors import ConfigError, NonFiniteError
-from funcdl.fit import LOOPS, evaluate, fit
+from funcdl.train.fit import LOOPS, evaluate, fit
 
 
 def add_train_arguments(parser):

@@ -1,7 +1,8 @@
 """``funcdl convert``, ``funcdl inspect`` and ``funcdl compare``."""
 import json
 
-from funcdl import model_io, nn
+from funcdl import nn
+from funcdl.io import formats as model_io
 
 
 def _common(parser):

@@ -59,6 +59,6 @@ class ModelCheckpoint:
 
     def on_epoch_end(self, epoch, logs, run):
         if (epoch + 1) % self.every == 0:
-            from funcdl import checkpoint
+            from funcdl.train import checkpoint
             checkpoint.save(self.directory, run)
         return False

@@ -15,7 +15,8 @@ Frameworks are imported only when a file needs them (``interop`` says which extr
 import json
 from pathlib import Path
 
-from funcdl import files, models, nn
+from funcdl import models, nn
+from funcdl.io import model_file as files
 from funcdl.errors import ConfigError, FileFormatError
 
 TORCH_SUFFIXES = (".pt", ".pth", ".pt2")

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import jax
 
-from funcdl import files, losses, models, optim
-from funcdl import sweep as sweep_lib
-from funcdl.cli_train import _load_data
+from funcdl import losses, models, optim
+from funcdl.cli.train import _load_data
+from funcdl.io import model_file as files
+from funcdl.train import sweep as sweep_lib
 from funcdl.errors import ConfigError
 
 

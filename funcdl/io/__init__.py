@@ -1,0 +1,1 @@
+"""Files: funcdl's model file, the atomic writer, and the registry of model-file formats."""
