@@ -1,43 +1,21 @@
 """``funcdl bench``: time the same models in every framework, side by side, and write a table, JSON and chart.
 
-The suite lives in the repository's ``bench/`` folder (not installed with the
-package): this command finds it next to the ``funcdl`` package of a source
-checkout and imports it only when the command runs, so ``import funcdl`` never
-pulls in torch or TensorFlow.
+Registered in the ``funcdl.commands`` entry-point group; the suite imports a
+framework only inside the worker process that runs it.
 """
-import importlib
+import argparse
 import json
 import logging
 import sys
 import tempfile
 from pathlib import Path
 
+from bench import report, suite
+from funcdl.cli.registry import Command
 from funcdl.errors import ConfigError
 
-MODEL_NAMES = ("mlp", "cnn", "lstm", "gru", "resnet")
-RUNNER_NAMES = ("funcdl", "funcdl-eager", "jax-handwritten", "torch-eager", "torch-compile", "torch-cudagraph",
-                "keras-tf", "keras-tf-xla", "tf-function", "keras-jax")
 
-
-def bench_dir():
-    """The repository's ``bench/`` folder (next to the ``funcdl`` package)."""
-    import funcdl
-    return Path(funcdl.__file__).resolve().parents[1] / "bench"
-
-
-def load_suite():
-    """``(bench.suite, bench.report)`` from the source checkout, or ConfigError saying where it looked."""
-    folder = bench_dir()
-    if not (folder / "suite.py").is_file():
-        raise ConfigError(f"funcdl bench needs the benchmark suite from a source checkout, expected at {folder}; "
-                          "it is not installed with the package (clone the repository and `pip install -e .`)")
-    root = str(folder.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module("bench.suite"), importlib.import_module("bench.report")
-
-
-def add_bench_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``funcdl bench``."""
     parser.add_argument("--suite", choices=("cpu", "gpu"), default="cpu",
                         help="cpu: every framework on the CPU; gpu: on the CUDA device (default cpu)")
@@ -46,10 +24,12 @@ def add_bench_arguments(parser):
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line last")
     parser.add_argument("--out", default=None, metavar="DIR", help="where to write the files (default bench/results)")
     parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default $FUNCDL_DATA_DIR)")
-    parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), metavar="MODEL",
-                        help=f"models to run (default all: {' '.join(MODEL_NAMES)})")
-    parser.add_argument("--runners", nargs="+", choices=RUNNER_NAMES, default=list(RUNNER_NAMES), metavar="RUNNER",
-                        help=f"runners to run (default all: {' '.join(RUNNER_NAMES)})")
+    parser.add_argument("--models", nargs="+", choices=suite.MODEL_NAMES, default=list(suite.MODEL_NAMES),
+                        metavar="MODEL",
+                        help=f"models to run (default all: {' '.join(suite.MODEL_NAMES)})")
+    parser.add_argument("--runners", nargs="+", choices=suite.RUNNER_NAMES, default=list(suite.RUNNER_NAMES),
+                        metavar="RUNNER",
+                        help=f"runners to run (default all: {' '.join(suite.RUNNER_NAMES)})")
     parser.add_argument("--epochs", type=int, default=None, help="timed epochs after the warm-up (default 3)")
     parser.add_argument("--batches", type=int, default=None,
                         help="batches per timed epoch, extrapolated to a full epoch "
@@ -75,10 +55,9 @@ def _logger(quiet):
     return logger
 
 
-def run_bench(args):
+def run(args: argparse.Namespace) -> int:
     """Run the suite, write ``{device}-{date}.json/.md/.png``, print the table (or the JSON line)."""
     _check(args)
-    suite, report = load_suite()
     logger = _logger(quiet=args.json)
     log_path = Path(tempfile.gettempdir()) / "funcdl-bench-workers.log"
     log_path.write_text("")
@@ -93,3 +72,6 @@ def run_bench(args):
         print(report.markdown(record))
     measured = [row for row in record["rows"] if row["samples_per_second"] is not None]
     return 0 if measured else 1
+
+
+COMMAND = Command("bench", "time the same models in every framework, side by side", add_arguments, run)

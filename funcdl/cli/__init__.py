@@ -1,44 +1,30 @@
-"""The ``funcdl`` command line: ``train`` (and the interop/bench commands registered below).
+"""The ``funcdl`` command line: one sub-command per registered :class:`~funcdl.cli.registry.Command`.
 
-Every command is ``main(argv) -> exit code``; bad input prints one line
+Every command is ``run(args) -> exit code``; bad input prints one line
 ``error: ...`` on stderr and exits 2 (3 for a run stopped by a non-finite loss).
 """
 import argparse
-import importlib
 import os
 import sys
 
+from funcdl.cli.registry import Command, commands
 from funcdl.errors import FuncdlError, NonFiniteError
 
-# name -> (module, help); each module has add_arguments(parser) and run(args) -> int.
-COMMANDS = {
-    "train": ("funcdl.cli.train", "train a zoo model on a dataset with a jit-compiled epoch"),
-    "convert": ("interop.cli", "convert a model file between funcdl, PyTorch, Keras and SavedModel"),
-    "inspect": ("interop.cli", "show a model file's layers, shapes and parameter counts"),
-    "compare": ("interop.cli", "run one model in every framework and report parity and speed"),
-    "bench": ("bench.cli", "time the same models in every framework, side by side"),
-    "sweep": ("funcdl.cli.sweep", "train many hyper-parameter settings at once with jax.vmap"),
-}
+__all__ = ["Command", "build_parser", "commands", "entry", "main"]
 
 
-def build_parser():
-    """The argparse parser with one sub-parser per available command."""
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with one sub-parser per registered command."""
     parser = argparse.ArgumentParser(prog="funcdl", description="pure-functional deep learning on JAX")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        getattr(module, f"add_{name}_arguments")(command)
-        command.set_defaults(run=getattr(module, f"run_{name}"))
+    for command in commands().values():
+        command_parser = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(command_parser)
+        command_parser.set_defaults(run=command.run)
     return parser
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 bad input, 3 non-finite loss)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter, if it is loaded
     parser = build_parser()
@@ -64,18 +50,17 @@ def main(argv=None):
         return 130
 
 
-def _one_line_errors(parser):
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
     """Make argparse report bad arguments as one ``error: ...`` line (with the command's usage hint)."""
     def error(message, parser=parser):
         print(f"error: {parser.prog}: {message} (see '{parser.prog} --help')", file=sys.stderr)
         raise SystemExit(2)
-    parser.error = error
+    parser.error = error  # type: ignore[method-assign]
     for action in parser._subparsers._group_actions if parser._subparsers else ():
-        for sub in action.choices.values():
+        for sub in action.choices.values():  # type: ignore[union-attr]
             sub.error = lambda message, sub=sub: error(message, sub)
 
 
-def entry():
+def entry() -> None:
     """Console-script entry point."""
     sys.exit(main())
-

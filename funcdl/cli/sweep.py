@@ -3,21 +3,23 @@
     funcdl sweep --model mlp --dataset digits --lr 1e-4,3e-4,1e-3,3e-3 --seeds 0,1,2,3 --epochs 10
 
 writes ``DIR/sweep.png`` (validation accuracy per epoch, one line per model)
-and ``DIR/sweep.json`` (every model's history and the ranking).
+and ``DIR/sweep.json`` (every model's history and the ranking); ``--out DIR``
+defaults to a new ``runs/sweep-DATE-TIME``.
 """
 import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import jax
 
-from funcdl import losses, models, optim
-from funcdl.cli.train import _load_data
-from funcdl.io import model_file as files
+from funcdl import models
+from funcdl.cli import options
+from funcdl.cli.registry import Command
+from funcdl.io import atomic_path
 from funcdl.train import sweep as sweep_lib
-from funcdl.errors import ConfigError
 
 
 def _numbers(kind, convert):
@@ -29,48 +31,33 @@ def _numbers(kind, convert):
     return parse
 
 
-def add_sweep_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``funcdl sweep``."""
-    parser.add_argument("--model", default="mlp", help=f"zoo model: {', '.join(models.MODELS)} (default mlp)")
-    parser.add_argument("--dataset", default="digits", help="mnist, digits, tfds:NAME or auto (default digits)")
-    parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default $FUNCDL_DATA_DIR)")
+    options.add_data_arguments(parser, dataset="digits")
+    options.add_training_arguments(parser, epochs=5)
     parser.add_argument("--lr", type=_numbers("--lr", float), default=[1e-4, 3e-4, 1e-3, 3e-3],
                         help="learning rates, comma-separated (default 1e-4,3e-4,1e-3,3e-3)")
     parser.add_argument("--seeds", type=_numbers("--seeds", int), default=[0, 1],
                         help="seeds, comma-separated (default 0,1)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--optimizer", default="adam", help=f"one of {', '.join(optim.NAMES)} (default adam)")
-    parser.add_argument("--flavor", default="torch", help="optimizer update rule: torch or keras (default torch)")
-    parser.add_argument("--loss", default="cross_entropy", help="loss name (default cross_entropy)")
-    parser.add_argument("--validation-split", type=float, default=0.0,
-                        help="fraction of training data held out for validation (default 0: validate on test)")
-    parser.add_argument("--normalize", action="store_true", help="standardise inputs with the training mean/std")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N train and test examples")
-    parser.add_argument("--out", default="sweep", metavar="DIR",
-                        help="folder for sweep.png and sweep.json (default ./sweep)")
-    parser.add_argument("--json", action="store_true", help="print the ranking as one JSON line last")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="folder for sweep.png and sweep.json (default runs/sweep-DATE-TIME)")
+    options.add_output_arguments(parser, "the ranking")
 
 
-def run_sweep(args):
+def run(args: argparse.Namespace) -> int:
     """Run the sweep, print the ranked table, write the plot and the JSON; returns the exit code."""
-    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
-        if value < 1:
-            raise ConfigError(f"{flag} must be a positive integer, got {value}")
-    losses.get(args.loss)
-    models.get(args.model)
-    args.seed = 0  # the validation split's seed; the model seeds are --seeds
-    datasets = _load_data(args)
+    options.check_training_arguments(args)
+    datasets = options.load_data(args, seed=0)  # the validation split's seed; the model seeds are --seeds
     model = models.get(args.model, datasets.num_classes)
     result = sweep_lib.sweep(model, datasets.train, lrs=args.lr, seeds=args.seeds, loss=args.loss,
                              optimizer=args.optimizer, flavor=args.flavor, epochs=args.epochs,
                              batch_size=args.batch_size, validation_data=datasets.validation or datasets.test,
                              verbose=not args.quiet)
     ranking = result.ranking()
-    plot_path = sweep_lib.plot(result, Path(args.out) / "sweep.png")
+    out = Path(args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    plot_path = sweep_lib.plot(result, out / "sweep.png")
     summary = _summary(args, datasets, result, ranking)
-    with files.atomic_path(Path(args.out) / "sweep.json") as tmp:
+    with atomic_path(out / "sweep.json") as tmp:
         tmp.write_text(json.dumps(_json_safe(summary), indent=2))
     print(_table(ranking))
     print(f"{len(ranking)} models in one program: compile {result.compile_seconds:.2f} s, "
@@ -108,3 +95,6 @@ def _table(ranking):
                      f"{row.get('val_loss', float('nan')):>8.4f}  {row['loss']:>8.4f}"
                      + ("  diverged" if row["diverged"] else ""))
     return "\n".join(lines)
+
+
+COMMAND = Command("sweep", "train many hyper-parameter settings at once with jax.vmap", add_arguments, run)

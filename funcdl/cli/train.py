@@ -1,35 +1,26 @@
 """``funcdl train``: train a zoo model, print a summary table (or one JSON line), save the result."""
+import argparse
 import json
 import sys
 from pathlib import Path
 
 import jax
 
-from funcdl import data, losses, models, nn, optim
-from funcdl.io import model_file as files
-from funcdl.train import callbacks, checkpoint, monitor, parallel, precision
+from funcdl import data, models, nn, optim
+from funcdl.cli import options
+from funcdl.cli.registry import Command
 from funcdl.errors import ConfigError, NonFiniteError
+from funcdl.io import atomic_path, save_model
+from funcdl.train import callbacks, checkpoint, monitor, parallel, precision
 from funcdl.train.fit import LOOPS, evaluate, fit
 
 
-def add_train_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``funcdl train``."""
-    parser.add_argument("--model", default="mlp", help=f"zoo model: {', '.join(models.MODELS)} (default mlp)")
-    parser.add_argument("--dataset", default="auto",
-                        help="mnist, digits, tfds:NAME, or auto (mnist when found, else digits; default)")
-    parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default $FUNCDL_DATA_DIR)")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--optimizer", default="adam", help=f"one of {', '.join(optim.NAMES)} (default adam)")
+    options.add_data_arguments(parser, dataset="auto")
+    options.add_training_arguments(parser, epochs=10)
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    parser.add_argument("--flavor", default="torch", help="optimizer update rule: torch or keras (default torch)")
-    parser.add_argument("--loss", default="cross_entropy", help="loss name (default cross_entropy)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--validation-split", type=float, default=0.0,
-                        help="fraction of training data held out for validation (default 0: validate on test)")
-    parser.add_argument("--normalize", action="store_true",
-                        help="standardise inputs with the training mean/std (default: pixels in [0, 1])")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N train and test examples")
     parser.add_argument("--eager", action="store_true", help="run the same step op by op (jax.disable_jit)")
     parser.add_argument("--loop", default="auto", choices=LOOPS,
                         help="scan: each epoch one XLA program; steps: one compiled call per step; auto "
@@ -43,8 +34,7 @@ def add_train_arguments(parser):
     parser.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                         help="with --resume, write a checkpoint every N epochs (default 1)")
     parser.add_argument("--out", default=None, metavar="DIR", help="save model.funcdl and history.json here")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON line last")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    options.add_output_arguments(parser, "the result")
     _add_scale_arguments(parser)
 
 
@@ -64,27 +54,10 @@ def _add_scale_arguments(parser):
                         "update/weight ratios")
 
 
-def _load_data(args):
-    name = args.dataset
-    if name == "auto":
-        try:
-            return data.load("mnist", args.data_dir, validation_split=args.validation_split, seed=args.seed,
-                             limit=args.limit, normalize=args.normalize)
-        except data.DataError as err:
-            print(f"note: {err}; using the embedded digits instead", file=sys.stderr)
-            name = "digits"
-    return data.load(name, args.data_dir, validation_split=args.validation_split, seed=args.seed,
-                     limit=args.limit, normalize=args.normalize, one_hot=losses.label_kind(args.loss) == "one_hot")
-
-
 def _check_args(args):
-    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
-        if value < 1:
-            raise ConfigError(f"{flag} must be a positive integer, got {value}")
+    options.check_training_arguments(args)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out} exists and is not a folder; give a folder path")
-    losses.get(args.loss)
-    models.get(args.model)
 
 
 def _join_processes(args):
@@ -117,12 +90,12 @@ def _monitors(args, datasets):
     return [m for m in (board, report) if m is not None]
 
 
-def run_train(args):
+def run(args: argparse.Namespace) -> int:
     """Train, evaluate on the test set, report, save; returns the exit code."""
     _check_args(args)
     _join_processes(args)
     optimizer = optim.get(args.optimizer, args.lr, flavor=args.flavor)
-    datasets = _load_data(args)
+    datasets = options.load_data(args, seed=args.seed)
     model = models.get(args.model, datasets.num_classes)
     validation = datasets.validation or datasets.test
     watchers = _monitors(args, datasets)
@@ -187,11 +160,11 @@ def _result(args, datasets, model, history, test):
 def _save(out, model, variables, datasets, result):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files.save_model(out / "model.funcdl", model, variables, input_shape=datasets.input_shape,
+    save_model(out / "model.funcdl", model, variables, input_shape=datasets.input_shape,
                      metadata={"dataset": datasets.name, "mean": datasets.mean, "std": datasets.std,
                                "num_classes": datasets.num_classes})
     if result is not None:
-        with files.atomic_path(out / "history.json") as tmp:
+        with atomic_path(out / "history.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2))
 
 
@@ -209,3 +182,6 @@ def _report(result, as_json):
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     if as_json:
         print(json.dumps({k: v for k, v in result.items()}))
+
+
+COMMAND = Command("train", "train a zoo model on a dataset with a jit-compiled epoch", add_arguments, run)

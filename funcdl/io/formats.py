@@ -1,138 +1,136 @@
-"""Read and write any supported model file by its name: funcdl, PyTorch, Keras, SavedModel.
+"""The registry of model-file formats: which reader and writer a file's name picks.
 
-| name | format | needs an architecture (``arch``) |
-| --- | --- | --- |
-| ``*.funcdl`` | funcdl model file (safetensors + architecture) | no |
-| ``*.safetensors`` | funcdl's own when it says so, else PyTorch state dict | torch files without funcdl metadata |
-| ``*.pt`` / ``*.pth`` | PyTorch state dict (``weights_only=True``) | yes |
-| ``*.pt2`` | ``torch.export`` program | no (written by funcdl) |
-| ``*.keras`` / ``*.h5`` | Keras model (safe mode) | no |
-| ``*.weights.h5`` | Keras weights | yes |
-| a folder (output) | TensorFlow SavedModel | - |
-
-Frameworks are imported only when a file needs them (``interop`` says which extra to install).
+The core knows its own format (``*.funcdl``, and ``*.safetensors`` files that
+carry funcdl's metadata). Packages that read and write other formats register
+a :class:`Format` in the ``funcdl.formats`` entry-point group of their
+``pyproject.toml`` (``interop`` registers PyTorch, Keras and SavedModel), so
+the core never names them.
 """
-import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
-from funcdl import models, nn
-from funcdl.io import model_file as files
 from funcdl.errors import ConfigError, FileFormatError
+from funcdl.io.atomic import check_writable, write_error
+from funcdl.io.model_file import load_model, read_header, save_model
 
-TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
-KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
-SUFFIXES = (".funcdl", ".safetensors") + TORCH_SUFFIXES + KERAS_SUFFIXES + (".weights.h5",)
+GROUP = "funcdl.formats"
+
+# read(path, model or None, input_shape or None, unsafe) -> (model, variables, input_shape)
+Reader = Callable[[Path, Any, "tuple[int, ...] | None", bool], tuple]
+# write(path, model, variables, input_shape)
+Writer = Callable[[Path, Any, Any, "tuple[int, ...]"], None]
 
 
-def kind_of(path, writing=False):
-    """'funcdl', 'torch', 'keras', 'keras-weights' or 'savedmodel' for ``path``."""
+@dataclass(frozen=True)
+class Format:
+    """One kind of model file.
+
+    Attributes:
+      name: what ``funcdl convert`` / ``inspect`` call it, e.g. ``'torch'``.
+      suffixes: the name endings it is chosen by (the longest match wins: ``.weights.h5`` over ``.h5``).
+      read: the reader, or None for a format that is only written.
+      write: the writer, or None for a format that is only read.
+      recognizes: for files that share a suffix with another format: whether an existing file is this one.
+      folder: written as a folder, chosen for an output name with no known suffix.
+    """
+    name: str
+    suffixes: tuple[str, ...] = ()
+    read: Reader | None = None
+    write: Writer | None = None
+    recognizes: Callable[[Path], bool] | None = None
+    folder: bool = False
+
+
+def _read_funcdl(path, model, input_shape, unsafe):
+    loaded, variables, recorded = load_model(path)
+    return loaded, variables, tuple(input_shape or recorded or ()) or None
+
+
+def _write_funcdl(path, model, variables, input_shape):
+    save_model(path, model, variables, input_shape=input_shape)
+
+
+def _is_funcdl(path):
+    return path.suffix.lower() == ".safetensors" and "funcdl.format" in read_header(path)[0]
+
+
+FUNCDL = Format("funcdl", (".funcdl",), _read_funcdl, _write_funcdl, recognizes=_is_funcdl)
+
+
+def registered() -> list[Format]:
+    """funcdl's own format, then every format of the ``funcdl.formats`` group, in name order."""
+    points = sorted(entry_points(group=GROUP), key=lambda point: point.name)
+    return [FUNCDL] + [point.load() for point in points]
+
+
+def find(path: str | Path, writing: bool = False) -> Format:
+    """The format of ``path``: by content where a format recognizes the file, else by the name's suffix.
+
+    Raises:
+      FileFormatError: no registered format takes this name (the message lists the suffixes).
+    """
+    formats = registered()
     name = str(path).lower().rstrip("/")
-    if name.endswith(".funcdl"):
-        return "funcdl"
-    if name.endswith(".weights.h5"):
-        return "keras-weights"
-    if name.endswith(KERAS_SUFFIXES):
-        return "keras"
-    if name.endswith(TORCH_SUFFIXES):
-        return "torch"
-    if name.endswith(".safetensors"):
-        if writing or not Path(path).is_file():
-            return "torch" if writing else "funcdl"
-        return "funcdl" if "funcdl.format" in files.read_header(path)[0] else "torch"
-    if writing and (Path(path).is_dir() or not Path(name).suffix or str(path).endswith("/")):
-        return "savedmodel"
-    if not writing and Path(path).is_dir():
-        raise FileFormatError(f"{path} is a folder; funcdl reads SavedModels it cannot convert back — "
-                              "give a model file")
-    raise FileFormatError(f"{path}: unknown model file type; use one of {', '.join(SUFFIXES)}"
-                          + (" or a folder name for a SavedModel" if writing else ""))
+    path = Path(path)
+    if not writing and path.is_file():
+        for candidate in formats:
+            if candidate.recognizes is not None and candidate.recognizes(path):
+                return candidate
+    matches = [(len(suffix), candidate) for candidate in formats for suffix in candidate.suffixes
+               if name.endswith(suffix)]
+    if matches:
+        return max(matches, key=lambda match: match[0])[1]
+    folders = [candidate for candidate in formats if candidate.folder]
+    if writing and folders and (path.is_dir() or not Path(name).suffix or str(path).endswith("/")):
+        return folders[0]
+    if not writing and path.is_dir():
+        raise FileFormatError(f"{path} is a folder; funcdl reads model files, not folders — give a model file")
+    suffixes = ", ".join(suffix for candidate in formats for suffix in candidate.suffixes)
+    folder = f" or a folder name ({folders[0].name})" if writing and folders else ""
+    raise FileFormatError(f"{path}: unknown model file type; use one of {suffixes}{folder}")
 
 
-def parse_input_shape(text):
-    """(28, 28, 1) from '28,28,1'."""
-    try:
-        shape = tuple(int(part) for part in str(text).replace("x", ",").split(",") if part.strip())
-    except ValueError:
-        shape = ()
-    if not shape or any(d < 1 for d in shape):
-        raise ConfigError(f"--input-shape must be positive integers like 28,28,1; got {text!r}")
-    return shape
+def load(path: str | Path, model: Any = None, input_shape: tuple[int, ...] | None = None,
+         unsafe: bool = False) -> tuple:
+    """``(model, variables, input_shape)`` from any registered format.
 
-
-def architecture(arch, input_shape=None, num_classes=10):
-    """(model, input_shape) from a zoo name, a funcdl model file, or an architecture JSON file."""
-    if arch in models.MODELS:
-        return models.get(arch, num_classes), tuple(input_shape or (28, 28, 1))
-    path = Path(arch)
-    if not path.is_file():
-        raise ConfigError(f"--arch must be a zoo model ({', '.join(models.MODELS)}), a .funcdl file or an "
-                          f"architecture .json file; {arch!r} is none of these")
-    if path.suffix == ".json":
-        try:
-            return nn.from_config(json.loads(path.read_text())), input_shape
-        except json.JSONDecodeError as err:
-            raise FileFormatError(f"{path} is not valid JSON: {err}") from None
-    model, _, recorded = files.load_model(path)
-    return model, tuple(input_shape or recorded or ())
-
-
-def load(path, arch=None, input_shape=None, unsafe=False, num_classes=10):
-    """``(model, variables, input_shape)`` from any supported file (see the module table)."""
+    Args:
+      path: the file.
+      model: the architecture, for weight-only files (others ignore it).
+      input_shape: one example's shape (no batch axis), for files that do not record it.
+      unsafe: let a framework run code stored in the file (Keras Lambda layers); never for untrusted files.
+    """
     path = Path(path)
     if not path.exists():
         raise FileFormatError(f"{path} does not exist")
-    kind = kind_of(path)
-    model, shape = architecture(arch, input_shape, num_classes) if arch else (None, input_shape)
-    if kind == "funcdl":
-        loaded, variables, recorded = files.load_model(path)
-        return loaded, variables, tuple(shape or recorded or ()) or None
-    if kind == "torch" and model is None and path.suffix.lower() in (".pt", ".pth"):
-        raise ConfigError(f"{path} is a PyTorch state dict, which carries no architecture; pass --arch "
-                          "(a zoo model name, a .funcdl file or an architecture .json)")
-    if kind == "torch":
-        from interop import pytorch
-        return pytorch.load_torch_model(path, model, shape)
-    if kind == "keras":
-        from interop import keras
-        return keras.load_keras_file(path, unsafe=unsafe)
-    from interop import keras
-    if model is None:
-        raise ConfigError(f"{path} holds Keras weights only; pass --arch (a zoo model name or a .funcdl file)")
-    model, variables = keras.load_keras_weights(path, model, shape)
-    return model, variables, shape
+    chosen = find(path)
+    if chosen.read is None:
+        raise FileFormatError(f"{path}: {chosen.name} files are written, not read")
+    return chosen.read(path, model, input_shape, unsafe)
 
 
-def check_destination(path):
+def check_destination(path: str | Path) -> Format:
     """The format ``path`` would be written in; FileFormatError for an unknown type or an unwritable folder."""
-    kind = kind_of(path, writing=True)
-    files.check_writable(path)
-    return kind
+    chosen = find(path, writing=True)
+    if chosen.write is None:
+        raise FileFormatError(f"{path}: {chosen.name} files are read, not written")
+    check_writable(path)
+    return chosen
 
 
-def save(path, model, variables, input_shape):
-    """Write ``model`` to ``path`` in the format its name asks for; nothing partial is left on failure."""
+def save(path: str | Path, model: Any, variables: Any, input_shape: tuple[int, ...] | None) -> str:
+    """Write ``model`` to ``path`` in the format its name asks for; returns the format's name.
+
+    Nothing partial is left behind on failure.
+    """
     if not input_shape:
         raise ConfigError(f"the input shape is unknown; pass --input-shape to write {path}")
-    kind = check_destination(path)
+    chosen = check_destination(path)
     try:
-        _write(kind, path, model, variables, input_shape)
+        chosen.write(Path(path), model, variables, tuple(input_shape))  # type: ignore[misc]
     except OSError as err:  # the framework writers' own I/O (a full disk, a folder turned read-only)
-        raise files.write_error(path, err) from err
-    return kind
-
-
-def _write(kind, path, model, variables, input_shape):
-    if kind == "funcdl":
-        files.save_model(path, model, variables, input_shape=input_shape)
-    elif kind == "torch":
-        from interop import pytorch
-        pytorch.save_torch_file(path, model, variables, input_shape)
-    elif kind == "keras":
-        from interop import keras
-        keras.save_keras_file(path, model, variables, input_shape)
-    elif kind == "keras-weights":
-        from interop import keras
-        keras.save_keras_weights(path, model, variables, input_shape)
-    else:
-        from interop import tensorflow
-        tensorflow.to_saved_model(model, variables, path, input_shape)
+        raise write_error(path, err) from err
+    return chosen.name

@@ -5,11 +5,7 @@ Tensors are stored under their pytree path joined by '/', e.g.
 JSON of ``nn.to_config``), ``funcdl.input_shape`` and ``funcdl.format``.
 No pickle is involved, so loading a file never runs code.
 """
-import contextlib
-import errno
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,54 +13,10 @@ from flax import traverse_util
 
 from funcdl import nn
 from funcdl.errors import ConfigError, FileFormatError
+from funcdl.io.atomic import atomic_path
 
 FORMAT = "1"
 SUFFIX = ".funcdl"
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
-
-    On any failure the temporary is removed and ``path`` is left as it was; an
-    OSError while writing (disk full, permission denied, ...) becomes a
-    one-line FileFormatError naming ``path``.
-    """
-    path = Path(path)
-    directory = check_writable(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as err:
-        raise write_error(path, err) from err
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise write_error(path, err) from err
-        raise
-
-
-def check_writable(path):
-    """The folder ``path`` would be written in; FileFormatError if it is missing or not writable."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileFormatError(f"cannot write {path}: folder {directory} does not exist; create it first")
-    if not os.access(directory, os.W_OK):
-        raise FileFormatError(f"cannot write {path}: folder {directory} is not writable; choose another output")
-    return directory
-
-
-def write_error(path, err):
-    """The one-line FileFormatError for an OSError raised while writing ``path``."""
-    reason = err.strerror or (str(err).splitlines()[0] if str(err) else type(err).__name__)
-    space = err.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
-    return FileFormatError(f"cannot write {path}: {reason}; "
-                           f"{'free space or choose another output' if space else 'choose another output'}")
 
 
 def flatten_variables(variables):

@@ -14,7 +14,7 @@ import numpy as np
 from flax import serialization
 
 from funcdl.errors import FileFormatError
-from funcdl.io.model_file import atomic_path
+from funcdl.io import atomic_path
 
 FILENAME = "checkpoint.msgpack"
 

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from funcdl.errors import ConfigError, DataError
+from funcdl.io import atomic_path
 
 SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -202,7 +203,6 @@ def write_report(path, stats, title="training report"):
     """
     from matplotlib.figure import Figure  # no pyplot: no global state, Agg by default for savefig
 
-    from funcdl.io.model_file import atomic_path
     if not stats.logs:
         raise DataError("nothing to report: the callback saw no epoch (pass it to fit's callbacks)")
     figure = Figure(figsize=(13, 9), layout="constrained")

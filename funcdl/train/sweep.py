@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from funcdl import losses as losses_lib
 from funcdl import optim as optim_lib
 from funcdl.errors import ConfigError, DataError, ShapeError
+from funcdl.io import atomic_path
 from funcdl.train.step import TrainState, make_eval, make_train_epoch, make_train_step
 from funcdl.train.checks import as_arrays, check_batch_size, check_data, check_model_fits
 
@@ -234,7 +235,6 @@ def plot(result, path, metric="val_accuracy"):
     from matplotlib.figure import Figure  # no pyplot: no global state
     from matplotlib.ticker import MaxNLocator
 
-    from funcdl.io.model_file import atomic_path
     if metric not in result.history:
         raise DataError(f"the sweep has no {metric!r} to plot; it has {', '.join(sorted(result.history))}")
     values = result.history[metric]

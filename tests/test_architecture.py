@@ -1,0 +1,71 @@
+"""The import contract: arrows point down (funcdl <- interop <- bench).
+
+The core imports only jax/flax/optax/numpy and its own modules at import time;
+``interop`` and ``bench`` register what they add through entry points. These
+checks read the source (AST) and start a fresh interpreter, so a back-arrow
+added anywhere fails here.
+"""
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("funcdl", "interop", "bench")
+# What each first-party package must never import (at any depth, lazily or not).
+FORBIDDEN = {"funcdl": ("interop", "bench", "torch", "tensorflow", "keras", "tf_keras")}
+
+
+def imported_modules(source):
+    """(line, module) of every import in ``source``, however deep: statements and ``import_module("...")``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None))
+              in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def back_arrows(package, source):
+    """The imports in ``source`` (a file of ``package``) that point up or at a framework the package must not use."""
+    forbidden = FORBIDDEN.get(package, ())
+    return [(line, module) for line, module in imported_modules(source) if module.split(".")[0] in forbidden]
+
+
+def test_the_contract_check_sees_a_back_arrow():
+    source = "import jax\nfrom interop import pytorch\n\ndef f():\n    import bench.suite\n" \
+             "    importlib.import_module('torch')\n"
+    assert back_arrows("funcdl", source) == [(2, "interop"), (5, "bench.suite"), (6, "torch")]
+    assert back_arrows("funcdl", "from funcdl import nn\nimport numpy as np\n") == []
+
+
+def test_the_core_imports_no_satellite_and_no_framework():
+    offenders = {f"{path.relative_to(ROOT)}:{line}": module for path in sorted((ROOT / "funcdl").rglob("*.py"))
+                 for line, module in back_arrows("funcdl", path.read_text())}
+    assert offenders == {}
+
+
+def test_import_funcdl_loads_neither_frameworks_nor_satellites():
+    code = ("import sys, json, funcdl, funcdl.cli, funcdl.io.formats; "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    assert loaded & {"torch", "tensorflow", "keras", "interop", "bench"} == set()
+
+
+@pytest.mark.parametrize("group, names", [
+    ("funcdl.commands", {"train", "sweep", "convert", "inspect", "compare", "bench"}),
+    ("funcdl.formats", {"torch", "keras", "keras-weights", "savedmodel"}),
+])
+def test_satellites_register_through_entry_points(group, names):
+    from importlib.metadata import entry_points
+    assert {point.name for point in entry_points(group=group)} == names
