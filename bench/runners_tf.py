@@ -14,6 +14,7 @@ import time
 from bench import _keras_models
 from bench._common import Measured, Unavailable, time_epochs
 from bench._models import accuracy, max_abs_diff
+from interop import keras as keras_bridge
 
 
 def import_keras(backend):
@@ -42,8 +43,7 @@ def build_model(keras, job, notes):
     """A keras model holding ``job.variables``: ``interop.keras.to_keras``, else the native twin."""
     if job.spec.name != "resnet":
         try:
-            from interop.keras import to_keras
-            return to_keras(job.model, job.variables, job.spec.input_shape)
+            return keras_bridge.to_keras(job.model, job.variables, job.spec.input_shape)
         except Exception as err:  # interop is optional here: fall back to the explicit mapping
             notes.append(f"interop.keras failed ({type(err).__name__}: {err}); native keras model used")
     model = _keras_models.build(keras, job.spec.name, job.spec.input_shape)

@@ -18,10 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import funcdl as fd
-from funcdl import nn
-from funcdl.errors import ConfigError, choices_message
-from funcdl.io.model_file import flatten_variables
+from funcdl import losses as losses_lib
+from funcdl import nn, optim
+from funcdl.errors import ConfigError, FuncdlError, choices_message
+from funcdl.io import flatten_variables
+from funcdl.train import TrainState, make_train_step
+from interop import frameworks, keras, pytorch
 
 RUNNERS = ("funcdl", "funcdl-eager", "torch-eager", "torch-compile", "tf-eager", "tf-xla")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
@@ -115,7 +117,7 @@ class FuncdlRunner:
 
     def __init__(self, model, variables, input_shape, loss_kind, eager=False):
         self.model, self.variables, self.eager = without_dropout(model), variables, eager
-        self.loss_fn = fd.losses.get(loss_kind)
+        self.loss_fn = losses_lib.get(loss_kind)
 
     def _maybe_jit(self, fn):
         return fn if self.eager else jax.jit(fn)
@@ -137,8 +139,7 @@ class FuncdlRunner:
         return float(loss), flatten_variables({"params": grads})
 
     def train(self, xs, ys, optimizer, learning_rate, flavor):
-        from funcdl.train.step import TrainState, make_train_step
-        transform = fd.optim.get(optimizer, learning_rate, flavor=flavor)
+        transform = optim.get(optimizer, learning_rate, flavor=flavor)
         step = self._maybe_jit(make_train_step(self.model, self.loss_fn, transform))
         state = TrainState(self.variables, transform.init(self.variables["params"]), jnp.asarray(0))
         mask, key = jnp.ones(xs.shape[1]), jax.random.key(0)
@@ -156,9 +157,7 @@ class TorchRunner:
     """The model converted by ``interop.pytorch.to_torch``: eager, or through ``torch.compile``."""
 
     def __init__(self, model, variables, input_shape, loss_kind, compiled=False):
-        from interop import pytorch
-        from interop._common import require
-        self.torch = require("torch", "PyTorch", "torch")
+        self.torch = frameworks.torch()
         self.torch.backends.cuda.matmul.allow_tf32 = False
         self.torch.backends.cudnn.allow_tf32 = False
         self.model, self.input_shape, self.loss_kind = without_dropout(model), tuple(input_shape), loss_kind
@@ -180,7 +179,6 @@ class TorchRunner:
             return _from_framework_layout(self._call(self.build().eval(), x).numpy())
 
     def gradients(self, x, y):
-        from interop import pytorch
         module = self.build().train()
         loss = self._loss(self._call(module, x), y)
         loss.backward()
@@ -210,13 +208,11 @@ class KerasRunner:
     """The model converted by ``interop.keras.to_keras``: TF eager, or ``tf.function(jit_compile=True)``."""
 
     def __init__(self, model, variables, input_shape, loss_kind, xla=False):
-        from interop import keras as keras_bridge
-        from interop._keras_common import import_keras, import_tf
-        self.tf, self.keras, self.bridge = import_tf(), import_keras(), keras_bridge
+        self.tf, self.keras = frameworks.tensorflow(), frameworks.keras()
         self.tf.config.experimental.enable_tensor_float_32_execution(False)
         self.model, self.loss_kind, self.xla = without_dropout(model), loss_kind, xla
         self.variables = variables
-        self.build = lambda: keras_bridge.to_keras(self.model, variables, input_shape)
+        self.build = lambda: keras.to_keras(self.model, variables, input_shape)
 
     def _loss(self, outputs, y):
         losses = self.keras.losses
@@ -233,7 +229,7 @@ class KerasRunner:
             loss = self._loss(module(x, training=True), y)
         grads = {w.path: g for w, g in zip(module.trainable_weights, tape.gradient(loss, module.trainable_weights))}
         module.set_weights([np.asarray(grads.get(w.path, w)) for w in module.weights])
-        _, as_funcdl = self.bridge.from_keras(module)
+        _, as_funcdl = keras.from_keras(module)
         grads = flatten_variables({"params": as_funcdl["params"]})
         kept = flatten_variables({"params": self.variables["params"]})  # one-bias layers have no recurrent_bias
         return float(loss), {name: value for name, value in grads.items() if name in kept}
@@ -334,7 +330,6 @@ def _reference(model, variables, input_shape, loss_kind, batches, optimizer, lea
 
 
 def _safe_row(name, model, variables, input_shape, loss_kind, reference, batches, optimizer, lr):
-    from funcdl.errors import FuncdlError
     try:
         runner = make_runner(name, model, variables, input_shape, loss_kind)
         return _runner_row(name, runner, reference, batches, reference["trajectory"], optimizer, lr)

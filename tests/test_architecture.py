@@ -53,13 +53,25 @@ def test_the_core_imports_no_satellite_and_no_framework():
     assert offenders == {}
 
 
-def test_import_funcdl_loads_neither_frameworks_nor_satellites():
-    code = ("import sys, json, funcdl, funcdl.cli, funcdl.io.formats; "
-            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+def _loaded_after(statements):
+    """Top-level packages loaded in a fresh interpreter after running ``statements``."""
+    code = f"import sys, json; {statements}; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    loaded = set(json.loads(done.stdout))
+    return set(json.loads(done.stdout))
+
+
+@pytest.mark.subprocess
+def test_import_funcdl_loads_neither_frameworks_nor_satellites():
+    loaded = _loaded_after("import funcdl, funcdl.cli, funcdl.io.formats")
     assert loaded & {"torch", "tensorflow", "keras", "interop", "bench"} == set()
+
+
+@pytest.mark.subprocess
+def test_the_cli_with_every_command_registered_loads_no_framework():
+    loaded = _loaded_after("import funcdl.cli, funcdl.io.formats; funcdl.cli.build_parser(); "
+                           "funcdl.io.formats.registered()")
+    assert {"interop", "bench"} <= loaded and loaded & {"torch", "tensorflow", "keras"} == set()
 
 
 @pytest.mark.parametrize("group, names", [

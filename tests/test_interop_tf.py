@@ -23,7 +23,7 @@ MODELS = {
 def _variables(model, input_shape, seed=0):
     """Variables drawn with numpy from a fixed seed; BatchNorm variances kept positive."""
     rng = np.random.default_rng(seed)
-    shapes = nn._summary.init_shapes(model, input_shape)
+    shapes = nn.init_shapes(model, input_shape)
     return jax.tree_util.tree_map_with_path(
         lambda path, s: (rng.uniform(0.5, 1.5, s.shape) if path[-1].key == "var"
                          else 0.3 * rng.normal(size=s.shape)).astype(np.float32), shapes)

@@ -85,24 +85,6 @@ def load_model(path):
         raise FileFormatError(f"{path} is not a valid safetensors file: {str(err).splitlines()[0]}") from None
     variables = unflatten_variables(flat)
     if input_shape is not None:
-        check_variables(model, variables, input_shape, path)
+        nn.check_variables(model, variables, input_shape, str(path), error=FileFormatError)
         input_shape = tuple(input_shape)
     return model, variables, input_shape
-
-
-def check_variables(model, variables, input_shape, source="variables"):
-    """Raise FileFormatError unless ``variables`` has exactly the names and shapes ``model`` makes."""
-    expected = flatten_variables_shapes(nn._summary.init_shapes(model, input_shape))
-    actual = {k: tuple(v.shape) for k, v in flatten_variables(variables).items()}
-    missing, extra = sorted(set(expected) - set(actual)), sorted(set(actual) - set(expected))
-    if missing or extra:
-        raise FileFormatError(f"{source}: tensors do not match the architecture "
-                              f"(missing: {missing[:3]}, unexpected: {extra[:3]})")
-    for key, shape in expected.items():
-        if actual[key] != shape:
-            raise FileFormatError(f"{source}: tensor {key} has shape {actual[key]}, the architecture needs {shape}")
-
-
-def flatten_variables_shapes(tree):
-    """{'params/layers_1/kernel': shape} for a pytree of arrays or ShapeDtypeStructs."""
-    return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(dict(tree), sep="/").items()}

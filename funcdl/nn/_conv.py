@@ -34,6 +34,21 @@ def padding_spec(padding):
     raise ConfigError(f"padding must be 'valid', 'same', an int or pairs of ints, got {padding!r}")
 
 
+def explicit_padding(padding, in_hw, window, strides, dilation=(1, 1)):
+    """((top, bottom), (left, right)) of a funcdl ``padding`` on an input of height and width ``in_hw``.
+
+    'same' is XLA's rule (``lax.padtype_to_pads``: any odd extra pixel goes bottom/right) for the dilated
+    window; explicit paddings come back as pairs.
+    """
+    spec = padding_spec(padding)
+    if spec == "VALID":
+        return ((0, 0), (0, 0))
+    if spec == "SAME":
+        span = tuple((k - 1) * d + 1 for k, d in zip(window, dilation))
+        return tuple((int(low), int(high)) for low, high in jax.lax.padtype_to_pads(tuple(in_hw), span, strides, "SAME"))
+    return tuple((int(low), int(high)) for low, high in spec)
+
+
 IMPLEMENTATIONS = ("auto", "xla", "matmul")
 
 

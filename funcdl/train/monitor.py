@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from funcdl.errors import ConfigError, DataError
+from funcdl.errors import DataError, require
 from funcdl.io import atomic_path
 
 SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -104,12 +104,10 @@ class TensorBoard(LayerStats):
 
     def _open(self):
         if self.writer is None:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError:
-                raise ConfigError("TensorBoard logging needs tensorboardX: pip install tensorboardX") from None
+            # imported only when a writer is made: it imports torch itself when torch is installed
+            tensorboardx = require("tensorboardX", "tensorboardX (for TensorBoard logging)", "pip install tensorboardX")
             self.logdir.mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(str(self.logdir))
+            self.writer = tensorboardx.SummaryWriter(str(self.logdir))
         return self.writer
 
     def _current_learning_rate(self, run):
@@ -155,7 +153,8 @@ def read_events(logdir):
       ``{'scalars': {tag: [(step, value), ...]}, 'histograms': {tag: [(step, number of values), ...]}}``
       in file order.
     """
-    from tensorboardX.proto import event_pb2
+    event_pb2 = require("tensorboardX.proto.event_pb2", "tensorboardX (for reading TensorBoard events)",
+                        "pip install tensorboardX")
     files = sorted(Path(logdir).rglob("events.out.tfevents*"))
     if not files:
         raise DataError(f"no TensorBoard event files (events.out.tfevents*) under {logdir}")

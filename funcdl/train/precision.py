@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from funcdl.errors import ConfigError, choices_message
-from funcdl.nn._base import takes_train
+from funcdl.nn import takes_train
 
 POLICIES = ("fp32", "bf16")
 

@@ -3,7 +3,7 @@
 A funcdl model here is a ``funcdl.nn.Sequential``; a keras model is a
 Sequential or a functional model whose layers form one linear chain. Images
 are NHWC on both sides, so kernels copy as they are (Dense (in, out), Conv2D
-HWIO); only the recurrent layers differ (see ``interop._keras_common``).
+HWIO); only the recurrent layers differ (see ``interop.layouts``).
 
 API::
 
@@ -16,7 +16,7 @@ API::
     model, variables = load_keras_weights("m.weights.h5", model, input_shape)  # or (path, keras_model)
 
 Supported keras layers: see ``SUPPORTED``. Anything else, or an option
-funcdl has no exact counterpart for, raises ConfigError before anything is
+funcdl has no exact counterpart for, raises ConversionError before anything is
 converted. Regularizers, constraints and initialisers are training-time
 settings and are not carried over.
 """
@@ -30,11 +30,11 @@ import numpy as np
 from flax import traverse_util
 
 from funcdl import nn
-from funcdl.errors import ConfigError, FileFormatError, FuncdlError
-from funcdl.nn._summary import init_shapes
-from interop._keras_common import (
-    FROM_KERAS, KERAS_SUPPORTED, PADDED, TO_KERAS, WEIGHT_TABLE, atomic_target, check_shape, import_keras,
-    input_dtype, layer_tensors, weights_from_keras, weights_to_keras)
+from funcdl.errors import ConfigError, ConversionError, FileFormatError, FuncdlError
+from funcdl.io import atomic_path
+from interop import frameworks
+from interop.keras._layers import FROM_KERAS, KERAS_SUPPORTED, PADDED, TO_KERAS, layer_tensors
+from interop.layouts import KERAS_WEIGHTS, checked, weights_from_keras, weights_to_keras
 
 SUPPORTED = KERAS_SUPPORTED
 UNKNOWN_SIZE = 64  # stands in for a None (variable) input size when funcdl infers parameter shapes
@@ -47,9 +47,9 @@ def input_shape_of(keras_model):
     except (AttributeError, ValueError):
         inputs = None
     if not inputs:
-        raise ConfigError("the keras model has no defined input; build it with keras.Input(shape) first")
+        raise ConversionError("the keras model has no defined input; build it with keras.Input(shape) first")
     if len(inputs) != 1:
-        raise ConfigError(f"the keras model has {len(inputs)} inputs; funcdl converts single-input models only")
+        raise ConversionError(f"the keras model has {len(inputs)} inputs; funcdl converts single-input models only")
     return tuple(None if d is None else int(d) for d in inputs[0].shape[1:])
 
 
@@ -65,24 +65,24 @@ def _chain(keras, keras_model):
     for layer in layers:
         kind = type(layer).__name__
         if isinstance(layer, keras.Model):
-            raise ConfigError(f"keras layer {_where(layer)} is a nested model; funcdl converts flat models only")
+            raise ConversionError(f"keras layer {_where(layer)} is a nested model; funcdl converts flat models only")
         if kind not in FROM_KERAS and kind != "ZeroPadding2D":
-            raise ConfigError(f"keras layer {_where(layer)} is not supported; supported layers: "
+            raise ConversionError(f"keras layer {_where(layer)} is not supported; supported layers: "
                               f"{', '.join(SUPPORTED)}")
     input_shape_of(keras_model)
     if len(keras_model.outputs) != 1:
-        raise ConfigError("the keras model has several outputs; funcdl converts single-output chains only")
+        raise ConversionError("the keras model has several outputs; funcdl converts single-output chains only")
     if not isinstance(keras_model, keras.Sequential):
         tensor = keras_model.inputs[0]
         for layer in layers:
             if type(layer).__name__ == "InputLayer":
                 continue
             if len(getattr(layer, "_inbound_nodes", ())) != 1 or layer.input is not tensor:
-                raise ConfigError(f"keras layer {_where(layer)} is not fed by the layer before it; "
+                raise ConversionError(f"keras layer {_where(layer)} is not fed by the layer before it; "
                                   "funcdl converts linear chains only")
             tensor = layer.output
         if keras_model.outputs[0] is not tensor:
-            raise ConfigError("the keras model's output is not its last layer's; funcdl converts linear chains only")
+            raise ConversionError("the keras model's output is not its last layer's; funcdl converts linear chains only")
     return [layer for layer in layers if type(layer).__name__ != "InputLayer"]
 
 
@@ -95,7 +95,7 @@ def _rank(layer):
 
 def _check_dtype(layer):
     if getattr(layer, "compute_dtype", "float32") != "float32":
-        raise ConfigError(f"keras layer {_where(layer)} computes in {layer.compute_dtype}; funcdl converts float32")
+        raise ConversionError(f"keras layer {_where(layer)} computes in {layer.compute_dtype}; funcdl converts float32")
 
 
 def _plan(layers):
@@ -107,34 +107,32 @@ def _plan(layers):
         if type(layer).__name__ == "ZeroPadding2D":
             target = layers[index + 1] if index + 1 < len(layers) else None
             if target is None or type(target).__name__ not in PADDED:
-                raise ConfigError(f"keras layer {_where(layer)} is supported only right before a 'valid' "
+                raise ConversionError(f"keras layer {_where(layer)} is supported only right before a 'valid' "
                                   f"Conv2D or AveragePooling2D")
             _expect_channels_last(layer)
             _check_dtype(target)
             pads = tuple(tuple(int(v) for v in p) for p in layer.get_config()["padding"])
-            converted = PADDED[type(target).__name__](nn, target.get_config(), _where(target), _rank(target), pads)
+            converted = PADDED[type(target).__name__](target.get_config(), _where(target), _rank(target), pads)
             weighted, index = target, index + 2
         else:
-            converted = FROM_KERAS[type(layer).__name__](nn, layer.get_config(), _where(layer), _rank(layer))
+            converted = FROM_KERAS[type(layer).__name__](layer.get_config(), _where(layer), _rank(layer))
             weighted, index = layer, index + 1
         for position, funcdl_layer in enumerate(converted):
-            holds = position == 0 and type(funcdl_layer).__name__ in WEIGHT_TABLE
+            holds = position == 0 and type(funcdl_layer).__name__ in KERAS_WEIGHTS
             plan.append((funcdl_layer, weighted if holds else None))
     return plan
 
 
 def _expect_channels_last(layer):
-    """ConfigError unless ``layer`` works on NHWC images."""
+    """ConversionError unless ``layer`` works on NHWC images."""
     if layer.get_config().get("data_format", "channels_last") != "channels_last":
-        raise ConfigError(f"keras layer {_where(layer)}: data_format='channels_first' is not supported "
+        raise ConversionError(f"keras layer {_where(layer)}: data_format='channels_first' is not supported "
                           "(funcdl images are NHWC)")
 
 
 def _expected_shapes(model, input_shape):
     shape = tuple(UNKNOWN_SIZE if d is None else d for d in input_shape)
-    dtype = input_dtype(model)
-    tree = init_shapes(model, shape, dtype)
-    return {key: tuple(value.shape) for key, value in traverse_util.flatten_dict(dict(tree), sep="/").items()}
+    return nn.variable_shapes(nn.init_shapes(model, shape, nn.input_dtype(model)))
 
 
 def _gather(keras_model, model, plan, input_shape):
@@ -150,16 +148,16 @@ def _gather(keras_model, model, plan, input_shape):
             collection, name = key.split("/")
             flat[f"{collection}/layers_{index}/{name}"] = value
     if used != len(keras_model.weights):
-        raise ConfigError(f"converted {used} keras weights but the model has {len(keras_model.weights)} "
+        raise ConversionError(f"converted {used} keras weights but the model has {len(keras_model.weights)} "
                           "(a layer used twice, or weights outside the converted layers)")
     missing, unexpected = sorted(set(expected) - set(flat)), sorted(set(flat) - set(expected))
     if missing or unexpected:
-        raise ConfigError(f"converted tensors do not match the funcdl model: missing {missing[:3]}, "
+        raise ConversionError(f"converted tensors do not match the funcdl model: missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]}")
     for key, shape in expected.items():
-        check_shape(f"keras weight for {key}", flat[key], shape)
+        checked(flat[key], shape, key, "keras weight")
         if flat[key].dtype != np.float32:
-            raise ConfigError(f"keras weight for {key} is {flat[key].dtype}; funcdl converts float32 weights")
+            raise ConversionError(f"keras weight for {key} is {flat[key].dtype}; funcdl converts float32 weights")
     return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
 
 
@@ -171,9 +169,9 @@ def from_keras(keras_model):
       'batch_stats': ...}`` (batch_stats only when there is a BatchNormalization). The input shape
       is ``input_shape_of(keras_model)``; images stay NHWC.
     Raises:
-      ConfigError naming the first unsupported layer or option; nothing is converted partially.
+      ConversionError naming the first unsupported layer or option; nothing is converted partially.
     """
-    keras = import_keras()
+    keras = frameworks.keras()
     layers = _chain(keras, keras_model)
     plan = _plan(layers)
     model = nn.Sequential(tuple(layer for layer, _ in plan))
@@ -181,62 +179,38 @@ def from_keras(keras_model):
     return model, variables
 
 
-def _layer_input_shapes(model, variables, input_shape):
-    """One example's input shape for every layer of ``model`` (``jax.eval_shape``, nothing computed)."""
-    dtype = input_dtype(model)
-    sample = jax.ShapeDtypeStruct((1,) + tuple(input_shape), dtype)
-
-    def run(v, x):
-        return model.apply(v, x, capture_intermediates=True, mutable=["intermediates"])
-    _, state = jax.eval_shape(run, variables, sample)
-    outputs = [tuple(state["intermediates"][f"layers_{i}"]["__call__"][0].shape[1:])
-               for i in range(len(model.layers))]
-    return [tuple(input_shape)] + outputs[:-1]
-
-
 def _keras_layers(keras, model, variables, input_shape, strict):
-    """[(index, funcdl layer, [keras layers])]; ConfigError for anything keras cannot express exactly."""
+    """[(index, funcdl layer, [keras layers])]; ConversionError for anything keras cannot express exactly."""
     if not isinstance(model, nn.Sequential):
-        raise ConfigError(f"to_keras converts a funcdl.nn.Sequential, got {type(model).__name__}")
-    shapes = _layer_input_shapes(model, variables, input_shape)
+        raise ConversionError(f"to_keras converts a funcdl.nn.Sequential, got {type(model).__name__}")
+    shapes = nn.layer_shapes(model, input_shape, variables=variables)[:-1]
     plan = []
     for index, (layer, shape) in enumerate(zip(model.layers, shapes)):
         kind = type(layer).__name__
         if kind not in TO_KERAS:
-            raise ConfigError(f"funcdl layer layers_{index} ({kind}) has no keras counterpart; supported: "
+            raise ConversionError(f"funcdl layer layers_{index} ({kind}) has no keras counterpart; supported: "
                               f"{', '.join(sorted(TO_KERAS))}")
         plan.append((index, layer, TO_KERAS[kind](keras.layers, layer, shape, f"layers_{index}", strict)))
     return plan
-
-
-def _check_variables(model, variables, input_shape):
-    expected = _expected_shapes(model, input_shape)
-    actual = {k: tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(dict(variables), sep="/").items()}
-    if set(actual) != set(expected):
-        raise ConfigError(f"variables do not match the model: missing {sorted(set(expected) - set(actual))[:3]}, "
-                          f"unexpected {sorted(set(actual) - set(expected))[:3]}")
-    for key, shape in expected.items():
-        if actual[key] != shape:
-            raise ConfigError(f"variable {key} has shape {actual[key]}, the model needs {shape}")
 
 
 def _assign(keras_model, model, variables, plan):
     """Copy every funcdl tensor into its keras weight, after checking names and shapes."""
     assigned = 0
     for index, layer, _ in plan:
-        if type(layer).__name__ not in WEIGHT_TABLE:
+        if type(layer).__name__ not in KERAS_WEIGHTS:
             continue
         keras_layer = keras_model.get_layer(f"layers_{index}")
         values = weights_to_keras(layer, layer_tensors(variables, index))
         targets = {w.name: w for w in keras_layer.weights}
         if set(values) != set(targets):
-            raise ConfigError(f"layers_{index}: funcdl gives {sorted(values)}, keras expects {sorted(targets)}")
+            raise ConversionError(f"layers_{index}: funcdl gives {sorted(values)}, keras expects {sorted(targets)}")
         for name, value in values.items():
-            check_shape(f"layers_{index}/{name}", value, targets[name].shape)
+            checked(value, targets[name].shape, f"layers_{index}/{name}", "to_keras")
             targets[name].assign(np.asarray(value, np.float32))
             assigned += 1
     if assigned != len(keras_model.weights):
-        raise ConfigError(f"set {assigned} of the keras model's {len(keras_model.weights)} weights")
+        raise ConversionError(f"set {assigned} of the keras model's {len(keras_model.weights)} weights")
 
 
 def to_keras(model, variables, input_shape, strict=True):
@@ -251,13 +225,13 @@ def to_keras(model, variables, input_shape, strict=True):
     Returns:
       a built ``keras.Sequential`` whose layer holding funcdl's ``layers_{i}`` weights is named ``layers_{i}``.
     """
-    keras = import_keras()
+    keras = frameworks.keras()
     if any(d is None for d in input_shape):
         raise ConfigError(f"to_keras needs a concrete input_shape, got {tuple(input_shape)}")
     input_shape = tuple(int(d) for d in input_shape)
-    _check_variables(model, variables, input_shape)
+    nn.check_variables(model, variables, input_shape, "to_keras", error=ConversionError)
     plan = _keras_layers(keras, model, variables, input_shape, strict)
-    dtype = "int32" if input_dtype(model) == jnp.int32 else "float32"
+    dtype = "int32" if nn.input_dtype(model) == jnp.int32 else "float32"
     layers = [layer for _, _, keras_layers in plan for layer in keras_layers]
     keras_model = keras.Sequential([keras.Input(shape=input_shape, dtype=dtype, name="input")] + layers,
                                    name="funcdl")
@@ -269,7 +243,7 @@ def _pull(keras_model, model, input_shape):
     """funcdl variables of ``model`` read back from a keras model built by ``to_keras``."""
     flat = {}
     for index, layer in enumerate(model.layers):
-        if type(layer).__name__ not in WEIGHT_TABLE:
+        if type(layer).__name__ not in KERAS_WEIGHTS:
             continue
         keras_layer = keras_model.get_layer(f"layers_{index}")
         weights = {w.name: np.asarray(w.numpy()) for w in keras_layer.weights}
@@ -277,7 +251,7 @@ def _pull(keras_model, model, input_shape):
             collection, name = key.split("/")
             flat[f"{collection}/layers_{index}/{name}"] = value
     for key, shape in _expected_shapes(model, input_shape).items():
-        check_shape(f"weight {key}", flat[key], shape)
+        checked(flat[key], shape, key, "keras weights")
     return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
 
 
@@ -356,7 +330,7 @@ def load_keras_file(path, unsafe=False):
     config = _architecture(path)
     if not unsafe:
         _refuse_code(config, path)
-    keras = import_keras()
+    keras = frameworks.keras()
     try:
         keras_model = keras.saving.load_model(str(path), compile=False, safe_mode=not unsafe)
     except FuncdlError:
@@ -378,7 +352,7 @@ def save_keras_file(path, model, variables, input_shape, strict=True):
     if kind == "weights":
         raise FileFormatError(f"{path} is a weights file name; use save_keras_weights or a .keras name")
     keras_model = to_keras(model, variables, input_shape, strict)
-    with atomic_target(path, kind) as tmp:
+    with atomic_path(path, suffix=kind) as tmp:
         keras_model.save(str(tmp))
 
 
@@ -387,7 +361,7 @@ def save_keras_weights(path, model, variables, input_shape, strict=True):
     if _kind(path) != "weights":
         raise FileFormatError(f"{path}: a keras weights file name must end in .weights.h5")
     keras_model = to_keras(model, variables, input_shape, strict)
-    with atomic_target(path, ".weights.h5") as tmp:
+    with atomic_path(path, suffix=".weights.h5") as tmp:
         keras_model.save_weights(str(tmp))
 
 
@@ -416,22 +390,22 @@ def load_keras_weights(path, model, input_shape=None):
     path = Path(path)
     if not path.is_file() or _kind(path) != "weights":
         raise FileFormatError(f"{path} is not an existing .weights.h5 file")
-    keras = import_keras()
+    keras = frameworks.keras()
     if isinstance(model, keras.Model):
         keras_model = model
     elif input_shape is None:
         raise ConfigError("load_keras_weights needs input_shape with a funcdl model")
     else:
         template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
-                                init_shapes(model, input_shape, input_dtype(model)))
+                                nn.init_shapes(model, input_shape, nn.input_dtype(model)))
         keras_model = to_keras(model, template, input_shape, strict=False)
     stored = _count_tensors(path)
     if stored != len(keras_model.weights):  # keras skips tensors it has no place for without a word
-        raise FileFormatError(f"{path} holds {stored} tensors, the model has {len(keras_model.weights)} weights")
+        raise ConversionError(f"{path} holds {stored} tensors, the model has {len(keras_model.weights)} weights")
     try:
         keras_model.load_weights(str(path))
     except Exception as err:  # keras raises ValueError / KeyError for files that do not fit the model
-        raise FileFormatError(f"{path} does not fit the model: {str(err).splitlines()[0] if str(err) else err!r}") \
+        raise ConversionError(f"{path} does not fit the model: {str(err).splitlines()[0] if str(err) else err!r}") \
             from None
     if isinstance(model, keras.Model):
         return from_keras(keras_model)

@@ -10,18 +10,19 @@ import dataclasses
 import math
 
 import numpy as np
+from torch import nn as tnn
 
 from funcdl import nn
-from funcdl.errors import ConfigError
-from funcdl.nn._conv import pair, padding_spec
-from interop._torch_trace import flatten_perm
+from funcdl.errors import ConversionError
+from interop import layouts
+from interop.pytorch import _modules as tm
 
 SUPPORTED = ("Dense, Conv2D, MaxPool2D, AvgPool2D, BatchNorm, LayerNorm, Embedding, SimpleRNN, LSTM, GRU, "
              "Dropout, Flatten, Reshape, ImageRows, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax, "
              "Softplus, GELU")
 _ACTIVATION_TYPES = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.LogSoftmax, nn.Softplus, nn.GELU)
 _RECURRENT = (nn.SimpleRNN, nn.LSTM, nn.GRU)
-_GATES = {nn.SimpleRNN: 1, nn.LSTM: 4, nn.GRU: 3}
+
 
 
 @dataclasses.dataclass
@@ -34,16 +35,10 @@ class Entry:
     from_torch: object
 
 
-def _transpose(a):
-    return a.T
-
-
 class Planner:
     """Walks funcdl layers with their input shapes, appending torch modules and weight entries."""
 
     def __init__(self, image_input):
-        from interop import _torch_modules
-        self.tm = _torch_modules
         self.modules = []
         self.entries = []
         self.layout = "nchw" if image_input else "plain"  # of a rank-4 value in torch
@@ -67,32 +62,23 @@ class Planner:
 
     def to_nchw(self, shape):
         if len(shape) == 3 and self.layout == "plain":
-            self.add(self.tm.Permute((0, 3, 1, 2)))
+            self.add(tm.Permute(layouts.NHWC_TO_NCHW))
             self.layout = "nchw"
 
     def to_plain(self, shape):
         if len(shape) == 3 and self.layout == "nchw":
-            self.add(self.tm.Permute((0, 2, 3, 1)))
+            self.add(tm.Permute(layouts.NCHW_TO_NHWC))
             self.layout = "plain"
 
 
 def _explicit_pads(padding, shape, kernel, strides, dilation=(1, 1)):
     """(top, bottom, left, right) of a funcdl padding for an NHWC ``shape`` (no batch), XLA's 'same' rule."""
-    spec = padding_spec(padding)
-    if spec == "VALID":
-        return (0, 0, 0, 0)
-    if spec == "SAME":
-        pads = []
-        for size, k, s, d in zip(shape[:2], kernel, strides, dilation):
-            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
-            pads += [total // 2, total - total // 2]
-        return tuple(pads)
-    return (spec[0][0], spec[0][1], spec[1][0], spec[1][1])
+    (top, bottom), (left, right) = nn.explicit_padding(padding, shape[:2], kernel, strides, dilation)
+    return (top, bottom, left, right)
 
 
 def _torch_activation(name, dim):
     """The torch module of a funcdl activation name (Dense/Conv2D ``activation``), or None."""
-    from torch import nn as tnn
     table = {"relu": tnn.ReLU, "leaky_relu": tnn.LeakyReLU, "sigmoid": tnn.Sigmoid, "tanh": tnn.Tanh,
              "softplus": tnn.Softplus, "gelu": tnn.GELU}
     if name in (None, "linear"):
@@ -105,16 +91,16 @@ def _torch_activation(name, dim):
 
 
 def _dense(p, index, layer, shape):
-    from torch import nn as tnn
     p.to_plain(shape)
     fan_in = shape[-1]
     prefix = p.add(tnn.Linear(fan_in, layer.features, bias=layer.use_bias))
     if p.perm is None:
-        p.entry(prefix, "weight", index, "kernel", (layer.features, fan_in), _transpose, _transpose)
+        p.entry(prefix, "weight", index, "kernel", (layer.features, fan_in), layouts.linear_to_torch,
+                layouts.linear_from_torch)
     else:
         perm, inverse = p.perm, np.argsort(p.perm)
-        p.entry(prefix, "weight", index, "kernel", (layer.features, fan_in), lambda k: k[inverse].T,
-                lambda w: w.T[perm])
+        p.entry(prefix, "weight", index, "kernel", (layer.features, fan_in),
+                lambda k: layouts.linear_to_torch(k[inverse]), lambda w: layouts.linear_from_torch(w)[perm])
     if layer.use_bias:
         p.entry(prefix, "bias", index, "bias", (layer.features,), None, None)
     p.perm = None
@@ -128,16 +114,14 @@ def _append_activation(p, name, dim):
 
 
 def _pads_module(p, pads, fill):
-    from torch import nn as tnn
     top, bottom, left, right = pads
     p.add(tnn.ConstantPad2d((left, right, top, bottom), fill) if fill else tnn.ZeroPad2d((left, right, top, bottom)))
 
 
 def _conv(p, index, layer, shape):
-    from torch import nn as tnn
     p.to_nchw(shape)
-    kernel, strides, dilation = pair(layer.kernel_size, "kernel_size"), pair(layer.strides, "strides"), \
-        pair(layer.dilation, "dilation")
+    kernel, strides = nn.pair(layer.kernel_size, "kernel_size"), nn.pair(layer.strides, "strides")
+    dilation = nn.pair(layer.dilation, "dilation")
     pads = _explicit_pads(layer.padding, shape, kernel, strides, dilation)
     top, bottom, left, right = pads
     same = [d * (k - 1) for k, d in zip(kernel, dilation)]
@@ -153,18 +137,16 @@ def _conv(p, index, layer, shape):
     prefix = p.add(tnn.Conv2d(channels, layer.features, kernel, strides, padding, dilation, layer.groups,
                               bias=layer.use_bias))
     torch_shape = (layer.features, channels // layer.groups) + kernel
-    p.entry(prefix, "weight", index, "kernel", torch_shape, lambda k: k.transpose(3, 2, 0, 1),
-            lambda w: w.transpose(2, 3, 1, 0))
+    p.entry(prefix, "weight", index, "kernel", torch_shape, layouts.conv_to_torch, layouts.conv_from_torch)
     if layer.use_bias:
         p.entry(prefix, "bias", index, "bias", (layer.features,), None, None)
     _append_activation(p, layer.activation, 1)
 
 
 def _pool(p, index, layer, shape):
-    from torch import nn as tnn
     p.to_nchw(shape)
-    size = pair(layer.pool_size, "pool_size")
-    strides = pair(layer.strides if layer.strides is not None else layer.pool_size, "strides")
+    size = nn.pair(layer.pool_size, "pool_size")
+    strides = nn.pair(layer.strides if layer.strides is not None else layer.pool_size, "strides")
     pads = _explicit_pads(layer.padding, shape, size, strides)
     top, bottom, left, right = pads
     symmetric = (top, left) == (bottom, right) and top <= size[0] // 2 and left <= size[1] // 2
@@ -172,7 +154,7 @@ def _pool(p, index, layer, shape):
     padding = (top, left) if symmetric else 0
     if not symmetric:
         if not is_max and not layer.count_include_pad:
-            raise ConfigError(f"layers_{index} (AvgPool2D): padding {pads} with count_include_pad=False has no "
+            raise ConversionError(f"layers_{index} (AvgPool2D): padding {pads} with count_include_pad=False has no "
                               "torch equivalent")
         _pads_module(p, pads, -math.inf if is_max else 0.0)
     if is_max:
@@ -182,19 +164,18 @@ def _pool(p, index, layer, shape):
 
 
 def _batch_norm(p, index, layer, shape):
-    from torch import nn as tnn
     if layer.use_scale != layer.use_bias:
-        raise ConfigError(f"layers_{index} (BatchNorm): torch's affine needs use_scale == use_bias")
+        raise ConversionError(f"layers_{index} (BatchNorm): torch's affine needs use_scale == use_bias")
     if len(shape) == 3:
         p.to_nchw(shape)
         cls = tnn.BatchNorm2d
     elif len(shape) == 1:
         cls = tnn.BatchNorm1d
     else:
-        raise ConfigError(f"layers_{index} (BatchNorm) on shape {shape}: torch's BatchNorm1d normalises axis 1, "
+        raise ConversionError(f"layers_{index} (BatchNorm) on shape {shape}: torch's BatchNorm1d normalises axis 1, "
                           "not the last; only (batch, features) and images are supported")
     features = shape[-1]
-    prefix = p.add(cls(features, eps=layer.epsilon, momentum=round(1.0 - layer.momentum, 12), affine=layer.use_scale))
+    prefix = p.add(cls(features, eps=layer.epsilon, momentum=layouts.momentum_to_torch(layer.momentum), affine=layer.use_scale))
     forward, backward = p.vectors()
     names = [("running_mean", "mean", "batch_stats"), ("running_var", "var", "batch_stats")]
     if layer.use_scale:
@@ -204,9 +185,8 @@ def _batch_norm(p, index, layer, shape):
 
 
 def _layer_norm(p, index, layer, shape):
-    from torch import nn as tnn
     if layer.use_bias and not layer.use_scale:
-        raise ConfigError(f"layers_{index} (LayerNorm): torch has no LayerNorm with a bias but no scale")
+        raise ConversionError(f"layers_{index} (LayerNorm): torch has no LayerNorm with a bias but no scale")
     p.to_plain(shape)
     normalized = tuple(shape[-layer.num_axes:])
     prefix = p.add(tnn.LayerNorm(normalized, eps=layer.epsilon, elementwise_affine=layer.use_scale,
@@ -231,17 +211,16 @@ def _dense_follows(layers):
 
 
 def _reshape(p, index, layer, shape, out_shape, rest):
-    from torch import nn as tnn
     if p.perm is not None:
         if tuple(out_shape) == tuple(shape):
             return
-        raise ConfigError(f"layers_{index} ({type(layer).__name__}): reshaping a flattened image again has no "
+        raise ConversionError(f"layers_{index} ({type(layer).__name__}): reshaping a flattened image again has no "
                           "torch equivalent")
     if tuple(out_shape) == tuple(shape):
         return
     if len(shape) == 3 and p.layout == "nchw":
         height, width, channels = shape
-        perm = flatten_perm(channels, height, width)
+        perm = layouts.flatten_permutation(channels, height, width)
         if perm is not None and len(out_shape) == 1 and _dense_follows(rest):
             p.add(tnn.Flatten())
             p.perm = perm
@@ -249,7 +228,7 @@ def _reshape(p, index, layer, shape, out_shape, rest):
             return
         if perm is not None:
             p.to_plain(shape)
-    p.add(tnn.Flatten() if len(out_shape) == 1 else p.tm.Reshape(tuple(out_shape)))
+    p.add(tnn.Flatten() if len(out_shape) == 1 else tm.Reshape(tuple(out_shape)))
     p.layout = "plain"
 
 
@@ -272,32 +251,32 @@ def _recurrent_run(layers, start):
 
 
 def _recurrent(p, layers, start, shape):
-    from interop import _torch_modules as tm
     first = layers[start]
     name = type(first).__name__
     if len(shape) != 2:
-        raise ConfigError(f"layers_{start} ({name}) needs (batch, time, features) input, got {shape}")
+        raise ConversionError(f"layers_{start} ({name}) needs (batch, time, features) input, got {shape}")
     if isinstance(first, nn.GRU) and not first.reset_after:
-        raise ConfigError(f"layers_{start} (GRU): torch's GRU applies the reset gate after the matmul; "
+        raise ConversionError(f"layers_{start} (GRU): torch's GRU applies the reset gate after the matmul; "
                           "reset_after=False has no torch equivalent")
     if not all(layer.use_recurrent_bias for layer in layers[start:] if isinstance(layer, _RECURRENT)):
-        raise ConfigError(f"layers_{start} ({name}) has use_recurrent_bias=False (keras' single bias); torch's "
+        raise ConversionError(f"layers_{start} ({name}) has use_recurrent_bias=False (keras' single bias); torch's "
                           "recurrent layers always have two biases: rebuild it with use_recurrent_bias=True and "
                           "bias_hh = 0")
     if isinstance(first, nn.SimpleRNN) and first.activation not in ("tanh", "relu"):
-        raise ConfigError(f"layers_{start} (SimpleRNN): torch's RNN supports activation 'tanh' or 'relu'")
+        raise ConversionError(f"layers_{start} (SimpleRNN): torch's RNN supports activation 'tanh' or 'relu'")
     end, rate = _recurrent_run(layers, start)
     members = [i for i in range(start, end) if isinstance(layers[i], _RECURRENT)]
     cls = {nn.LSTM: tm.LSTM, nn.GRU: tm.GRU, nn.SimpleRNN: tm.RNN}[type(first)]
     extra = {"nonlinearity": first.activation} if isinstance(first, nn.SimpleRNN) else {}
-    hidden, gates = first.features, _GATES[type(first)]
+    hidden, gates = first.features, layouts.GATES[type(first).__name__]
     prefix = p.add(cls(shape[-1], hidden, num_layers=len(members), dropout=rate,
                        return_sequences=layers[end - 1].return_sequences, **extra))
     for k, index in enumerate(members):
         fan_in = shape[-1] if k == 0 else hidden
-        p.entry(prefix, f"weight_ih_l{k}", index, "kernel", (gates * hidden, fan_in), _transpose, _transpose)
-        p.entry(prefix, f"weight_hh_l{k}", index, "recurrent_kernel", (gates * hidden, hidden), _transpose,
-                _transpose)
+        p.entry(prefix, f"weight_ih_l{k}", index, "kernel", (gates * hidden, fan_in), layouts.linear_to_torch,
+                layouts.linear_from_torch)
+        p.entry(prefix, f"weight_hh_l{k}", index, "recurrent_kernel", (gates * hidden, hidden),
+                layouts.linear_to_torch, layouts.linear_from_torch)
         p.entry(prefix, f"bias_ih_l{k}", index, "bias", (gates * hidden,), None, None)
         p.entry(prefix, f"bias_hh_l{k}", index, "recurrent_bias", (gates * hidden,), None, None)
     return end
@@ -305,7 +284,6 @@ def _recurrent(p, layers, start, shape):
 
 def _simple_layer(p, index, layer, shape):
     """Parameter-free layers that keep the shape: activations, Dropout. Returns False if not one."""
-    from torch import nn as tnn
     if isinstance(layer, nn.Dropout):
         p.add(tnn.Dropout(layer.rate))
     elif isinstance(layer, (nn.Softmax, nn.LogSoftmax)):
@@ -327,7 +305,6 @@ def _simple_layer(p, index, layer, shape):
 
 
 def _embedding(p, index, layer, shape):
-    from torch import nn as tnn
     prefix = p.add(tnn.Embedding(layer.num_embeddings, layer.features))
     p.entry(prefix, "weight", index, "embedding", (layer.num_embeddings, layer.features), None, None)
 
@@ -336,19 +313,12 @@ _WITH_WEIGHTS = {nn.Dense: _dense, nn.Conv2D: _conv, nn.MaxPool2D: _pool, nn.Avg
                  nn.BatchNorm: _batch_norm, nn.LayerNorm: _layer_norm, nn.Embedding: _embedding}
 
 
-def layer_shapes(model, input_shape, dtype):
-    """Each top-level layer's input shape (no batch axis), and the model's output shape."""
-    rows = nn.summary(model, input_shape, dtype)
-    shapes = [tuple(input_shape)] + [row["output_shape"] for row in rows]
-    return shapes
-
-
 def plan(model, input_shape, dtype):
     """(torch modules, entries) of ``model`` on inputs of ``input_shape`` (funcdl layout, no batch axis)."""
     if not isinstance(model, nn.Sequential):
-        raise ConfigError(f"to_torch converts a funcdl Sequential, got {type(model).__name__}")
+        raise ConversionError(f"to_torch converts a funcdl Sequential, got {type(model).__name__}")
     layers = list(model.layers)
-    shapes = layer_shapes(model, input_shape, dtype)
+    shapes = nn.layer_shapes(model, input_shape, dtype)
     p = Planner(image_input=len(input_shape) == 3)
     index = 0
     while index < len(layers):
@@ -361,9 +331,9 @@ def plan(model, input_shape, dtype):
         elif isinstance(layer, (nn.Flatten, nn.Reshape, nn.ImageRows)):
             _reshape(p, index, layer, shape, out_shape, layers[index + 1:])
         elif not _simple_layer(p, index, layer, shape):
-            raise ConfigError(f"layers_{index} ({type(layer).__name__}) has no PyTorch equivalent in to_torch; "
+            raise ConversionError(f"layers_{index} ({type(layer).__name__}) has no PyTorch equivalent in to_torch; "
                               f"supported: {SUPPORTED}")
         index += 1
     if p.perm is not None:
-        raise ConfigError("internal: a flattened image reached the output without its Dense")
+        raise ConversionError("internal: a flattened image reached the output without its Dense")
     return p.modules, p.entries

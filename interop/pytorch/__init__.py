@@ -1,23 +1,14 @@
 """PyTorch bridge: torch.nn modules, state dicts and files to and from funcdl models.
 
-Layouts (nanoGPT's ``from_pretrained`` style: every transposed weight is named
-and every tensor's shape is checked before it is copied):
-
-=================  ==========================  ========================================
-funcdl             torch                       map
-=================  ==========================  ========================================
-Dense kernel       Linear weight (out, in)     ``kernel = weight.T``
-Conv2D kernel HWIO Conv2d weight OIHW          ``kernel = weight.transpose(2, 3, 1, 0)``
-LSTM/GRU/RNN       weight_ih_l{k}, _hh_l{k}    ``kernel = weight_ih.T``,
-                                               ``recurrent_kernel = weight_hh.T``
-BatchNorm          weight, bias, running_*     as is (momentum m -> 1 - m)
-=================  ==========================  ========================================
+Layouts: ``interop.layouts`` (every transposed weight is named there, and
+every tensor's shape is checked before it is copied).
 
 Images are NHWC in funcdl and NCHW in torch: ``model.apply(variables,
 x.transpose(0, 2, 3, 1))`` equals ``module(x)``. The first Linear after
 flattening an NCHW activation gets its weight columns permuted from (C, H, W)
 to (H, W, C) order. 4-D outputs stay each framework's layout (NHWC / NCHW).
-torch is imported only inside these functions.
+torch, and the modules here that need it (``_trace``, ``_ops``, ``_plan``,
+``_modules``), are imported only when a function is called.
 """
 import io
 import json
@@ -33,12 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcdl import nn
-from funcdl.errors import ConfigError, FileFormatError
-from funcdl.io.model_file import (atomic_path, check_variables, flatten_variables, flatten_variables_shapes,
-                          unflatten_variables)
-from funcdl.nn._summary import init_shapes
-from interop._common import checked, require
-from interop._torch_trace import SUPPORTED
+from funcdl.errors import ConfigError, ConversionError, FileFormatError
+from funcdl.io import atomic_path, flatten_variables, read_header, unflatten_variables
+from interop import frameworks
+from interop.layouts import checked
+from interop.pytorch._nodes import SUPPORTED
 
 __all__ = ["SUPPORTED", "from_state_dict", "from_torch", "load_torch_file", "load_torch_model", "save_torch_file",
            "to_state_dict", "to_torch"]
@@ -48,7 +38,7 @@ _RNN_KEY = re.compile(r"^(.*)\.(weight|bias)_(ih|hh)_l(\d+)$")
 
 
 def _torch():
-    return require("torch", "PyTorch", "torch")
+    return frameworks.torch()
 
 
 def _input_dtype(model):
@@ -75,22 +65,21 @@ def from_torch(module, example_input):
       ConfigError naming the first unsupported module, function or pattern.
     """
     torch = _torch()
-    from interop import _torch_trace
+    from interop.pytorch import _trace  # imports torch: only once a conversion runs
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"from_torch needs a torch.nn.Module, got {type(module).__name__}")
     example = example_input if isinstance(example_input, torch.Tensor) else torch.as_tensor(
         np.asarray(example_input))
-    reader = _torch_trace.read(module, example.detach())
+    reader = _trace.read(module, example.detach())
     model = nn.Sequential(tuple(spec.cls(**spec.kwargs) for spec in reader.specs))
     shape = tuple(example.shape[1:])
     input_shape = (shape[1], shape[2], shape[0]) if example.ndim == 4 else shape
     dtype = jnp.float32 if example.is_floating_point() else jnp.int32
-    return model, _collect(reader, model, input_shape, dtype)
+    return model, _collect(reader, model, input_shape, dtype, _trace.torch_array)
 
 
-def _collect(reader, model, input_shape, dtype):
-    from interop._torch_trace import torch_array
-    expected = flatten_variables_shapes(init_shapes(model, input_shape, dtype))
+def _collect(reader, model, input_shape, dtype, torch_array):
+    expected = nn.variable_shapes(nn.init_shapes(model, input_shape, dtype))
     flat, used = {}, set(reader.ignored)
     for collection, index, name, key, convert in reader.entries:
         path = f"{collection}/layers_{index}/{name}"
@@ -99,10 +88,10 @@ def _collect(reader, model, input_shape, dtype):
         used.add(key)
     missing = sorted(set(expected) - set(flat))
     if missing:
-        raise ConfigError(f"from_torch: no torch tensor for {missing[:3]}")
+        raise ConversionError(f"from_torch: no torch tensor for {missing[:3]}")
     unused = [key for key in reader.state_dict if key not in used]
     if unused:
-        raise ConfigError(f"from_torch: the module holds tensors its forward never uses: {unused[:4]}; "
+        raise ConversionError(f"from_torch: the module holds tensors its forward never uses: {unused[:4]}; "
                           "remove those modules (funcdl would drop them)")
     return _as_jax(flat)
 
@@ -121,21 +110,28 @@ def to_torch(model, variables, input_shape):
       ``.train()`` on it to continue training in PyTorch.
     """
     torch = _torch()
-    from interop import _torch_export
+    from interop.pytorch import _plan  # imports torch: only once a conversion runs
     input_shape, dtype = tuple(input_shape), _input_dtype(model)
-    check_variables(model, variables, input_shape, "to_torch")
-    modules, entries = _torch_export.plan(model, input_shape, dtype)
+    nn.check_variables(model, variables, input_shape, "to_torch", error=ConversionError)
+    modules, entries = _plan.plan(model, input_shape, dtype)
     module = torch.nn.Sequential(*modules)
     flat = flatten_variables(variables)
     state = module.state_dict()
     # nanoGPT's checks: every torch tensor and every funcdl array has exactly one entry
-    assert {k for k in state if not k.endswith(".num_batches_tracked")} == {e.key for e in entries}, "torch keys"
-    assert set(flat) == {e.path for e in entries}, "funcdl paths"
+    _same_names("to_torch: torch tensors", {k for k in state if not k.endswith(".num_batches_tracked")},
+                {e.key for e in entries})
+    _same_names("to_torch: funcdl tensors", set(flat), {e.path for e in entries})
     for entry in entries:
         array = checked(entry.to_torch(flat[entry.path]), entry.shape, f"{entry.path} -> {entry.key}", "to_torch")
         state[entry.key] = torch.from_numpy(array.copy())
     module.load_state_dict(state)
     return module.eval()
+
+
+def _same_names(what, actual, expected):
+    if actual != expected:
+        raise ConversionError(f"{what} do not match the plan (missing: {sorted(expected - actual)[:3]}, "
+                              f"unexpected: {sorted(actual - expected)[:3]})")
 
 
 def to_state_dict(model, variables, input_shape):
@@ -159,15 +155,14 @@ def from_state_dict(state_dict, model, input_shape, source="state dict"):
       input_shape: one example's funcdl input shape, no batch axis.
       source: what to call the state dict in error messages (e.g. a file name).
     Raises:
-      FileFormatError on missing, extra or mis-shaped tensors.
+      ConversionError on missing, extra or mis-shaped tensors.
     """
     _torch()
-    from interop import _torch_export
-    from interop._torch_trace import torch_array
+    from interop.pytorch import _plan, _trace  # they import torch: only once a conversion runs
     if not hasattr(state_dict, "items"):
-        raise FileFormatError(f"{source}: expected a state dict (name -> tensor), got {type(state_dict).__name__}")
+        raise ConversionError(f"{source}: expected a state dict (name -> tensor), got {type(state_dict).__name__}")
     input_shape, dtype = tuple(input_shape), _input_dtype(model)
-    _, entries = _torch_export.plan(model, input_shape, dtype)
+    _, entries = _plan.plan(model, input_shape, dtype)
     given = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
     keys = {e.key for e in entries}
     mapping = {k: k for k in keys} if set(given) == keys else _match_groups(list(given), entries, source)
@@ -175,10 +170,10 @@ def from_state_dict(state_dict, model, input_shape, source="state dict"):
     for entry in entries:
         key = mapping[entry.key]
         tensor = given[key]
-        array = torch_array(tensor) if hasattr(tensor, "detach") else np.asarray(tensor)
+        array = _trace.torch_array(tensor) if hasattr(tensor, "detach") else np.asarray(tensor)
         flat[entry.path] = entry.from_torch(checked(array, entry.shape, key, source))
     variables = _as_jax(flat)
-    check_variables(model, variables, input_shape, source)
+    nn.check_variables(model, variables, input_shape, source, error=ConversionError)
     return variables
 
 
@@ -200,12 +195,12 @@ def _match_groups(keys, entries, source):
     want = _groups([e.key for e in entries], [e.path.split("/")[1] for e in entries])
     have = _groups(keys)
     if len(want) != len(have):
-        raise FileFormatError(f"{source}: {len(have)} parameter groups ({', '.join(g for g, _ in have)}) but the "
+        raise ConversionError(f"{source}: {len(have)} parameter groups ({', '.join(g for g, _ in have)}) but the "
                               f"architecture has {len(want)} layers with weights ({', '.join(g for g, _ in want)})")
     mapping = {}
     for (layer, wanted), (group, held) in zip(want, have):
         if set(wanted) != set(held):
-            raise FileFormatError(f"{source}: group {group!r} holds {sorted(held)} but {layer} needs "
+            raise ConversionError(f"{source}: group {group!r} holds {sorted(held)} but {layer} needs "
                                   f"{sorted(wanted)} (groups are matched to layers in order)")
         mapping.update({wanted[suffix]: held[suffix] for suffix in wanted})
     return mapping
@@ -271,7 +266,7 @@ def save_torch_file(path, model, variables, input_shape):
         if suffix in (".pt", ".pth"):
             torch.save(state, str(tmp))
         elif suffix == ".safetensors":
-            from safetensors.torch import save_file
+            from safetensors.torch import save_file  # imports torch: only when such a file is written
             save_file(state, str(tmp), metadata=header)
         else:
             program = _export(module, tuple(input_shape), _input_dtype(model))
@@ -378,9 +373,7 @@ def _read_program(path):
 
 
 def _read_safetensors(path):
-    from safetensors.torch import load_file
-
-    from funcdl.io.model_file import read_header
+    from safetensors.torch import load_file  # imports torch: only when such a file is read
     header, _ = read_header(path)
     tensors = load_file(str(path))
     order = json.loads(header.get(f"{_META}.keys", "[]"))

@@ -1,4 +1,4 @@
-"""One converter per supported torch module, function and method, for ``_torch_trace.Reader``.
+"""One converter per supported torch module, function and method, for ``interop.pytorch._trace.Reader``.
 
 Each takes the reader, the fx node and the funcdl ``Value`` it consumes, emits
 funcdl layer specs with their weight entries (torch key -> funcdl array), and
@@ -7,21 +7,26 @@ returns the ``Value`` it produces.
 import operator
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn as tnn
 
 from funcdl import nn
-from funcdl.errors import ConfigError
-from interop._torch_trace import SUPPORTED, Value, describe, flatten_perm, last_step, pair
+from funcdl.errors import ConversionError
+from interop import layouts
+from interop.pytorch import _modules as tm
+from interop.pytorch._nodes import SUPPORTED, Value, describe, last_step
 
 _INF = float("inf")
 
 
 def _unsupported(what):
-    return ConfigError(f"unsupported PyTorch {what}; from_torch supports {SUPPORTED}")
+    return ConversionError(f"unsupported PyTorch {what}; from_torch supports {SUPPORTED}")
 
 
 def _image(node, value, what):
     if value.layout != "nchw":
-        raise ConfigError(f"{describe(node)}: {what} needs a 4-D NCHW image but gets shape {value.shape} "
+        raise ConversionError(f"{describe(node)}: {what} needs a 4-D NCHW image but gets shape {value.shape} "
                           "(a permuted or non-image tensor)")
 
 
@@ -35,7 +40,7 @@ def _merged_pad(node, value, pads, fill):
     if value.pad is None:
         return pads
     if value.pad_value != fill:
-        raise ConfigError(f"{describe(node)}: padding with {value.pad_value} before this layer has no funcdl equivalent "
+        raise ConversionError(f"{describe(node)}: padding with {value.pad_value} before this layer has no funcdl equivalent "
                           f"(it pads with {fill})")
     return tuple(a + b for a, b in zip(value.pad, pads))
 
@@ -68,12 +73,13 @@ def _axis(value, dim):
 def linear(reader, node, m, value):
     reader.take(node, value)
     if value.layout == "nchw":
-        raise ConfigError(f"{describe(node)}: Linear on a 4-D NCHW activation acts on its width; funcdl has no "
+        raise ConversionError(f"{describe(node)}: Linear on a 4-D NCHW activation acts on its width; funcdl has no "
                           "equivalent (flatten first)")
     perm = value.perm
     index = reader.emit(nn.Dense, features=m.out_features, use_bias=m.bias is not None, kernel_init="torch",
                         bias_init="torch")
-    reader.weight(index, "kernel", _key(node, "weight"), (lambda w: w.T) if perm is None else (lambda w: w.T[perm]))
+    reader.weight(index, "kernel", _key(node, "weight"), layouts.linear_from_torch if perm is None
+                  else (lambda w: layouts.linear_from_torch(w)[perm]))
     if m.bias is not None:
         reader.weight(index, "bias", _key(node, "bias"))
     return reader.derive(node, value, perm=None)
@@ -83,11 +89,11 @@ def conv2d(reader, node, m, value):
     reader.take(node, value, pad_ok=True)
     _image(node, value, "Conv2d")
     if m.padding_mode != "zeros":
-        raise ConfigError(f"{describe(node)}: Conv2d padding_mode={m.padding_mode!r} is not supported; only 'zeros'")
+        raise ConversionError(f"{describe(node)}: Conv2d padding_mode={m.padding_mode!r} is not supported; only 'zeros'")
     (kh, kw), (dh, dw) = m.kernel_size, m.dilation
-    if m.padding == "same":
-        th, tw = dh * (kh - 1), dw * (kw - 1)
-        pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    if m.padding == "same":  # torch's 'same' (stride 1) puts any odd extra pixel bottom/right, as XLA's does
+        (top, bottom), (left, right) = nn.explicit_padding("same", value.shape[2:], (kh, kw), (1, 1), (dh, dw))
+        pads = (top, bottom, left, right)
     elif m.padding == "valid":
         pads = (0, 0, 0, 0)
     else:
@@ -96,7 +102,7 @@ def conv2d(reader, node, m, value):
     index = reader.emit(nn.Conv2D, features=m.out_channels, kernel_size=(kh, kw), strides=tuple(m.stride),
                         padding=_padding(pads), dilation=(dh, dw), groups=m.groups, use_bias=m.bias is not None,
                         kernel_init="torch", bias_init="torch")
-    reader.weight(index, "kernel", _key(node, "weight"), lambda w: w.transpose(2, 3, 1, 0))  # OIHW -> HWIO
+    reader.weight(index, "kernel", _key(node, "weight"), layouts.conv_from_torch)
     if m.bias is not None:
         reader.weight(index, "bias", _key(node, "bias"))
     return reader.derive(node, value)
@@ -106,12 +112,12 @@ def max_pool(reader, node, value, kernel_size, stride=None, padding=0, dilation=
              return_indices=False):
     reader.take(node, value, pad_ok=True)
     _image(node, value, "max_pool2d")
-    if pair(dilation) != (1, 1) or ceil_mode or return_indices:
-        raise ConfigError(f"{describe(node)}: max_pool2d with dilation, ceil_mode or return_indices has no funcdl "
+    if nn.pair(dilation, "dilation") != (1, 1) or ceil_mode or return_indices:
+        raise ConversionError(f"{describe(node)}: max_pool2d with dilation, ceil_mode or return_indices has no funcdl "
                           "equivalent")
-    size, (ph, pw) = pair(kernel_size), pair(padding)
+    size, (ph, pw) = nn.pair(kernel_size, "kernel_size"), nn.pair(padding, "padding")
     pads = _merged_pad(node, value, (ph, ph, pw, pw), -_INF)
-    reader.emit(nn.MaxPool2D, pool_size=size, strides=pair(stride) if stride else size, padding=_padding(pads))
+    reader.emit(nn.MaxPool2D, pool_size=size, strides=nn.pair(stride, "stride") if stride else size, padding=_padding(pads))
     return reader.derive(node, value)
 
 
@@ -120,14 +126,14 @@ def avg_pool(reader, node, value, kernel_size, stride=None, padding=0, ceil_mode
     reader.take(node, value, pad_ok=True)
     _image(node, value, "avg_pool2d")
     if ceil_mode or divisor_override is not None:
-        raise ConfigError(f"{describe(node)}: avg_pool2d with ceil_mode or divisor_override has no funcdl equivalent")
-    size, (ph, pw) = pair(kernel_size), pair(padding)
+        raise ConversionError(f"{describe(node)}: avg_pool2d with ceil_mode or divisor_override has no funcdl equivalent")
+    size, (ph, pw) = nn.pair(kernel_size, "kernel_size"), nn.pair(padding, "padding")
     if value.pad is not None and not count_include_pad and (ph or pw):
-        raise ConfigError(f"{describe(node)}: explicit padding before avg_pool2d(padding>0, count_include_pad=False) "
+        raise ConversionError(f"{describe(node)}: explicit padding before avg_pool2d(padding>0, count_include_pad=False) "
                           "has no funcdl equivalent")
     include = bool(count_include_pad) or value.pad is not None  # explicitly padded zeros count as pixels
     pads = _merged_pad(node, value, (ph, ph, pw, pw), 0.0)
-    reader.emit(nn.AvgPool2D, pool_size=size, strides=pair(stride) if stride else size, padding=_padding(pads),
+    reader.emit(nn.AvgPool2D, pool_size=size, strides=nn.pair(stride, "stride") if stride else size, padding=_padding(pads),
                 count_include_pad=include)
     return reader.derive(node, value)
 
@@ -141,7 +147,7 @@ def adaptive_pool(reader, node, value, output_size, return_indices=False, is_max
     for size, out in zip((height, width), sizes):
         out = size if out is None else out
         if size % out or return_indices:
-            raise ConfigError(f"{describe(node)}: adaptive pooling of {height}x{width} to {sizes} (or with indices) "
+            raise ConversionError(f"{describe(node)}: adaptive pooling of {height}x{width} to {sizes} (or with indices) "
                               "has no funcdl equivalent; funcdl pools with fixed windows (the output must divide "
                               "the input)")
         window.append(size // out)
@@ -151,19 +157,18 @@ def adaptive_pool(reader, node, value, output_size, return_indices=False, is_max
 
 
 def batch_norm(reader, node, m, value, image):
-    import torch
     reader.take(node, value)
     name = type(m).__name__
     if m.running_mean is None or not m.track_running_stats:
-        raise ConfigError(f"{describe(node)}: {name}(track_running_stats=False) normalises with batch statistics "
+        raise ConversionError(f"{describe(node)}: {name}(track_running_stats=False) normalises with batch statistics "
                           "in inference; funcdl's BatchNorm uses running statistics")
     if m.momentum is None:
-        raise ConfigError(f"{describe(node)}: {name}(momentum=None) (cumulative average) has no funcdl equivalent")
+        raise ConversionError(f"{describe(node)}: {name}(momentum=None) (cumulative average) has no funcdl equivalent")
     if image:
         _image(node, value, name)
     elif len(value.shape) != 2:
-        raise ConfigError(f"{describe(node)}: {name} on shape {value.shape}: only (batch, features) inputs are supported")
-    index = reader.emit(nn.BatchNorm, momentum=round(1.0 - m.momentum, 12), epsilon=m.eps,
+        raise ConversionError(f"{describe(node)}: {name} on shape {value.shape}: only (batch, features) inputs are supported")
+    index = reader.emit(nn.BatchNorm, momentum=layouts.momentum_from_torch(m.momentum), epsilon=m.eps,
                         unbiased_running_var=True, use_scale=m.affine, use_bias=m.affine)
     vector = _vector(value.perm)
     if m.affine:
@@ -181,7 +186,7 @@ def layer_norm(reader, node, m, value):
     axes = len(m.normalized_shape)
     if value.layout == "nchw":
         if axes != 3:
-            raise ConfigError(f"{describe(node)}: LayerNorm over the last {axes} axes of an NCHW image has no funcdl "
+            raise ConversionError(f"{describe(node)}: LayerNorm over the last {axes} axes of an NCHW image has no funcdl "
                               "equivalent (funcdl holds images NHWC); normalise over (C, H, W)")
         vector = lambda a: a.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
     else:
@@ -199,25 +204,22 @@ def layer_norm(reader, node, m, value):
 def embedding(reader, node, m, value):
     reader.take(node, value)
     if m.max_norm is not None or m.scale_grad_by_freq:
-        raise ConfigError(f"{describe(node)}: Embedding with max_norm or scale_grad_by_freq has no funcdl equivalent")
+        raise ConversionError(f"{describe(node)}: Embedding with max_norm or scale_grad_by_freq has no funcdl equivalent")
     index = reader.emit(nn.Embedding, num_embeddings=m.num_embeddings, features=m.embedding_dim)
     reader.weight(index, "embedding", _key(node, "weight"))
     return reader.derive(node, value, layout="plain", perm=None)
 
 
 def recurrent(reader, node, m, value):
-    import torch
-
-    from interop._torch_modules import RECURRENT
     reader.take(node, value)
     name = type(m).__name__
     if len(node.args) + len(node.kwargs) != 1:
-        raise ConfigError(f"{describe(node)}: {name} called with an initial state; funcdl starts from zeros")
+        raise ConversionError(f"{describe(node)}: {name} called with an initial state; funcdl starts from zeros")
     if not m.batch_first or m.bidirectional or getattr(m, "proj_size", 0):
-        raise ConfigError(f"{describe(node)}: {name} must have batch_first=True, bidirectional=False and no proj_size "
+        raise ConversionError(f"{describe(node)}: {name} must have batch_first=True, bidirectional=False and no proj_size "
                           f"(funcdl sequences are (batch, time, features))")
     if len(value.shape) != 3 or value.layout != "plain" or value.perm is not None:
-        raise ConfigError(f"{describe(node)}: {name} needs a (batch, time, features) input, got shape {value.shape}")
+        raise ConversionError(f"{describe(node)}: {name} needs a (batch, time, features) input, got shape {value.shape}")
     if isinstance(m, torch.nn.LSTM):
         cls, extra, gates, cell = nn.LSTM, {"unit_forget_bias": False}, 4, "lstm"
     elif isinstance(m, torch.nn.GRU):
@@ -228,15 +230,15 @@ def recurrent(reader, node, m, value):
         if k and m.dropout:
             reader.emit(nn.Dropout, rate=float(m.dropout))
         index = reader.emit(cls, features=m.hidden_size, return_sequences=True, **extra)
-        reader.weight(index, "kernel", _key(node, f"weight_ih_l{k}"), lambda w: w.T)
-        reader.weight(index, "recurrent_kernel", _key(node, f"weight_hh_l{k}"), lambda w: w.T)
+        reader.weight(index, "kernel", _key(node, f"weight_ih_l{k}"), layouts.linear_from_torch)
+        reader.weight(index, "recurrent_kernel", _key(node, f"weight_hh_l{k}"), layouts.linear_from_torch)
         for name_funcdl, name_torch in (("bias", f"bias_ih_l{k}"), ("recurrent_bias", f"bias_hh_l{k}")):
             if m.bias:
                 reader.weight(index, name_funcdl, _key(node, name_torch))
             else:
                 zeros = np.zeros(gates * m.hidden_size, np.float32)
                 reader.weight(index, name_funcdl, None, lambda _, z=zeros: z)
-    if isinstance(m, RECURRENT):
+    if isinstance(m, tm.RECURRENT):
         reader.specs[-1].kwargs["return_sequences"] = m.return_sequences
         return reader.derive(node, value)
     meta = node.meta["tensor_meta"]
@@ -255,7 +257,7 @@ def getitem(reader, node, value, index):
     elif value.kind == "hidden":
         if index == 0:
             return Value("state", tuple(meta.shape), value.end, rnn=value.rnn)
-        raise ConfigError(f"{describe(node)}: the LSTM cell state c_n has no funcdl equivalent; use h_n or the output")
+        raise ConversionError(f"{describe(node)}: the LSTM cell state c_n has no funcdl equivalent; use h_n or the output")
     elif value.kind == "state":
         first = index[0] if isinstance(index, tuple) and all(i == slice(None) for i in index[1:]) else index
         if isinstance(first, int) and first % value.shape[0] == value.shape[0] - 1:
@@ -265,14 +267,14 @@ def getitem(reader, node, value, index):
         if (index[0] == slice(None) and all(i == slice(None) for i in index[2:]) and isinstance(step, int)
                 and step % value.shape[1] == value.shape[1] - 1):
             return last_step(reader, node, value)
-    raise ConfigError(f"{describe(node)}: indexing with {index!r} is not supported; funcdl supports out[0], "
+    raise ConversionError(f"{describe(node)}: indexing with {index!r} is not supported; funcdl supports out[0], "
                       "out[:, -1] of an LSTM/GRU/RNN output sequence and h_n[-1]")
 
 
 def _final_state(reader, node, value):
     """h_n[-1]: the last layer's final hidden state, i.e. that layer returning its last step."""
     if value.end != len(reader.specs):
-        raise ConfigError(f"{describe(node)}: h_n used after other layers were applied")
+        raise ConversionError(f"{describe(node)}: h_n used after other layers were applied")
     reader.specs[-1].kwargs["return_sequences"] = False
     meta = node.meta["tensor_meta"]
     return Value("tensor", tuple(meta.shape), value.end, dtype=meta.dtype)
@@ -287,20 +289,20 @@ def reshape(reader, node, value):
     if out == value.shape:
         return reader.derive(node, value)
     if out[0] != value.shape[0]:
-        raise ConfigError(f"{describe(node)}: reshaping {value.shape} to {out} changes the batch axis")
+        raise ConversionError(f"{describe(node)}: reshaping {value.shape} to {out} changes the batch axis")
     if value.layout == "nchw":
         _, channels, height, width = value.shape
-        perm = flatten_perm(channels, height, width)
+        perm = layouts.flatten_permutation(channels, height, width)
         if perm is not None and len(out) != 2:
-            raise ConfigError(f"{describe(node)}: reshaping an NCHW image {value.shape} to {out}: funcdl holds images "
+            raise ConversionError(f"{describe(node)}: reshaping an NCHW image {value.shape} to {out}: funcdl holds images "
                               "NHWC, so only flattening to (batch, C*H*W) is supported (or x.permute(0, 2, 3, 1) "
                               "first)")
     elif value.perm is not None:
-        raise ConfigError(f"{describe(node)}: reshaping a flattened NCHW image again has no funcdl equivalent")
+        raise ConversionError(f"{describe(node)}: reshaping a flattened NCHW image again has no funcdl equivalent")
     else:
         perm = None
     if len(out) == 4:
-        raise ConfigError(f"{describe(node)}: reshaping to 4-D {out} makes an NCHW image funcdl would hold NHWC; "
+        raise ConversionError(f"{describe(node)}: reshaping to 4-D {out} makes an NCHW image funcdl would hold NHWC; "
                           "not supported")
     if len(out) == 2:
         reader.emit(nn.Flatten)
@@ -318,14 +320,14 @@ def permute(reader, node, value, dims):
         return reader.derive(node, value, layout="nchw")
     if dims == tuple(range(len(dims))):
         return reader.derive(node, value)
-    raise ConfigError(f"{describe(node)}: permute{dims} is not supported; only NCHW <-> NHWC (0, 2, 3, 1) / (0, 3, 1, 2)")
+    raise ConversionError(f"{describe(node)}: permute{dims} is not supported; only NCHW <-> NHWC (0, 2, 3, 1) / (0, 3, 1, 2)")
 
 
 def pad(reader, node, value, pad, mode="constant", value_=None):
     reader.take(node, value)
     fill = 0.0 if value_ is None else float(value_)
     if mode != "constant" or len(pad) != 4 or value.layout != "nchw" or fill not in (0.0, -_INF) or min(pad) < 0:
-        raise ConfigError(f"{describe(node)}: only constant zero (or -inf before max pooling) padding of the H and W "
+        raise ConversionError(f"{describe(node)}: only constant zero (or -inf before max pooling) padding of the H and W "
                           f"axes of an NCHW image is supported, got pad={tuple(pad)}, mode={mode!r}, value={fill}")
     left, right, top, bottom = pad
     return reader.derive(node, value, pad=(top, bottom, left, right), pad_value=fill)
@@ -347,7 +349,7 @@ def _gelu(reader, node, value, approximate="none"):
 def _softmax(cls):
     def convert(reader, node, value, dim=None, dtype=None):
         if dtype is not None:
-            raise ConfigError(f"{describe(node)}: softmax with dtype= is not supported")
+            raise ConversionError(f"{describe(node)}: softmax with dtype= is not supported")
         return _activation(reader, node, value, cls, axis=_axis(value, dim))
     return convert
 
@@ -381,8 +383,6 @@ def _call(kind, reader, node, value, args):
 
 
 def _function_table():
-    import torch
-    import torch.nn.functional as F
     acts = {F.relu: ("relu", ("inplace",)), torch.relu: ("relu", ()), F.relu_: ("relu", ()),
             torch.relu_: ("relu", ()), F.leaky_relu: ("leaky_relu", ("negative_slope", "inplace")),
             torch.sigmoid: ("sigmoid", ()), F.sigmoid: ("sigmoid", ()), torch.tanh: ("tanh", ()),
@@ -436,10 +436,6 @@ def convert_method(reader, node):
 
 
 def _module_table():
-    import torch.nn as tnn
-
-    from interop import _torch_modules as tm
-
     def act(kind, *fields):
         return lambda r, n, m, v: _call(kind, r, n, v, {f: getattr(m, f) for f in fields})
     return {
