@@ -212,14 +212,33 @@ def check_labels(y, num_classes):
         return y
     if y.ndim != 1:
         raise DataError(f"labels must have shape (N,) or (N, {num_classes}); got {y.shape}")
-    if y.size == 0:
-        return y
-    if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
-        raise DataError(f"labels must be integers in [0, {num_classes}); got dtype {y.dtype} with non-integer values")
-    lo, hi = y.min(), y.max()
-    if lo < 0 or hi >= num_classes:
-        raise DataError(f"labels must be integers in [0, {num_classes}); found min={lo:g}, max={hi:g}")
+    check_class_labels(y, num_classes)
     return y
+
+
+def check_class_labels(y, num_classes=None, what="labels"):
+    """Integer class labels (N,) as int32, checked: whole numbers, >= 0, and < ``num_classes`` when known.
+
+    Float labels holding whole numbers are accepted (as keras does).
+
+    Raises:
+      DataError: naming ``what``, the offending dtype or the min/max found.
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"{what}: class labels must have shape (N,); got {y.shape}")
+    if y.size == 0:
+        return y.astype(np.int32)
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise DataError(f"{what}: class labels must be whole numbers, found non-integer values")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{what}: class labels have dtype {y.dtype}; they must be integers")
+    low, high = y.min(), y.max()
+    if low < 0 or (num_classes is not None and high >= num_classes):
+        bound = f"in [0, {num_classes})" if num_classes is not None else ">= 0"
+        raise DataError(f"{what}: labels must be integers {bound}; found min={low:g}, max={high:g}")
+    return y.astype(np.int32)
 
 
 def one_hot(labels, num_classes):

@@ -24,7 +24,7 @@ import funcdl as fd
 from funcdl import checkpoint, nn
 from funcdl.cli import main
 from funcdl.errors import ConfigError, DataError, FileFormatError, FuncdlError, ShapeError
-from funcdl.train.fit import History
+from funcdl.train import History, TrainState
 
 X = np.random.default_rng(0).random((20, 4, 4, 1), dtype=np.float32)
 Y = (np.arange(20) % 10).astype(np.int32)
@@ -108,7 +108,7 @@ def _checkpoint(folder, model, x, optimizer="adam"):
     """A checkpoint of ``model`` (untrained) as ``funcdl train --resume`` would write it."""
     variables = model.init(jax.random.key(0), x[:1])
     opt_state = fd.optim.get(optimizer, 1e-3, flavor="torch").init(variables["params"])
-    checkpoint.save(folder, History(variables=variables, opt_state=opt_state, seed=0))
+    checkpoint.save(folder, TrainState(variables, opt_state, 0), History(seed=0))
 
 
 def _torch_file(path, obj):

@@ -12,7 +12,8 @@ from funcdl.cli.registry import Command
 from funcdl.errors import ConfigError, NonFiniteError
 from funcdl.io import atomic_path, save_model
 from funcdl.train import callbacks, checkpoint, monitor, parallel, precision
-from funcdl.train.fit import LOOPS, evaluate, fit
+from funcdl.train.fit import evaluate, fit
+from funcdl.train.program import LOOPS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,12 +117,12 @@ def run(args: argparse.Namespace) -> int:
             _save(args.out, model, err.variables, datasets, None)
             print(f"note: the last good parameters were saved to {args.out}", file=sys.stderr)
         raise
-    history.variables = jax.device_get(history.variables)  # host copies: data-parallel arrays span devices
+    variables = jax.device_get(history.variables)  # host copies: data-parallel arrays span devices
     _finish_monitors(watchers, args)
-    test = evaluate(model, history.variables, datasets.test, loss=args.loss, eager=args.eager)
+    test = evaluate(model, variables, datasets.test, loss=args.loss, eager=args.eager)
     result = _result(args, datasets, model, history, test)
     if args.out:
-        _save(args.out, model, history.variables, datasets, result)
+        _save(args.out, model, variables, datasets, result)
     if jax.process_index() == 0:
         _report(result, args.json)
     return 0

@@ -1,6 +1,6 @@
 """Seeing training: TensorBoard event files and a PNG report of per-layer weight statistics.
 
-Both are ``fit`` callbacks (see ``funcdl.callbacks``)::
+Both are ``fit`` callbacks (see ``funcdl.train.callbacks``)::
 
     board = fd.monitor.TensorBoard("runs/mlp", learning_rate=1e-3)
     report = fd.monitor.Report("runs/mlp/report.png")
@@ -19,30 +19,34 @@ report is saved.
 import math
 import struct
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 
 from funcdl.errors import DataError, require
 from funcdl.io import atomic_path
+from funcdl.train.callbacks import Callback
+from funcdl.train.history import History
+from funcdl.train.step import TrainState
 
 SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
-def layer_arrays(params):
+def layer_arrays(params: Any) -> dict[str, np.ndarray]:
     """``{'layers_0/kernel': numpy array, ...}``: every parameter array on the host, by pytree path."""
     flat, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(params))
     return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(value, np.float32)
             for path, value in flat}
 
 
-def update_ratio(previous, current):
+def update_ratio(previous: np.ndarray, current: np.ndarray) -> float:
     """``||current - previous|| / ||previous||`` (NaN when ``previous`` is all zeros, e.g. a fresh bias)."""
     norm = float(np.linalg.norm(previous))
     return float(np.linalg.norm(current - previous)) / norm if norm > 0 else math.nan
 
 
-class LayerStats:
+class LayerStats(Callback):
     """Callback recording, per epoch, the logs and each layer's weight norm and update/weight ratio.
 
     Attributes:
@@ -54,26 +58,26 @@ class LayerStats:
         self.logs, self.weight_norms, self.update_ratios = {}, {}, {}
         self.previous = None
 
-    def on_train_begin(self, run):
-        self.previous = layer_arrays(run.variables["params"])
+    def on_train_begin(self, state: TrainState, history: History) -> None:
+        self.previous = layer_arrays(state.variables["params"])
 
-    def on_epoch_end(self, epoch, logs, run):
-        current = layer_arrays(run.variables["params"])
+    def on_epoch_end(self, epoch, logs, state, history):
+        current = layer_arrays(state.variables["params"])
         previous = self.previous if self.previous is not None else current
         for name, weights in current.items():
             self.weight_norms.setdefault(name, []).append(float(np.linalg.norm(weights)))
             self.update_ratios.setdefault(name, []).append(update_ratio(previous[name], weights))
         for key, value in logs.items():
             self.logs.setdefault(key, []).append(value)
-        self.record(epoch, logs, run, previous, current)
+        self.record(epoch, logs, state, previous, current)
         self.previous = current
-        return False
+        return None
 
-    def record(self, epoch, logs, run, previous, current):
+    def record(self, epoch: int, logs: dict, state: TrainState, previous: dict, current: dict) -> None:
         """Hook for subclasses: called after the statistics of ``epoch`` are stored."""
 
 
-def find_learning_rate(opt_state):
+def find_learning_rate(opt_state: Any) -> float | None:
     """The learning rate held in an optimizer state (``optax.inject_hyperparams``), or None."""
     flat, _ = jax.tree_util.tree_flatten_with_path(opt_state)
     for path, value in flat:
@@ -97,7 +101,7 @@ class TensorBoard(LayerStats):
       histograms: also write the histograms (they cost a host copy of every weight).
     """
 
-    def __init__(self, logdir, learning_rate=None, histograms=True):
+    def __init__(self, logdir: str | Path, learning_rate: Any = None, histograms: bool = True):
         super().__init__()
         self.logdir, self.learning_rate, self.histograms = Path(logdir), learning_rate, histograms
         self.writer = None
@@ -110,18 +114,18 @@ class TensorBoard(LayerStats):
             self.writer = tensorboardx.SummaryWriter(str(self.logdir))
         return self.writer
 
-    def _current_learning_rate(self, run):
+    def _current_learning_rate(self, state):
         if callable(self.learning_rate):
-            return float(self.learning_rate(run.step))
+            return float(self.learning_rate(int(state.step)))
         if self.learning_rate is not None:
             return float(self.learning_rate)
-        return find_learning_rate(run.opt_state)
+        return find_learning_rate(state.opt_state)
 
-    def record(self, epoch, logs, run, previous, current):
+    def record(self, epoch, logs, state, previous, current):
         writer, step = self._open(), epoch + 1
         for key, value in logs.items():
             writer.add_scalar(key, value, step)
-        learning_rate = self._current_learning_rate(run)
+        learning_rate = self._current_learning_rate(state)
         if learning_rate is not None:
             writer.add_scalar("learning_rate", learning_rate, step)
         for name, weights in current.items():
@@ -139,14 +143,14 @@ class TensorBoard(LayerStats):
         if scale > 0 and previous is not weights:
             writer.add_histogram(f"update_weight_ratio/{name}", np.abs(weights - previous) / scale, step)
 
-    def close(self):
+    def close(self) -> None:
         """Flush and close the event file."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None
 
 
-def read_events(logdir):
+def read_events(logdir: str | Path) -> dict[str, dict]:
     """Scalars and histograms of every TensorBoard event file under ``logdir``, without TensorFlow.
 
     Returns:
@@ -182,16 +186,16 @@ def _records(blob):
 class Report(LayerStats):
     """Callback collecting what :func:`write_report` plots; ``save()`` writes the PNG to ``path``."""
 
-    def __init__(self, path, title="training report"):
+    def __init__(self, path: str | Path, title: str = "training report"):
         super().__init__()
         self.path, self.title = Path(path), title
 
-    def save(self, path=None):
+    def save(self, path: str | Path | None = None) -> Path:
         """Write the report PNG (to ``path`` or the one given at construction); returns the path."""
         return write_report(path or self.path, self, self.title)
 
 
-def write_report(path, stats, title="training report"):
+def write_report(path: str | Path, stats: LayerStats, title: str = "training report") -> Path:
     """A 2x2 PNG: loss and accuracy curves, per-layer weight norms, per-layer update/weight ratios.
 
     Args:
@@ -200,7 +204,8 @@ def write_report(path, stats, title="training report"):
     Returns:
       the path written.
     """
-    from matplotlib.figure import Figure  # no pyplot: no global state, Agg by default for savefig
+    # matplotlib is imported only when a report is made (no pyplot: no global state, Agg by default for savefig)
+    from matplotlib.figure import Figure
 
     if not stats.logs:
         raise DataError("nothing to report: the callback saw no epoch (pass it to fit's callbacks)")
@@ -221,7 +226,7 @@ def write_report(path, stats, title="training report"):
 
 
 def _plot_curves(axis, series, names, title, log):
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # only when a report is made, as above
     for name in names:
         values = np.asarray(series.get(name, []), np.float64)
         if values.size and np.isfinite(values).any():

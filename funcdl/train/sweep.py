@@ -1,12 +1,13 @@
 """Hyper-parameter sweeps in one program: every (learning rate, seed) model trained at once with ``jax.vmap``.
 
-    result = fd.sweep.sweep(model, (x, y), lrs=[1e-3, 3e-3], seeds=[0, 1], epochs=5,
+    result = fd.sweep.sweep(model, x, y, lrs=[1e-3, 3e-3], seeds=[0, 1], epochs=5,
                             validation_data=(x_val, y_val))
     result.ranking()[0]      # {'lr': ..., 'seed': ..., 'val_accuracy': ..., ...}
 
 The K = len(lrs) x len(seeds) models share one compiled program: the train
 step is vmapped over (model state, learning rate, key) inside the scanned
-epoch, and the learning rate reaches the optimizer as a traced array.
+epoch, and the learning rate reaches the optimizer as a traced array. The
+epochs run in the loop ``fit`` runs in (``funcdl.train.loop``).
 
 Each model follows exactly what ``fd.fit(model, data, seed=s, optimizer=<lr>)``
 would do: initialisation, batch order and dropout keys all derive from its own
@@ -17,8 +18,8 @@ seeds measure the spread over initialisation *and* data order together.
 """
 import itertools
 import math
-import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from funcdl import losses as losses_lib
+from funcdl import nn
 from funcdl import optim as optim_lib
-from funcdl.errors import ConfigError, DataError, ShapeError
+from funcdl.errors import ConfigError, DataError
 from funcdl.io import atomic_path
-from funcdl.train.step import TrainState, make_eval, make_train_epoch, make_train_step
-from funcdl.train.checks import as_arrays, check_batch_size, check_data, check_model_fits
+from funcdl.train.checks import as_arrays, check_batch_size, check_data, check_epochs, check_model_fits
+from funcdl.train.epoch import epoch_key, make_eval, make_train_epoch, split_seed
+from funcdl.train.history import History
+from funcdl.train.loop import run_epochs
+from funcdl.train.step import TrainState, make_train_step
 
 
 @dataclass
@@ -55,11 +59,11 @@ class SweepResult:
     compile_seconds: float = 0.0
     epoch_seconds: list = field(default_factory=list)
 
-    def model_variables(self, index):
+    def model_variables(self, index: int) -> Any:
         """The variables of model ``index`` (as ``fd.fit`` would return them)."""
         return jax.tree.map(lambda leaf: leaf[index], self.variables)
 
-    def ranking(self):
+    def ranking(self) -> list[dict[str, Any]]:
         """Rows ``{'lr', 'seed', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'diverged', 'index'}``, best 1st.
 
         Best: not diverged, then highest final validation accuracy (training
@@ -81,7 +85,7 @@ def _finite_or(value, default):
     return value if math.isfinite(value) else default
 
 
-def grid(lrs, seeds):
+def grid(lrs: Sequence[float], seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(K,) learning rates and (K,) int seeds of every (lr, seed) pair, learning-rate major."""
     lrs, seeds = list(lrs), list(seeds)
     if not lrs or not seeds:
@@ -106,22 +110,11 @@ def _optimizer_factory(optimizer, flavor):
     raise ConfigError("sweep optimizer must be a name such as 'adam' or a function learning_rate -> optimizer")
 
 
-def _keys(seeds):
-    """(K,) init keys and (K,) training keys, split from each seed exactly as ``fit`` does."""
-    pairs = [jax.random.split(jax.random.key(int(seed))) for seed in seeds]
-    return jnp.stack([p[0] for p in pairs]), jnp.stack([p[1] for p in pairs])
-
-
 def _initial_states(model, make_optimizer, init_keys, lrs, x):
     """The K models' TrainStates, stacked: vmapped ``init`` then optimizer ``init``."""
     sample = jnp.asarray(x[:1])
-    try:
+    with nn.shape_errors(x.shape[1:]):
         jax.eval_shape(model.init, init_keys[0], sample)  # fail once, clearly, before vmapping
-    except Exception as err:  # flax / lax raise many types for mismatched shapes
-        if type(err).__module__.startswith("funcdl"):
-            raise
-        raise ShapeError(f"input of shape {tuple(x.shape[1:])} (per example) does not fit the model: "
-                         f"{str(err).splitlines()[0]}") from None
     # jit: one small program instead of every init op dispatched (and compiled) one by one
     variables = jax.jit(jax.vmap(lambda key: model.init(key, sample)))(init_keys)
     opt_state = jax.jit(jax.vmap(lambda lr, params: make_optimizer(lr).init(params)))(
@@ -138,7 +131,7 @@ def _make_program(model, loss_fn, make_optimizer, batch_size, shuffle, eval_batc
     def model_epoch(lr, state, x, y, train_key, epoch):
         step = make_train_step(model, loss_fn, make_optimizer(lr))
         epoch_fn = make_train_epoch(step, batch_size, shuffle, stop_on_nonfinite=True)
-        return epoch_fn(state, x, y, jax.random.fold_in(train_key, epoch))  # fit's per-epoch key
+        return epoch_fn(state, x, y, epoch_key(train_key, epoch))
 
     def program(lrs, states, x, y, train_keys, epoch, x_val, y_val):
         states, metrics = jax.vmap(model_epoch, in_axes=(0, 0, None, None, 0, None))(
@@ -164,23 +157,50 @@ def _epoch_logs(metrics, validation, num_validation):
     return logs, ~ok.all(1)
 
 
-def _prepare(model, train_data, validation_data, loss, batch_size):
-    loss_fn, label_kind = losses_lib.get(loss), losses_lib.label_kind(loss)
-    x, y = check_data(*as_arrays(train_data), label_kind)
-    check_batch_size(batch_size, len(x))
-    validation = (None, None)
-    if validation_data is not None:
-        validation = check_data(*as_arrays(validation_data, "validation data"), label_kind, "validation data")
-    return loss_fn, label_kind, (x, y), validation
+class SweepEpochs:
+    """The sweep's epochs for the shared loop: every model's epoch and validation in one compiled program.
+
+    ``run`` calls the program on the K stacked states; ``logs`` gives per-model (K,) arrays and marks
+    the models whose epoch had a non-finite step in ``diverged``.
+    """
+
+    def __init__(self, program: Callable, arguments: list, num_validation: int | None):
+        self.program, self.arguments, self.num_validation = program, arguments, num_validation
+        self.diverged = np.zeros(len(arguments[0]), bool)
+
+    @classmethod
+    def build(cls, program: Callable, lrs: np.ndarray, states: TrainState, x: np.ndarray, y: np.ndarray,
+              train_keys: jax.Array, validation: tuple | None) -> tuple["SweepEpochs", float]:
+        """(the compiled sweep, seconds spent compiling) for these arrays."""
+        x_val, y_val = validation if validation is not None else (None, None)
+        arguments = [jnp.asarray(lrs, jnp.float32), states, jnp.asarray(x), jnp.asarray(y), train_keys,
+                     jnp.int32(0), None if x_val is None else jnp.asarray(x_val),
+                     None if y_val is None else jnp.asarray(y_val)]
+        start = time.perf_counter()
+        compiled = jax.jit(program).lower(*arguments).compile()
+        return cls(compiled, arguments, None if x_val is None else len(x_val)), time.perf_counter() - start
+
+    def run(self, states: TrainState, epoch: int) -> tuple[TrainState, tuple]:
+        lrs, _, x, y, train_keys, _, x_val, y_val = self.arguments
+        states, metrics, validation = self.program(lrs, states, x, y, train_keys, jnp.int32(epoch), x_val, y_val)
+        return states, (metrics, validation)
+
+    def logs(self, epoch: int, before: TrainState, states: TrainState, metrics: tuple,
+             history: History) -> dict[str, np.ndarray]:
+        logs, bad = _epoch_logs(*metrics, self.num_validation)
+        self.diverged |= bad
+        return logs
 
 
-def sweep(model, train_data, *, lrs, seeds, loss="cross_entropy", optimizer="adam", flavor="torch", epochs=1,
-          batch_size=32, validation_data=None, shuffle=True, eval_batch_size=1024, verbose=True):
+def sweep(model: Any, x: Any, y: Any = None, *, lrs: Sequence[float], seeds: Sequence[int],
+          loss: str | Callable = "cross_entropy", optimizer: str | Callable = "adam", flavor: str = "torch",
+          epochs: int = 1, batch_size: int = 32, validation_data: Any = None, shuffle: bool = True,
+          eval_batch_size: int = 1024, verbose: bool = True) -> SweepResult:
     """Train one model per (learning rate, seed) pair, all at once in one compiled program.
 
     Args:
       model: a funcdl layer, as for ``fd.fit``.
-      train_data: ``(x, y)`` or an ArrayDataset; images NHWC.
+      x, y: the training data, as for ``fd.fit``; images NHWC.
       lrs, seeds: the grid; K = len(lrs) * len(seeds) models, learning-rate major.
       loss: a loss name or function, as for ``fd.fit``.
       optimizer: an optimizer name of ``funcdl.optim`` (with ``flavor``), or a function
@@ -192,47 +212,33 @@ def sweep(model, train_data, *, lrs, seeds, loss="cross_entropy", optimizer="ada
     """
     lr_grid, seed_grid = grid(lrs, seeds)
     make_optimizer = _optimizer_factory(optimizer, flavor)
-    loss_fn, label_kind, (x, y), (x_val, y_val) = _prepare(model, train_data, validation_data, loss, batch_size)
-    init_keys, train_keys = _keys(seed_grid)
+    loss_fn, label_kind = losses_lib.get(loss), losses_lib.label_kind(loss)
+    x, y = check_data(*as_arrays(x, y), label_kind)
+    check_batch_size(batch_size, len(x))
+    check_epochs(epochs)
+    validation = None if validation_data is None else check_data(
+        *as_arrays(validation_data, what="validation data"), label_kind, "validation data")
+    keys = [split_seed(int(seed)) for seed in seed_grid]
+    init_keys, train_keys = jnp.stack([key[0] for key in keys]), jnp.stack([key[1] for key in keys])
     states = _initial_states(model, make_optimizer, init_keys, lr_grid, x)
     check_model_fits(model, jax.tree.map(lambda leaf: leaf[0], states.variables), x, y, label_kind)
     program = _make_program(model, loss_fn, make_optimizer, batch_size, shuffle, eval_batch_size)
-    args = [jnp.asarray(lr_grid, jnp.float32), states, jnp.asarray(x), jnp.asarray(y), train_keys, jnp.int32(0),
-            None if x_val is None else jnp.asarray(x_val), None if y_val is None else jnp.asarray(y_val)]
-    start = time.perf_counter()
-    compiled = jax.jit(program).lower(*args).compile()
-    result = SweepResult(lr_grid, seed_grid, diverged=np.zeros(len(lr_grid), bool),
-                         compile_seconds=time.perf_counter() - start)
-    _run_epochs(result, compiled, args, epochs, verbose)
-    return result
+    sweep_epochs, seconds = SweepEpochs.build(program, lr_grid, states, x, y, train_keys, validation)
+    history = History(compile_seconds=seconds)
+    states = run_epochs(sweep_epochs, states, history, epochs, verbose=verbose,
+                        desc=f"sweep ({len(lr_grid)} models)")
+    return SweepResult(lr_grid, seed_grid, {key: np.stack(values, axis=1) for key, values in history.history.items()},
+                       sweep_epochs.diverged, states.variables, seconds, history.epoch_seconds)
 
 
-def _run_epochs(result, compiled, args, epochs, verbose):
-    per_epoch = {}
-    for epoch in tqdm(range(epochs), desc=f"sweep ({len(result.lrs)} models)", unit="epoch", file=sys.stderr,
-                      disable=not verbose):
-        args[5] = jnp.int32(epoch)
-        start = time.perf_counter()
-        states, metrics, validation = compiled(*args)
-        states = jax.block_until_ready(states)
-        result.epoch_seconds.append(time.perf_counter() - start)
-        args[1] = states
-        logs, bad = _epoch_logs(jax.device_get(metrics), jax.device_get(validation),
-                                None if args[6] is None else args[6].shape[0])
-        result.diverged |= bad
-        for key, values in logs.items():
-            per_epoch.setdefault(key, []).append(values)
-    result.history = {key: np.stack(values, axis=1) for key, values in per_epoch.items()}
-    result.variables = args[1].variables
-
-
-def plot(result, path, metric="val_accuracy"):
+def plot(result: SweepResult, path: str | Path, metric: str = "val_accuracy") -> Path:
     """Write a PNG of ``metric`` per epoch, one line per model (colour: learning rate, style: seed).
 
     Returns:
       the path written.
     """
-    from matplotlib.figure import Figure  # no pyplot: no global state
+    # matplotlib is imported only when a plot is made: importing funcdl stays fast (no pyplot: no global state)
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     if metric not in result.history:
