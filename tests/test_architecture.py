@@ -1,4 +1,4 @@
-"""The import contract: arrows point down (funcdl <- interop <- bench).
+"""The import contract: arrows point down (funcdl <- interop <- bench), and no first-party import cycles.
 
 The core imports only jax/flax/optax/numpy and its own modules at import time;
 ``interop`` and ``bench`` register what they add through entry points. These
@@ -72,6 +72,62 @@ def test_the_cli_with_every_command_registered_loads_no_framework():
     loaded = _loaded_after("import funcdl.cli, funcdl.io.formats; funcdl.cli.build_parser(); "
                            "funcdl.io.formats.registered()")
     assert {"interop", "bench"} <= loaded and loaded & {"torch", "tensorflow", "keras"} == set()
+
+
+def _module_name(path):
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _first_party_imports(path, modules):
+    """First-party modules ``path`` imports, at any depth (``from a import b`` counts as ``a.b`` when that is a
+    module)."""
+    edges = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            edges |= {alias.name for alias in node.names if alias.name in modules}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            named = {f"{node.module}.{alias.name}" for alias in node.names}
+            edges |= (named & modules) or ({node.module} & modules)
+    return edges
+
+
+def import_graph():
+    """{module: first-party modules it imports} for funcdl, interop and bench."""
+    paths = {_module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+    return {name: _first_party_imports(path, set(paths)) - {name} for name, path in paths.items()}
+
+
+def find_cycle(graph):
+    """One import cycle as a list of modules, or None."""
+    state = {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return stack[stack.index(target):] + [target]
+            if target not in state:
+                cycle = visit(target, stack + [target])
+                if cycle:
+                    return cycle
+        state[node] = "done"
+        return None
+    for start in sorted(graph):
+        if start not in state:
+            cycle = visit(start, [start])
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_cycle_check_sees_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_first_party_import_cycles():
+    assert find_cycle(import_graph()) is None
 
 
 @pytest.mark.parametrize("group, names", [

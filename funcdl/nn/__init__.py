@@ -5,9 +5,11 @@ are flax's own; ``variables['params']`` holds the weights and
 ``variables['batch_stats']`` the BatchNorm running statistics.
 """
 from funcdl.nn._activations import (
-    ACTIVATIONS, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh, gelu, gelu_tanh,
-    get_activation, leaky_relu, linear, log_softmax, relu, sigmoid, softmax, softplus, tanh)
-from funcdl.nn._base import REGISTRY, Layer, from_config, takes_train, to_config
+    ACTIVATIONS, GELU, TABLE, Activation, ActivationLayer, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus,
+    Tanh, activation, activation_layer, activation_of, gelu, gelu_tanh, get_activation, leaky_relu, linear,
+    log_softmax, option_names, relu, sigmoid, softmax, softplus, tanh)
+from funcdl.nn._base import REGISTRY, Layer, takes_train
+from funcdl.nn._config import from_config, to_config
 from funcdl.nn._conv import Conv2D, conv_as_matmul, conv_implementation, explicit_padding, pair, padding_spec
 from funcdl.nn._dense import Dense, Embedding
 from funcdl.nn._init import NAMES as initializers
@@ -20,7 +22,8 @@ from funcdl.nn._shapes import (check_variables, count_params, init_shapes, input
                                shape_errors, summary, variable_shapes)
 
 __all__ = [
-    "ACTIVATIONS", "AvgPool2D", "BatchNorm", "check_variables", "Conv2D", "conv_as_matmul", "conv_implementation",
+    "ACTIVATIONS", "Activation", "ActivationLayer", "activation", "activation_layer", "activation_of", "option_names", "TABLE",
+    "AvgPool2D", "BatchNorm", "check_variables", "Conv2D", "conv_as_matmul", "conv_implementation",
     "count_params", "Dense", "Dropout", "Embedding", "explicit_padding", "Flatten", "from_config", "GELU", "gelu",
     "gelu_tanh", "get_activation", "GRU", "ImageRows", "init_shapes", "initializers", "input_dtype", "Layer",
     "layer_shapes", "LayerNorm", "leaky_relu", "LeakyReLU", "linear", "log_softmax", "LogSoftmax", "LSTM",

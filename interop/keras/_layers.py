@@ -21,9 +21,8 @@ def layer_tensors(variables, index):
 
 # ---- keras layer -> funcdl layers ------------------------------------------------------------------------
 
-# keras activation name -> funcdl activation name usable inside Dense / Conv2D (same function).
-KERAS_ACTIVATIONS = {"linear": None, "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax",
-                     "log_softmax": "log_softmax", "softplus": "softplus", "gelu": "gelu"}
+# keras activation name -> funcdl activation name usable inside Dense / Conv2D (same function), from nn.TABLE.
+KERAS_ACTIVATIONS = {row.keras: None if row.layer is None else row.name for row in nn.TABLE if row.keras}
 KERAS_LEAKY_SLOPE = 0.2  # keras.activations.leaky_relu's default negative_slope (funcdl's is 0.01)
 _RNN_DEFAULTS = {"return_state": False, "go_backwards": False, "stateful": False, "use_bias": True,
                  "dropout": 0.0, "recurrent_dropout": 0.0}
@@ -58,8 +57,7 @@ def activation_from_keras(name, where):
 
 def activation_layers_from_keras(name, where):
     """funcdl layers for ``keras.layers.Activation(name)``."""
-    layers = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "softmax": nn.Softmax,
-              "log_softmax": nn.LogSoftmax, "softplus": nn.Softplus, "gelu": nn.GELU}
+    layers = {row.keras: row for row in nn.TABLE if row.keras and row.layer is not None}
     if not isinstance(name, str):
         raise unsupported(where, f"a custom activation {name!r}")
     if name == "linear":
@@ -67,7 +65,7 @@ def activation_layers_from_keras(name, where):
     if name == "leaky_relu":
         return [nn.LeakyReLU(KERAS_LEAKY_SLOPE)]
     if name in layers:
-        return [layers[name]()]
+        return [layers[name].layer(**layers[name].options)]
     raise unsupported(where, f"activation {name!r}; supported: {', '.join(sorted(layers))}, leaky_relu, linear")
 
 
@@ -209,8 +207,8 @@ KERAS_SUPPORTED = sorted(FROM_KERAS) + ["ZeroPadding2D (before Conv2D / AverageP
 # Each converter returns the keras layers for funcdl layer ``layers_{i}``; the one holding the weights is
 # named ``layers_{i}`` itself (helpers get suffixes), so weight files and round trips line up by name.
 
-TO_KERAS_ACTIVATIONS = {None: "linear", "linear": "linear", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
-                        "softmax": "softmax", "log_softmax": "log_softmax", "softplus": "softplus", "gelu": "gelu"}
+# funcdl activation name (Dense / Conv2D / SimpleRNN ``activation``) -> keras', from nn.TABLE.
+TO_KERAS_ACTIVATIONS = {None: "linear", **{row.name: row.keras for row in nn.TABLE if row.keras}}
 
 
 def refused(layer, name, what):

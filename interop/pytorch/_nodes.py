@@ -23,7 +23,8 @@ SUPPORTED = (
     "squeeze/unsqueeze/permute(0, 2, 3, 1), x.size(), out[:, -1] and h_n[-1] after LSTM/GRU/RNN")
 RECURRENT = (nn.LSTM, nn.GRU, nn.SimpleRNN)
 # Layers that act on each time step alone, so out[:, -1] may be taken before them.
-_TIMEWISE = (nn.Dense, nn.Dropout, nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.Softplus)
+_TIMEWISE = (nn.Dense, nn.Dropout) + tuple(dict.fromkeys(row.layer for row in nn.TABLE
+                                                          if row.elementwise and row.layer is not None))
 
 
 @dataclasses.dataclass

@@ -342,30 +342,29 @@ def identity(reader, node, value):
     return reader.derive(node, value)
 
 
-def _gelu(reader, node, value, approximate="none"):
-    return _activation(reader, node, value, nn.GELU, approximate=approximate == "tanh")
+def _torch_option(name):
+    """torch's name for a funcdl activation setting (the rest are the same)."""
+    return "dim" if name == "axis" else name
 
 
-def _softmax(cls):
-    def convert(reader, node, value, dim=None, dtype=None):
-        if dtype is not None:
-            raise ConversionError(f"{describe(node)}: softmax with dtype= is not supported")
-        return _activation(reader, node, value, cls, axis=_axis(value, dim))
-    return convert
+def activation_call(kind, reader, node, value, args):
+    """funcdl's layer for torch's activation ``kind`` (an ``nn.TABLE`` name) called with torch's ``args``.
 
-
-def _simple(cls, **fixed):
-    def convert(reader, node, value, **kwargs):
-        return _activation(reader, node, value, cls, **{k: float(kwargs.get(k, v)) for k, v in fixed.items()})
-    return convert
-
-
-_ACT = {
-    "relu": _simple(nn.ReLU), "leaky_relu": _simple(nn.LeakyReLU, negative_slope=0.01),
-    "sigmoid": _simple(nn.Sigmoid), "tanh": _simple(nn.Tanh), "softmax": _softmax(nn.Softmax),
-    "log_softmax": _softmax(nn.LogSoftmax), "gelu": _gelu,
-    "softplus": _simple(nn.Softplus, beta=1.0, threshold=20.0),
-}
+    Settings map by name, except torch's ``dim`` (funcdl's ``axis`` of that dim) and ``approximate``
+    (``'tanh'`` / ``'none'`` in torch, a bool in funcdl); absent ones keep funcdl's defaults (torch's).
+    """
+    row = nn.activation(kind)
+    if args.get("dtype") is not None:
+        raise ConversionError(f"{describe(node)}: {kind} with dtype= is not supported")
+    options = {}
+    for name in nn.option_names(row.function):
+        if name == "axis":
+            options[name] = _axis(value, args.get("dim"))
+        elif name == "approximate":
+            options[name] = args.get("approximate", "none") == "tanh"
+        elif name in args:
+            options[name] = float(args[name])
+    return _activation(reader, node, value, row.layer, **options)
 _ARG_NAMES = {"relu": (), "sigmoid": (), "tanh": (), "leaky_relu": ("negative_slope",), "softmax": ("dim",),
               "log_softmax": ("dim",), "gelu": ("approximate",), "softplus": ("beta", "threshold")}
 _DROP = ("inplace", "_stacklevel", "training", "train")
@@ -373,8 +372,8 @@ _DROP = ("inplace", "_stacklevel", "training", "train")
 
 def _call(kind, reader, node, value, args):
     args = {k: v for k, v in args.items() if k not in _DROP and k != "input"}
-    if kind in _ACT:
-        return _ACT[kind](reader, node, value, **args)
+    if kind in nn.ACTIVATIONS:
+        return activation_call(kind, reader, node, value, args)
     return {"dropout": dropout, "reshape": lambda r, n, v, **_: reshape(r, n, v), "identity": identity,
             "max_pool2d": max_pool, "avg_pool2d": avg_pool, "permute": permute, "pad": pad,
             "adaptive_avg_pool2d": adaptive_pool,
@@ -435,10 +434,17 @@ def convert_method(reader, node):
     return _call(kind, reader, node, value, args)
 
 
+def _activation_modules():
+    """torch activation module class -> converter, one per ``nn.TABLE`` row (settings read by torch's names)."""
+    def act(kind, names):
+        return lambda r, n, m, v: _call(kind, r, n, v, {name: getattr(m, name) for name in names})
+    return {getattr(tnn, row.torch): act(row.name, [_torch_option(name) for name in nn.option_names(row.function)])
+            for row in nn.TABLE if row.torch and not row.options}
+
+
 def _module_table():
-    def act(kind, *fields):
-        return lambda r, n, m, v: _call(kind, r, n, v, {f: getattr(m, f) for f in fields})
     return {
+        **_activation_modules(),
         tnn.Linear: linear, tnn.Conv2d: conv2d, tnn.Embedding: embedding, tnn.LayerNorm: layer_norm,
         tnn.LSTM: recurrent, tnn.GRU: recurrent, tnn.RNN: recurrent,
         tnn.BatchNorm1d: lambda r, n, m, v: batch_norm(r, n, m, v, image=False),
@@ -455,9 +461,6 @@ def _module_table():
         tm.Permute: lambda r, n, m, v: permute(r, n, v, m.dims),
         tnn.ZeroPad2d: lambda r, n, m, v: pad(r, n, v, m.padding),
         tnn.ConstantPad2d: lambda r, n, m, v: pad(r, n, v, m.padding, value_=m.value),
-        tnn.ReLU: act("relu"), tnn.LeakyReLU: act("leaky_relu", "negative_slope"), tnn.Sigmoid: act("sigmoid"),
-        tnn.Tanh: act("tanh"), tnn.Softmax: act("softmax", "dim"), tnn.LogSoftmax: act("log_softmax", "dim"),
-        tnn.GELU: act("gelu", "approximate"), tnn.Softplus: act("softplus", "beta", "threshold"),
     }
 
 

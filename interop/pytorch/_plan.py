@@ -20,7 +20,6 @@ from interop.pytorch import _modules as tm
 SUPPORTED = ("Dense, Conv2D, MaxPool2D, AvgPool2D, BatchNorm, LayerNorm, Embedding, SimpleRNN, LSTM, GRU, "
              "Dropout, Flatten, Reshape, ImageRows, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax, "
              "Softplus, GELU")
-_ACTIVATION_TYPES = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.LogSoftmax, nn.Softplus, nn.GELU)
 _RECURRENT = (nn.SimpleRNN, nn.LSTM, nn.GRU)
 
 
@@ -77,17 +76,24 @@ def _explicit_pads(padding, shape, kernel, strides, dilation=(1, 1)):
     return (top, bottom, left, right)
 
 
+def torch_activation(layer, dim):
+    """The ``torch.nn`` module computing the funcdl activation ``layer`` (``nn.TABLE``); ``dim``: torch's axis.
+
+    Settings map by name, except funcdl's ``axis`` (torch's ``dim``, given) and ``approximate`` (a bool in
+    funcdl, ``'tanh'`` / ``'none'`` in torch).
+    """
+    options = layer.options()
+    if "axis" in options:
+        options = {"dim": dim}
+    if "approximate" in options:
+        options["approximate"] = "tanh" if options["approximate"] else "none"
+    return getattr(tnn, nn.activation_of(layer).torch)(**options)
+
+
 def _torch_activation(name, dim):
-    """The torch module of a funcdl activation name (Dense/Conv2D ``activation``), or None."""
-    table = {"relu": tnn.ReLU, "leaky_relu": tnn.LeakyReLU, "sigmoid": tnn.Sigmoid, "tanh": tnn.Tanh,
-             "softplus": tnn.Softplus, "gelu": tnn.GELU}
-    if name in (None, "linear"):
-        return None
-    if name in table:
-        return table[name]()
-    if name == "gelu_tanh":
-        return tnn.GELU(approximate="tanh")
-    return {"softmax": tnn.Softmax, "log_softmax": tnn.LogSoftmax}[name](dim=dim)
+    """The torch module of a funcdl activation name (Dense/Conv2D ``activation``), or None for the identity."""
+    row = nn.activation(name or "linear")
+    return None if row.layer is None else torch_activation(row.layer(**row.options), dim)
 
 
 def _dense(p, index, layer, shape):
@@ -205,7 +211,7 @@ def _dense_follows(layers):
             return True
         one_axis = isinstance(layer, (nn.BatchNorm, nn.Dropout, nn.Flatten)) or (
             isinstance(layer, nn.LayerNorm) and layer.num_axes == 1)
-        if not (one_axis or isinstance(layer, _ACTIVATION_TYPES)):
+        if not (one_axis or isinstance(layer, nn.ActivationLayer)):
             return False
     return False
 
@@ -286,19 +292,11 @@ def _simple_layer(p, index, layer, shape):
     """Parameter-free layers that keep the shape: activations, Dropout. Returns False if not one."""
     if isinstance(layer, nn.Dropout):
         p.add(tnn.Dropout(layer.rate))
-    elif isinstance(layer, (nn.Softmax, nn.LogSoftmax)):
-        axis = layer.axis % (len(shape) + 1)
+    elif isinstance(layer, nn.ActivationLayer):
+        axis = layer.options().get("axis", -1) % (len(shape) + 1)
         if len(shape) == 3 and p.layout == "nchw":
-            axis = {0: 0, 1: 2, 2: 3, 3: 1}[axis]
-        p.add((tnn.Softmax if isinstance(layer, nn.Softmax) else tnn.LogSoftmax)(dim=axis))
-    elif isinstance(layer, nn.LeakyReLU):
-        p.add(tnn.LeakyReLU(layer.negative_slope))
-    elif isinstance(layer, nn.Softplus):
-        p.add(tnn.Softplus(layer.beta, layer.threshold))
-    elif isinstance(layer, nn.GELU):
-        p.add(tnn.GELU(approximate="tanh" if layer.approximate else "none"))
-    elif isinstance(layer, (nn.ReLU, nn.Sigmoid, nn.Tanh)):
-        p.add({nn.ReLU: tnn.ReLU, nn.Sigmoid: tnn.Sigmoid, nn.Tanh: tnn.Tanh}[type(layer)]())
+            axis = layouts.NHWC_TO_NCHW.index(axis)  # funcdl's NHWC axis -> torch's NCHW one
+        p.add(torch_activation(layer, axis))
     else:
         return False
     return True
