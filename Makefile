@@ -8,7 +8,7 @@ DATA_DIR ?= $(or $(FUNCDL_DATA_DIR),../shared/data)
 DATA_FLAG := $(if $(wildcard $(DATA_DIR)/mnist),--data-dir $(DATA_DIR))
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ demo: setup
 
 test: setup
 	FUNCDL_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/python -m pytest $(PYTEST_ARGS) -q
+
+# ruff (lint and import order) and mypy (types), both configured in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/funcdl bench --suite cpu --quick

@@ -16,8 +16,9 @@ Models:
   resnet  a ResNet-8 (16-32-64 channels, one residual block a stage) on
           synthetic 32x32x3 images with random labels, batch 128.
 """
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as linen
 import jax

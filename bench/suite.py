@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench import report
 from bench._common import empty_row
@@ -69,10 +70,10 @@ MODEL_NAMES = ("mlp", "cnn", "lstm", "gru", "resnet")
 SUITES = ("cpu", "gpu")
 
 # --quick: a fixed number of batches per timed epoch (epoch time extrapolated), accuracy for the MLP only.
-# Conv models get fewer: their steps cost 10-100x an MLP step in most frameworks on CPU.
-QUICK = {"batches": {"cnn": 8, "resnet": 4}, "default_batches": 16, "epochs": 3, "warmup": 1, "eager_steps": 1,
-         "accuracy_models": ("mlp",), "timeout": 300}
-FULL = {"batches": {}, "default_batches": None, "epochs": 3, "warmup": 1, "eager_steps": 10,
+# Conv models get fewer: on the CPU their steps cost far more than an MLP step in most frameworks.
+QUICK: dict[str, Any] = {"batches": {"cnn": 8, "resnet": 4}, "default_batches": 16, "epochs": 3, "warmup": 1,
+                         "eager_steps": 1, "accuracy_models": ("mlp",), "timeout": 300}
+FULL: dict[str, Any] = {"batches": {}, "default_batches": None, "epochs": 3, "warmup": 1, "eager_steps": 10,
         "accuracy_models": ("mlp", "cnn", "lstm", "gru"), "timeout": 3600}
 
 

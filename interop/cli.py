@@ -2,6 +2,7 @@
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from funcdl import models, nn
 from funcdl.cli.registry import Command
@@ -84,7 +85,7 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
 def run_inspect(args: argparse.Namespace) -> int:
     """Print the file's layers, output shapes and parameter counts."""
     model, variables, input_shape = _load(args, args.file)
-    rows = nn.summary(model, input_shape) if input_shape else [
+    rows: list[dict[str, Any]] = nn.summary(model, input_shape) if input_shape else [
         {"name": "-", "type": type(model).__name__, "output_shape": None, "params": nn.count_params(variables)}]
     total = nn.count_params(variables.get("params", {}))
     if args.json:

@@ -13,32 +13,34 @@ Each is a :class:`funcdl.io.formats.Format` named in the ``funcdl.formats``
 entry-point group of ``pyproject.toml``; frameworks are imported only when a
 file needs them.
 """
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from funcdl.errors import ConfigError
 from funcdl.io.formats import Format
 from interop import keras, pytorch, tensorflow
 
 
-def _read_torch(path: Path, model, input_shape, unsafe):
+def _read_torch(path: Path, model: Any, input_shape: Sequence[int] | None, unsafe: bool) -> tuple:
     if model is None and path.suffix.lower() in (".pt", ".pth"):
         raise ConfigError(f"{path} is a PyTorch state dict, which carries no architecture; pass --arch "
                           "(a zoo model name, a .funcdl file or an architecture .json)")
     return pytorch.load_torch_model(path, model, input_shape)
 
 
-def _read_keras(path: Path, model, input_shape, unsafe):
+def _read_keras(path: Path, model: Any, input_shape: Sequence[int] | None, unsafe: bool) -> tuple:
     return keras.load_keras_file(path, unsafe=unsafe)
 
 
-def _read_keras_weights(path: Path, model, input_shape, unsafe):
+def _read_keras_weights(path: Path, model: Any, input_shape: Sequence[int] | None, unsafe: bool) -> tuple:
     if model is None:
         raise ConfigError(f"{path} holds Keras weights only; pass --arch (a zoo model name or a .funcdl file)")
     model, variables = keras.load_keras_weights(path, model, input_shape)
     return model, variables, input_shape
 
 
-def _write_saved_model(path: Path, model, variables, input_shape):
+def _write_saved_model(path: Path, model: Any, variables: Any, input_shape: Sequence[int]) -> None:
     tensorflow.to_saved_model(model, variables, path, input_shape)
 
 

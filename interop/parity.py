@@ -13,6 +13,8 @@ the gradient and training comparisons: its random masks are framework-specific.
 import contextlib
 import statistics
 import time
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +32,7 @@ OPTIMIZERS = ("sgd", "adam", "rmsprop")
 FORWARD_ATOL, GRAD_RTOL, LOSS_RTOL = 1e-5, 1e-5, 1e-4
 
 
-def without_dropout(model):
+def without_dropout(model: Any) -> Any:
     """The same architecture with every Dropout at rate 0 (params unchanged)."""
     config = nn.to_config(model)
 
@@ -41,7 +43,7 @@ def without_dropout(model):
     return nn.from_config(strip(config))
 
 
-def keras_equivalent(model, variables):
+def keras_equivalent(model: Any, variables: Any) -> tuple[Any, dict[str, Any]]:
     """The model as Keras parametrises it: LSTM / SimpleRNN (and GRU without reset_after) with one bias.
 
     Both biases are summed into ``bias`` (the same function), so a gradient step
@@ -58,14 +60,14 @@ def keras_equivalent(model, variables):
     return nn.from_config(config), {**variables, "params": params}
 
 
-def max_differences(actual, expected):
+def max_differences(actual: Any, expected: Any) -> tuple[float, float]:
     """(max abs difference, max abs difference / max abs expected)."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     abs_diff = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
     return abs_diff, abs_diff / max(float(np.max(np.abs(expected))) if expected.size else 0.0, 1e-30)
 
 
-def tree_rel_difference(actual, expected):
+def tree_rel_difference(actual: Any, expected: Any) -> float:
     """Worst per-tensor relative difference between two flat {name: array} dicts.
 
     Each tensor's difference is divided by its own largest value, or by 10% of the
@@ -84,7 +86,7 @@ def tree_rel_difference(actual, expected):
 
 
 @contextlib.contextmanager
-def full_precision():
+def full_precision() -> Iterator[None]:
     """fp32 matmuls everywhere: XLA 'highest', no TF32 in torch or TF."""
     with jax.default_matmul_precision("highest"):
         yield
@@ -98,7 +100,8 @@ def _from_framework_layout(y):
     return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
 
 
-def make_batches(model, variables, input_shape, steps, batch_size, seed):
+def make_batches(model: Any, variables: Any, input_shape: Sequence[int], steps: int, batch_size: int,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     """``steps + 1`` batches (x NHWC float32 or int, y labels or targets) and the loss kind."""
     rng = np.random.default_rng(seed)
     layers = getattr(model, "layers", ())
@@ -255,7 +258,7 @@ class KerasRunner:
         return losses, seconds
 
 
-def make_runner(name, model, variables, input_shape, loss_kind):
+def make_runner(name: str, model: Any, variables: Any, input_shape: Sequence[int], loss_kind: str) -> Any:
     """The runner called ``name`` (one of RUNNERS)."""
     if name not in RUNNERS:
         raise ConfigError(choices_message("framework", name, RUNNERS))
@@ -281,8 +284,9 @@ def _runner_row(name, runner, reference, batches, trajectory, optimizer, learnin
             "first_step_seconds": seconds[0], "ok": ok, "note": None}
 
 
-def compare(model, variables, input_shape, runners=RUNNERS, steps=10, optimizer="sgd", learning_rate=0.01,
-            batch_size=16, seed=0, layers=True):
+def compare(model: Any, variables: Any, input_shape: Sequence[int], runners: Sequence[str] = RUNNERS, steps: int = 10,
+            optimizer: str = "sgd", learning_rate: float = 0.01, batch_size: int = 16, seed: int = 0,
+            layers: bool = True) -> dict[str, Any]:
     """Run ``model`` in every runner on the same batches and compare each with funcdl jit.
 
     Args:
@@ -345,7 +349,8 @@ def _single_layer(index, layer, variables):
     return nn.Sequential([layer]), sub_variables
 
 
-def layer_report(model, variables, input_shape, x, runners):
+def layer_report(model: Any, variables: Any, input_shape: Sequence[int], x: np.ndarray,
+                 runners: Sequence[str]) -> list[dict[str, Any]]:
     """Each layer converted alone and fed funcdl's own input to it: OK / INACCURATE per framework."""
     frameworks = [f for f, prefix in (("torch", "torch"), ("keras", "tf")) if any(r.startswith(prefix)
                                                                                    for r in runners)]
@@ -379,7 +384,7 @@ def _figure(value, spec=".1e"):
     return "-" if value is None else format(value, spec)
 
 
-def format_report(report):
+def format_report(report: dict[str, Any]) -> str:
     """The report as two plain-text tables (runners, then layers)."""
     lines = [f"parity: {report['optimizer']} lr={report['learning_rate']}, {report['steps']} steps, batch "
              f"{report['batch_size']}, loss {report['loss']}; tolerances forward {FORWARD_ATOL:g} abs, "

@@ -13,7 +13,9 @@ The module keeps the variables in ``loaded.funcdl_variables`` (named by
 pytree path, e.g. ``params/layers_1/kernel``; batch_stats are not trainable)
 and serves ``signatures['serving_default'](x=...) -> {'output': y}``.
 """
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +33,8 @@ def _path_name(path):
 
 def _module(tf, model, variables, input_shape, batch_size, platforms):
     """A tf.Module holding the variables and a traced ``serve`` function."""
-    from jax.experimental import jax2tf  # imports tensorflow: only once an export runs
+    # imports tensorflow: only once an export runs
+    from jax.experimental import jax2tf  # noqa: PLC0415
     leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
     module = tf.Module()
     module.funcdl_variables = [
@@ -52,7 +55,8 @@ def _module(tf, model, variables, input_shape, batch_size, platforms):
     return module
 
 
-def to_saved_model(model, variables, path, input_shape, batch_size=None, platforms=None):
+def to_saved_model(model: Any, variables: Any, path: str | Path, input_shape: Sequence[int],
+                   batch_size: int | None = None, platforms: Sequence[str] | None = None) -> Path:
     """Export ``model`` with ``variables`` as a TensorFlow SavedModel folder, atomically.
 
     Args:
@@ -76,7 +80,7 @@ def to_saved_model(model, variables, path, input_shape, batch_size=None, platfor
     return Path(path)
 
 
-def load_saved_model_outputs(path, x):
+def load_saved_model_outputs(path: str | Path, x: Any) -> np.ndarray:
     """Run a SavedModel written by ``to_saved_model`` on ``x`` in plain TensorFlow; returns a numpy array."""
     tf = frameworks.tensorflow()
     path = Path(path)

@@ -6,6 +6,8 @@ checks read the source (AST) and start a fresh interpreter, so a back-arrow
 added anywhere fails here.
 """
 import ast
+import importlib
+import inspect
 import json
 import subprocess
 import sys
@@ -137,3 +139,31 @@ def test_no_first_party_import_cycles():
 def test_satellites_register_through_entry_points(group, names):
     from importlib.metadata import entry_points
     assert {point.name for point in entry_points(group=group)} == names
+
+
+PUBLIC_MODULES = [
+    "funcdl", "funcdl.nn", "funcdl.losses", "funcdl.optim", "funcdl.models", "funcdl.data", "funcdl.errors",
+    "funcdl.io", "funcdl.io.formats", "funcdl.train", "funcdl.train.parallel", "funcdl.train.precision",
+    "funcdl.train.checkpoint", "funcdl.train.monitor", "funcdl.train.sweep", "funcdl.train.callbacks",
+    "funcdl.cli", "interop.pytorch", "interop.keras", "interop.tensorflow", "interop.parity", "interop.layouts",
+    "interop.frameworks",
+]
+
+
+def _public_functions(module):
+    names = getattr(module, "__all__", None) or [name for name in vars(module) if not name.startswith("_")]
+    for name in names:
+        value = getattr(module, name)
+        if inspect.isfunction(value) and value.__module__.split(".")[0] in PACKAGES:
+            yield f"{module.__name__}.{name}", value
+
+
+def test_the_public_api_is_typed():
+    untyped = []
+    for module_name in PUBLIC_MODULES:
+        for name, function in _public_functions(importlib.import_module(module_name)):
+            signature = inspect.signature(function)
+            missing = [p.name for p in signature.parameters.values() if p.annotation is inspect.Parameter.empty]
+            if missing or signature.return_annotation is inspect.Signature.empty:
+                untyped.append(f"{name}({', '.join(missing)}){'' if missing else ' (return)'}")
+    assert untyped == []

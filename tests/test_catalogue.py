@@ -13,8 +13,8 @@ import pathlib
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import numpy as np
@@ -34,7 +34,7 @@ def small_model():
     return nn.Sequential((nn.Flatten(), nn.Dense(10)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_variables():
     return small_model().init(jax.random.key(0), X[:1])
 
@@ -432,6 +432,7 @@ def test_bad_input(row, tmp_path, inputs, monkeypatch, capsys):
                 folder.chmod(0o755)
 
 
+@pytest.mark.subprocess
 def test_real_write_failure_leaves_nothing(tmp_path):
     """A write that really fails (a file size limit gives EFBIG, as a full disk gives ENOSPC): one line, exit 2."""
     source = tmp_path / "wide.funcdl"

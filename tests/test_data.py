@@ -365,6 +365,7 @@ def test_array_dataset_length_mismatch():
 # ------------------------------------------------------------------- import cost
 
 
+@pytest.mark.subprocess
 def test_import_does_not_pull_tensorflow_or_torch():
     code = ("import sys, funcdl.data; bad = [m for m in ('tensorflow', 'torch', 'tensorflow_datasets', 'sklearn') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")

@@ -17,7 +17,14 @@ from funcdl import nn  # noqa: E402
 from funcdl.errors import ConversionError, FileFormatError, MissingDependencyError  # noqa: E402
 from funcdl.io import flatten_variables, unflatten_variables  # noqa: E402
 from interop.pytorch import (  # noqa: E402
-    from_state_dict, from_torch, load_torch_file, load_torch_model, save_torch_file, to_state_dict, to_torch)
+    from_state_dict,
+    from_torch,
+    load_torch_file,
+    load_torch_model,
+    save_torch_file,
+    to_state_dict,
+    to_torch,
+)
 
 TOLERANCE = 1e-5
 
@@ -207,7 +214,7 @@ def _build(name):
     return _randomise_norms(factory()), example()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _converted(name):
     """(module, x, model, variables), converted once per test session; tests must not modify them."""
     module, x = _build(name)

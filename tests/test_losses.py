@@ -309,7 +309,7 @@ def test_gradients_match_torch():
         (lambda a: losses.mse(a, y), F.mse_loss, x, y),
     ]
     for ours, theirs, pred, target in cases:
-        g = jax.jit(jax.grad(lambda a: jnp.mean(ours(a))))(pred)
+        g = jax.jit(jax.grad(lambda a, ours=ours: jnp.mean(ours(a))))(pred)
         assert_close(g, torch_grad(theirs, pred, target), GRAD_RTOL, GRAD_ATOL, tag="grad")
 
 
@@ -444,6 +444,7 @@ def test_label_kind():
     assert losses.label_kind(lambda p, y: p) == "dense"
 
 
+@pytest.mark.subprocess
 def test_import_does_not_pull_in_torch_or_tensorflow():
     code = ("import sys, funcdl.losses; "
             "bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; "

@@ -473,6 +473,7 @@ def test_schedules_are_accepted_and_options_by_get():
                       optax.GradientTransformation)
 
 
+@pytest.mark.subprocess
 def test_import_does_not_pull_torch_or_tensorflow():
     code = ("import sys, funcdl.optim; "
             "bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; "

@@ -8,8 +8,17 @@ import pytest
 import funcdl as fd
 from funcdl import nn
 from funcdl.errors import ConfigError, DataError, NonFiniteError, ShapeError
-from funcdl.train import (Callback, EarlyStopping, ModelCheckpoint, Stop, TrainState, epoch_key, make_train_epoch,
-                          make_train_step, split_seed)
+from funcdl.train import (
+    Callback,
+    EarlyStopping,
+    ModelCheckpoint,
+    Stop,
+    TrainState,
+    epoch_key,
+    make_train_epoch,
+    make_train_step,
+    split_seed,
+)
 
 
 def small_mlp():

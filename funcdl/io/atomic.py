@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from funcdl.errors import FileFormatError
 
@@ -68,6 +69,16 @@ def _replace_folder(tmp, path):
         shutil.rmtree(old, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def save_png(figure: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Write a matplotlib ``figure`` to ``path`` as a PNG, atomically, creating its folder; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi)
+        tmp.chmod(0o644)  # a picture is for reading: not the private mode of a temporary file
+    return path
 
 
 def check_writable(path: str | Path) -> Path:

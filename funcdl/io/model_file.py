@@ -6,10 +6,14 @@ JSON of ``nn.to_config``), ``funcdl.input_shape`` and ``funcdl.format``.
 No pickle is involved, so loading a file never runs code.
 """
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flax import traverse_util
+from safetensors import safe_open
+from safetensors.numpy import load_file, save
 
 from funcdl import nn
 from funcdl.errors import ConfigError, FileFormatError
@@ -19,18 +23,19 @@ FORMAT = "1"
 SUFFIX = ".funcdl"
 
 
-def flatten_variables(variables):
+def flatten_variables(variables: Any) -> dict[str, np.ndarray]:
     """{'params/layers_1/kernel': np.ndarray, ...} from a nested variables dict."""
     flat = traverse_util.flatten_dict(dict(variables), sep="/")
     return {key: np.ascontiguousarray(np.asarray(value)) for key, value in flat.items()}
 
 
-def unflatten_variables(flat):
+def unflatten_variables(flat: Mapping[str, Any]) -> dict[str, Any]:
     """Nested variables dict from ``flatten_variables`` output."""
     return traverse_util.unflatten_dict(dict(flat), sep="/")
 
 
-def save_model(path, model, variables, input_shape=None, metadata=None):
+def save_model(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int] | None = None,
+               metadata: Mapping[str, Any] | None = None) -> None:
     """Write ``model`` and ``variables`` to ``path`` (safetensors), atomically.
 
     Args:
@@ -40,7 +45,6 @@ def save_model(path, model, variables, input_shape=None, metadata=None):
       input_shape: one example's shape without the batch axis, recorded for inspect/convert.
       metadata: extra str -> str entries.
     """
-    from safetensors.numpy import save
     header = {"funcdl.format": FORMAT, "funcdl.architecture": json.dumps(nn.to_config(model))}
     if input_shape is not None:
         header["funcdl.input_shape"] = json.dumps(list(input_shape))
@@ -50,9 +54,8 @@ def save_model(path, model, variables, input_shape=None, metadata=None):
         tmp.write_bytes(payload)  # Python's write, so a full disk is an OSError atomic_path reports
 
 
-def read_header(path):
+def read_header(path: str | Path) -> tuple[dict[str, str], list[str]]:
     """The metadata dict of a safetensors file, with clear errors for unreadable files."""
-    from safetensors import safe_open
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"{path} does not exist or is not a file")
@@ -63,13 +66,12 @@ def read_header(path):
         raise FileFormatError(f"{path} is not a valid safetensors file: {str(err).splitlines()[0]}") from None
 
 
-def load_model(path):
+def load_model(path: str | Path) -> tuple[Any, dict[str, Any], tuple[int, ...] | None]:
     """Read a funcdl model file.
 
     Returns:
       ``(model, variables, input_shape)``; ``input_shape`` is None when not recorded.
     """
-    from safetensors.numpy import load_file
     metadata, _ = read_header(path)
     if "funcdl.architecture" not in metadata:
         raise FileFormatError(f"{path} holds weights but no funcdl architecture; "

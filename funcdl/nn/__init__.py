@@ -5,12 +5,37 @@ are flax's own; ``variables['params']`` holds the weights and
 ``variables['batch_stats']`` the BatchNorm running statistics.
 """
 from funcdl.nn._activations import (
-    ACTIVATIONS, GELU, TABLE, Activation, ActivationLayer, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus,
-    Tanh, activation, activation_layer, activation_of, gelu, gelu_tanh, get_activation, leaky_relu, linear,
-    log_softmax, option_names, relu, sigmoid, softmax, softplus, tanh)
+    ACTIVATIONS,
+    GELU,
+    TABLE,
+    Activation,
+    ActivationLayer,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Tanh,
+    activation,
+    activation_layer,
+    activation_of,
+    gelu,
+    gelu_tanh,
+    get_activation,
+    leaky_relu,
+    linear,
+    log_softmax,
+    option_names,
+    relu,
+    sigmoid,
+    softmax,
+    softplus,
+    tanh,
+)
 from funcdl.nn._base import REGISTRY, Layer, takes_train
 from funcdl.nn._config import from_config, to_config
-from funcdl.nn._conv import Conv2D, conv_as_matmul, conv_implementation, explicit_padding, pair, padding_spec
+from funcdl.nn._conv import Conv2D, conv_as_matmul, conv_implementation, explicit_padding, padding_spec, pair
 from funcdl.nn._dense import Dense, Embedding
 from funcdl.nn._init import NAMES as initializers
 from funcdl.nn._norm import BatchNorm, LayerNorm
@@ -18,11 +43,21 @@ from funcdl.nn._pool import AvgPool2D, MaxPool2D
 from funcdl.nn._recurrent import GRU, LSTM, SimpleRNN
 from funcdl.nn._sequential import Sequential
 from funcdl.nn._shape import Dropout, Flatten, ImageRows, Reshape
-from funcdl.nn._shapes import (check_variables, count_params, init_shapes, input_dtype, layer_shapes, output_shape,
-                               shape_errors, summary, variable_shapes)
+from funcdl.nn._shapes import (
+    check_variables,
+    count_params,
+    init_shapes,
+    input_dtype,
+    layer_shapes,
+    output_shape,
+    shape_errors,
+    summary,
+    variable_shapes,
+)
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "ActivationLayer", "activation", "activation_layer", "activation_of", "option_names", "TABLE",
+    "ACTIVATIONS", "Activation", "ActivationLayer", "activation", "activation_layer", "activation_of", "option_names",
+    "TABLE",
     "AvgPool2D", "BatchNorm", "check_variables", "Conv2D", "conv_as_matmul", "conv_implementation",
     "count_params", "Dense", "Dropout", "Embedding", "explicit_padding", "Flatten", "from_config", "GELU", "gelu",
     "gelu_tanh", "get_activation", "GRU", "ImageRows", "init_shapes", "initializers", "input_dtype", "Layer",

@@ -19,53 +19,53 @@ from funcdl.errors import ConfigError, choices_message
 from funcdl.nn._base import Layer
 
 
-def relu(x):
+def relu(x: jax.Array) -> jax.Array:
     """max(x, 0)."""
     return jax.nn.relu(x)
 
 
-def leaky_relu(x, negative_slope=0.01):
+def leaky_relu(x: jax.Array, negative_slope: float = 0.01) -> jax.Array:
     """x if x >= 0 else negative_slope * x (torch default slope 0.01)."""
     return jnp.where(x >= 0, x, negative_slope * x)
 
 
-def sigmoid(x):
+def sigmoid(x: jax.Array) -> jax.Array:
     """1 / (1 + exp(-x))."""
     return jax.nn.sigmoid(x)
 
 
-def tanh(x):
+def tanh(x: jax.Array) -> jax.Array:
     """Hyperbolic tangent."""
     return jnp.tanh(x)
 
 
-def softmax(x, axis=-1):
+def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
     """Softmax over ``axis``."""
     return jax.nn.softmax(x, axis=axis)
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: jax.Array, axis: int = -1) -> jax.Array:
     """Log-softmax over ``axis``."""
     return jax.nn.log_softmax(x, axis=axis)
 
 
-def softplus(x, beta=1.0, threshold=20.0):
+def softplus(x: jax.Array, beta: float = 1.0, threshold: float = 20.0) -> jax.Array:
     """log(1 + exp(beta x)) / beta, linear above ``threshold`` like torch.nn.Softplus."""
     scaled = beta * x
     return jnp.where(scaled > threshold, x, jnp.logaddexp(scaled, 0.0) / beta)
 
 
-def gelu(x, approximate=False):
+def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
     """GELU; exact (erf) by default as in torch and keras, tanh form with ``approximate=True``."""
     return jax.nn.gelu(x, approximate=approximate)
 
 
-def gelu_tanh(x):
+def gelu_tanh(x: jax.Array) -> jax.Array:
     """GELU, tanh approximation (torch ``approximate='tanh'``)."""
     return jax.nn.gelu(x, approximate=True)
 
 
-def linear(x):
+def linear(x: jax.Array) -> jax.Array:
     """Identity (keras ``activation='linear'``)."""
     return x
 
@@ -87,8 +87,11 @@ def option_names(function: Callable) -> tuple[str, ...]:
     return tuple(list(inspect.signature(function).parameters)[1:])
 
 
-def _layer_class(name: str, function: Callable) -> type[ActivationLayer]:
-    """The layer computing ``function``: one dataclass field per keyword option, with its default."""
+def _layer_class(name: str, function: Callable) -> Any:
+    """The layer computing ``function``: one dataclass field per keyword option, with its default.
+
+    (Typed ``Any``: its fields are made here, where a type checker cannot see them.)
+    """
     parameters = list(inspect.signature(function).parameters.values())[1:]
     namespace: dict[str, Any] = {
         "__module__": __name__, "__qualname__": name,

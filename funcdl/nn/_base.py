@@ -6,13 +6,14 @@ by class name, so an architecture round-trips through ``to_config`` /
 ``from_config`` (``funcdl.nn._config``) and a model file can carry it.
 """
 import inspect
+from typing import Any
 
 import flax.linen as linen
 
 from funcdl.errors import ConfigError, ShapeError
 
-REGISTRY = {}
-_BUILTIN = set()
+REGISTRY: dict[str, type["Layer"]] = {}
+_BUILTIN: set[str] = set()
 
 
 class Layer(linen.Module):
@@ -33,7 +34,7 @@ class Layer(linen.Module):
             _BUILTIN.add(name)
 
 
-def takes_train(layer):
+def takes_train(layer: Any) -> bool:
     """Whether ``layer.__call__`` accepts a ``train`` keyword."""
     try:
         return "train" in inspect.signature(layer.__call__).parameters

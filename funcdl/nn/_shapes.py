@@ -7,7 +7,7 @@ inferring shapes themselves. Shapes are of one example: no batch axis.
 """
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -18,6 +18,7 @@ from funcdl.errors import FuncdlError, ShapeError
 from funcdl.nn._dense import Embedding
 
 Shape = tuple[int, ...]
+ShapeLike = Sequence[int]
 
 
 def count_params(tree: Any) -> int:
@@ -32,7 +33,7 @@ def input_dtype(model: Any) -> Any:
 
 
 @contextlib.contextmanager
-def shape_errors(input_shape: Shape) -> Iterator[None]:
+def shape_errors(input_shape: ShapeLike) -> Iterator[None]:
     """Turn what flax / lax raise for an input that does not fit the model into one ShapeError line.
 
     Errors funcdl raises itself (a layer's own ShapeError naming it) pass through unchanged.
@@ -51,7 +52,7 @@ def _sample(input_shape, dtype):
     return jax.ShapeDtypeStruct((1,) + tuple(input_shape), dtype)
 
 
-def init_shapes(model: Any, input_shape: Shape, dtype: Any = None) -> Any:
+def init_shapes(model: Any, input_shape: ShapeLike, dtype: Any = None) -> Any:
     """The variables pytree ``model.init`` would make, as ShapeDtypeStructs (nothing is computed).
 
     Args:
@@ -64,7 +65,7 @@ def init_shapes(model: Any, input_shape: Shape, dtype: Any = None) -> Any:
         return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), sample)
 
 
-def layer_shapes(model: Any, input_shape: Shape, dtype: Any = None, variables: Any = None) -> list[Shape]:
+def layer_shapes(model: Any, input_shape: ShapeLike, dtype: Any = None, variables: Any = None) -> list[Shape]:
     """``[input_shape, output of layer 0, output of layer 1, ...]``: what each top-level layer takes and gives.
 
     For a model without ``layers`` (a single layer) the list is ``[input_shape, output_shape]``.
@@ -86,12 +87,12 @@ def layer_shapes(model: Any, input_shape: Shape, dtype: Any = None, variables: A
                                    for index in range(len(model.layers))]
 
 
-def output_shape(model: Any, input_shape: Shape, dtype: Any = None) -> Shape:
+def output_shape(model: Any, input_shape: ShapeLike, dtype: Any = None) -> Shape:
     """Shape of one example's output for one example of ``input_shape`` (no batch axis)."""
     return layer_shapes(model, input_shape, dtype)[-1]
 
 
-def summary(model: Any, input_shape: Shape, dtype: Any = None) -> list[dict]:
+def summary(model: Any, input_shape: ShapeLike, dtype: Any = None) -> list[dict]:
     """One row per top-level layer: name, type, output shape (no batch axis), parameter count.
 
     Returns:
@@ -114,7 +115,7 @@ def variable_shapes(tree: Any) -> dict[str, Shape]:
     return {key: tuple(value.shape) for key, value in traverse_util.flatten_dict(dict(tree), sep="/").items()}
 
 
-def check_variables(model: Any, variables: Any, input_shape: Shape, source: str = "variables",
+def check_variables(model: Any, variables: Any, input_shape: ShapeLike, source: str = "variables",
                     error: type[FuncdlError] = ShapeError) -> None:
     """Raise ``error`` unless ``variables`` has exactly the tensor names and shapes ``model`` makes.
 

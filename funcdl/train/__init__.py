@@ -17,13 +17,30 @@ inference passes. ``run_epochs`` is the loop ``fit`` and ``sweep`` share
 """
 from funcdl.train import callbacks, checkpoint, monitor, parallel, precision, sweep
 from funcdl.train.callbacks import Callback, EarlyStopping, ModelCheckpoint, Stop
-from funcdl.train.epoch import (SteppedEpoch, TrainEpoch, epoch_indices, epoch_key, epoch_plan, make_eval,
-                                make_predict, make_train_epoch, split_seed)
+from funcdl.train.epoch import (
+                                SteppedEpoch,
+                                TrainEpoch,
+                                epoch_indices,
+                                epoch_key,
+                                epoch_plan,
+                                make_eval,
+                                make_predict,
+                                make_train_epoch,
+                                split_seed,
+)
 from funcdl.train.fit import evaluate, fit, predict
 from funcdl.train.history import History
 from funcdl.train.loop import Epochs, run_epochs
-from funcdl.train.step import (StepMetrics, TrainState, TrainStep, all_finite, apply_model, count_correct,
-                               make_train_step, masked_mean)
+from funcdl.train.step import (
+                                StepMetrics,
+                                TrainState,
+                                TrainStep,
+                                all_finite,
+                                apply_model,
+                                count_correct,
+                                make_train_step,
+                                masked_mean,
+)
 
 __all__ = [
     "Callback", "EarlyStopping", "Epochs", "History", "ModelCheckpoint", "StepMetrics", "SteppedEpoch", "Stop",

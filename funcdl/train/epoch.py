@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from funcdl.errors import ConfigError
 from funcdl.train.step import StepMetrics, TrainState, TrainStep, apply_model, count_correct
 
 # epoch(state, x, y, key) -> (state, StepMetrics stacked over the epoch's steps)
@@ -41,10 +42,15 @@ def epoch_indices(key: jax.Array | None, num_examples: int, batch_size: int,
                   shuffle: bool = True) -> tuple[jax.Array, jax.Array]:
     """(num_batches, batch_size) example indices and the 0/1 mask of real examples (same shape)."""
     num_batches = math.ceil(num_examples / batch_size)
-    order = jax.random.permutation(key, num_examples) if shuffle else jnp.arange(num_examples)
+    if not shuffle:
+        order = jnp.arange(num_examples)
+    elif key is None:
+        raise ConfigError("shuffling an epoch needs a key")
+    else:
+        order = jax.random.permutation(key, num_examples)
     padding = num_batches * batch_size - num_examples
     # Fill the last batch with real examples (so BatchNorm sees real data) and mask them out.
-    order = jnp.concatenate([order, jnp.resize(order, padding)]) if padding else order
+    order = jnp.concatenate([order, jnp.resize(order, (padding,))]) if padding else order
     mask = (jnp.arange(num_batches * batch_size) < num_examples).astype(jnp.float32)
     return order.reshape(num_batches, batch_size), mask.reshape(num_batches, batch_size)
 

@@ -18,8 +18,7 @@ from funcdl.errors import ConfigError, DataError, NonFiniteError
 from funcdl.train import checkpoint, parallel
 from funcdl.train import precision as precision_lib
 from funcdl.train.callbacks import Callback
-from funcdl.train.checks import (as_arrays, check_batch_size, check_data, check_epochs, check_model_fits,
-                                 init_variables)
+from funcdl.train.checks import as_arrays, check_batch_size, check_data, check_epochs, check_model_fits, init_variables
 from funcdl.train.epoch import TrainEpoch, epoch_key, make_eval, make_predict, split_seed
 from funcdl.train.history import History
 from funcdl.train.loop import check_callbacks, run_epochs
@@ -43,7 +42,7 @@ def fit(model: Any, x: Any, y: Any = None, *, batch_size: int = 32, epochs: int 
       loss: a loss name from ``funcdl.losses`` or a function ``(outputs, targets) -> (B,)``.
       optimizer: an optax GradientTransformation (e.g. ``fd.optim.adam(1e-3)``) or a name.
       verbose: show a progress bar.
-      callbacks: ``funcdl.callbacks.Callback`` objects (``EarlyStopping``, ``ModelCheckpoint``, monitors).
+      callbacks: ``fd.callbacks.Callback`` objects (``EarlyStopping``, ``ModelCheckpoint``, monitors).
       validation_data: ``(x, y)`` evaluated after every epoch (``val_loss``, ``val_accuracy``).
       shuffle: reshuffle the examples every epoch.
       seed: initialisation, shuffling and dropout all derive from it (``funcdl.train.split_seed``).
@@ -98,7 +97,8 @@ def _data_mesh(batch_size, eager):
     return parallel.data_mesh(batch_size)
 
 
-def _place(mesh, state, x, y, train_key, validate):
+def _place(mesh: Any, state: TrainState, x: np.ndarray, y: np.ndarray, train_key: jax.Array,
+           validate: Callable | None) -> tuple[TrainState, tuple[Any, Any], jax.Array, Callable | None]:
     """(state, data, train_key, validate) on the device, or over ``mesh`` (state replicated, batches split)."""
     if mesh is None:
         return state, (jnp.asarray(x), jnp.asarray(y)), train_key, validate
@@ -117,7 +117,7 @@ class FitEpochs:
       skip_nonfinite: count skipped steps instead of raising NonFiniteError.
     """
 
-    def __init__(self, epoch: TrainEpoch, data: tuple, train_key: jax.Array, eager: bool,
+    def __init__(self, epoch: TrainEpoch, data: tuple[Any, Any], train_key: jax.Array, eager: bool,
                  validate: Callable | None, skip_nonfinite: bool):
         self.epoch, self.data, self.train_key, self.eager = epoch, data, train_key, eager
         self.validate, self.skip_nonfinite = validate, skip_nonfinite

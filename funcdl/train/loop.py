@@ -55,7 +55,7 @@ def check_callbacks(callbacks: Any) -> tuple[Callback, ...]:
     callbacks = tuple(callbacks or ())
     for callback in callbacks:
         if not isinstance(callback, Callback):
-            raise ConfigError(f"callbacks must be funcdl.callbacks.Callback instances, got {type(callback).__name__}")
+            raise ConfigError(f"callbacks must be fd.callbacks.Callback instances, got {type(callback).__name__}")
     return callbacks
 
 
@@ -107,5 +107,5 @@ def _end_of_epoch(callbacks, epoch, logs, state, history):
             state = result
         elif result is not None:
             raise ConfigError(f"{type(callback).__name__}.on_epoch_end returned a {type(result).__name__}; "
-                              "return None, a TrainState or funcdl.callbacks.Stop(...)")
+                              "return None, a TrainState or fd.callbacks.Stop(...)")
     return state, stop

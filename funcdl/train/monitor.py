@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from funcdl.errors import DataError, require
-from funcdl.io import atomic_path
+from funcdl.io import save_png
 from funcdl.train.callbacks import Callback
 from funcdl.train.history import History
 from funcdl.train.step import TrainState
@@ -162,7 +162,7 @@ def read_events(logdir: str | Path) -> dict[str, dict]:
     files = sorted(Path(logdir).rglob("events.out.tfevents*"))
     if not files:
         raise DataError(f"no TensorBoard event files (events.out.tfevents*) under {logdir}")
-    events = {"scalars": {}, "histograms": {}}
+    events: dict[str, dict[str, list]] = {"scalars": {}, "histograms": {}}
     for path in files:
         for record in _records(path.read_bytes()):
             event = event_pb2.Event.FromString(record)
@@ -205,7 +205,7 @@ def write_report(path: str | Path, stats: LayerStats, title: str = "training rep
       the path written.
     """
     # matplotlib is imported only when a report is made (no pyplot: no global state, Agg by default for savefig)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # noqa: PLC0415
 
     if not stats.logs:
         raise DataError("nothing to report: the callback saw no epoch (pass it to fit's callbacks)")
@@ -217,16 +217,12 @@ def write_report(path: str | Path, stats: LayerStats, title: str = "training rep
     _plot_curves(axes[1, 0], stats.weight_norms, sorted(stats.weight_norms), "weight norm ||W||", log=True)
     _plot_curves(axes[1, 1], stats.update_ratios, sorted(stats.update_ratios),
                  "update/weight ratio ||dW|| / ||W|| per epoch", log=True)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-        tmp.chmod(0o644)  # a report is for reading: not the private mode of a temporary file
-    return path
+    return save_png(figure, path)
 
 
 def _plot_curves(axis, series, names, title, log):
-    from matplotlib.ticker import MaxNLocator  # only when a report is made, as above
+    # only when a report is made, as above
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
     for name in names:
         values = np.asarray(series.get(name, []), np.float64)
         if values.size and np.isfinite(values).any():

@@ -15,6 +15,9 @@ Multi-host: every process calls :func:`initialize` first, then ``fit`` with
 data (process 0 the first rows); the global dataset is those shards in
 process order, so the run matches one process given the whole dataset.
 """
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -24,7 +27,7 @@ from funcdl.errors import ConfigError
 AXIS = "data"
 
 
-def initialize(coordinator, num_processes, process_id):
+def initialize(coordinator: str, num_processes: int, process_id: int) -> None:
     """Join a multi-process run through ``jax.distributed`` (call before any other jax work).
 
     Args:
@@ -46,7 +49,7 @@ def initialize(coordinator, num_processes, process_id):
                                process_id=process_id)
 
 
-def data_mesh(batch_size, devices=None):
+def data_mesh(batch_size: int, devices: Sequence[Any] | None = None) -> Mesh:
     """A 1-D mesh named ``'data'`` over ``devices`` (default: every device of every process).
 
     Raises:
@@ -59,7 +62,7 @@ def data_mesh(batch_size, devices=None):
     return Mesh(np.asarray(devices), (AXIS,))
 
 
-def shard_batches(step, mesh):
+def shard_batches(step: Callable, mesh: Mesh) -> Callable:
     """Wrap a train step so that its batch ``(x, y, mask)`` is split over the mesh by examples."""
     by_example = NamedSharding(mesh, PartitionSpec(AXIS))
 
@@ -69,7 +72,7 @@ def shard_batches(step, mesh):
     return sharded_step
 
 
-def replicate(tree, mesh):
+def replicate(tree: Any, mesh: Mesh) -> Any:
     """Host-identical arrays (the same on every process) as global arrays replicated on every device."""
     everywhere = NamedSharding(mesh, PartitionSpec())
     if jax.process_count() == 1:
@@ -84,7 +87,7 @@ def _replicate_leaf(array, everywhere):
     return jax.make_array_from_process_local_data(everywhere, np.asarray(jax.device_get(array)))
 
 
-def place_data(mesh, *arrays):
+def place_data(mesh: Mesh, *arrays: Any) -> tuple:
     """Training arrays as global arrays on the mesh.
 
     One process: replicated, so each device gathers its batch rows locally.
@@ -101,7 +104,7 @@ def place_data(mesh, *arrays):
     return tuple(jax.make_array_from_process_local_data(by_example, np.asarray(a)) for a in arrays)
 
 
-def distribute(mesh, epoch, state, x, y, key):
+def distribute(mesh: Mesh, epoch: Callable, state: Any, x: Any, y: Any, key: jax.Array) -> tuple:
     """Place an epoch program, its state, data and key on ``mesh``.
 
     Args:
@@ -117,12 +120,12 @@ def distribute(mesh, epoch, state, x, y, key):
     return (replicated_outputs(mesh, epoch), *place(mesh, state, x, y, key))
 
 
-def place(mesh, state, x, y, key):
+def place(mesh: Mesh, state: Any, x: Any, y: Any, key: jax.Array) -> tuple:
     """``(state, (x, y), key)`` placed on ``mesh`` as :func:`distribute` places them."""
     return replicate(state, mesh), place_data(mesh, x, y), replicate(key, mesh)
 
 
-def replicated_outputs(mesh, epoch):
+def replicated_outputs(mesh: Mesh, epoch: Callable) -> Callable:
     """``epoch`` with its outputs replicated on every device of ``mesh``."""
     everywhere = NamedSharding(mesh, PartitionSpec())
 
@@ -131,12 +134,12 @@ def replicated_outputs(mesh, epoch):
     return placed_epoch
 
 
-def on_host(evaluate):
+def on_host(evaluate: Callable) -> Callable:
     """Wrap an evaluator compiled for one local device so it takes (replicated) global variables."""
     return lambda variables: evaluate(jax.device_get(variables))
 
 
-def process_shard(x, y):
+def process_shard(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray, int]:
     """This process's contiguous share of ``(x, y)`` for a multi-process run.
 
     The examples are first cut to a multiple of the global device count (so

@@ -7,6 +7,8 @@ before the loss. The gradients arrive in float32 (the transpose of a cast is a
 cast), so the optimizer updates float32 master weights: small updates are not
 lost to bfloat16's 8-bit mantissa.
 """
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -52,7 +54,7 @@ class Bf16Compute:
         return _cast_floating(outputs, jnp.float32)
 
 
-def apply_policy(model, precision):
+def apply_policy(model: Any, precision: str) -> Any:
     """``model`` as it should compute under ``precision`` (``'fp32'``: unchanged; ``'bf16'``: Bf16Compute)."""
     if precision not in POLICIES:
         raise ConfigError(choices_message("precision", precision, POLICIES))

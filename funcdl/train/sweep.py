@@ -32,7 +32,7 @@ from funcdl import losses as losses_lib
 from funcdl import nn
 from funcdl import optim as optim_lib
 from funcdl.errors import ConfigError, DataError
-from funcdl.io import atomic_path
+from funcdl.io import save_png
 from funcdl.train.checks import as_arrays, check_batch_size, check_data, check_epochs, check_model_fits
 from funcdl.train.epoch import epoch_key, make_eval, make_train_epoch, split_seed
 from funcdl.train.history import History
@@ -185,7 +185,7 @@ class SweepEpochs:
         states, metrics, validation = self.program(lrs, states, x, y, train_keys, jnp.int32(epoch), x_val, y_val)
         return states, (metrics, validation)
 
-    def logs(self, epoch: int, before: TrainState, states: TrainState, metrics: tuple,
+    def logs(self, epoch: int, before: TrainState, states: TrainState, metrics: tuple[Any, Any],
              history: History) -> dict[str, np.ndarray]:
         logs, bad = _epoch_logs(*metrics, self.num_validation)
         self.diverged |= bad
@@ -238,8 +238,8 @@ def plot(result: SweepResult, path: str | Path, metric: str = "val_accuracy") ->
       the path written.
     """
     # matplotlib is imported only when a plot is made: importing funcdl stays fast (no pyplot: no global state)
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
     if metric not in result.history:
         raise DataError(f"the sweep has no {metric!r} to plot; it has {', '.join(sorted(result.history))}")
@@ -259,9 +259,4 @@ def plot(result: SweepResult, path: str | Path, metric: str = "val_accuracy") ->
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small", ncol=max(1, len(seeds)), loc="best")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-        tmp.chmod(0o644)
-    return path
+    return save_png(figure, path)

@@ -22,7 +22,9 @@ settings and are not carried over.
 """
 import json
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +42,7 @@ SUPPORTED = KERAS_SUPPORTED
 UNKNOWN_SIZE = 64  # stands in for a None (variable) input size when funcdl infers parameter shapes
 
 
-def input_shape_of(keras_model):
+def input_shape_of(keras_model: Any) -> tuple[int | None, ...]:
     """One example's input shape of ``keras_model`` (no batch axis; None where keras leaves it open)."""
     try:
         inputs = keras_model.inputs
@@ -68,7 +70,7 @@ def _chain(keras, keras_model):
             raise ConversionError(f"keras layer {_where(layer)} is a nested model; funcdl converts flat models only")
         if kind not in FROM_KERAS and kind != "ZeroPadding2D":
             raise ConversionError(f"keras layer {_where(layer)} is not supported; supported layers: "
-                              f"{', '.join(SUPPORTED)}")
+                                  f"{', '.join(SUPPORTED)}")
     input_shape_of(keras_model)
     if len(keras_model.outputs) != 1:
         raise ConversionError("the keras model has several outputs; funcdl converts single-output chains only")
@@ -78,11 +80,12 @@ def _chain(keras, keras_model):
             if type(layer).__name__ == "InputLayer":
                 continue
             if len(getattr(layer, "_inbound_nodes", ())) != 1 or layer.input is not tensor:
-                raise ConversionError(f"keras layer {_where(layer)} is not fed by the layer before it; "
-                                  "funcdl converts linear chains only")
+                raise ConversionError(f"keras layer {_where(layer)} is not fed by the layer before it; funcdl converts "
+                                      "linear chains only")
             tensor = layer.output
         if keras_model.outputs[0] is not tensor:
-            raise ConversionError("the keras model's output is not its last layer's; funcdl converts linear chains only")
+            raise ConversionError("the keras model's output is not its last layer's; funcdl converts linear chains "
+                                  "only")
     return [layer for layer in layers if type(layer).__name__ != "InputLayer"]
 
 
@@ -107,8 +110,8 @@ def _plan(layers):
         if type(layer).__name__ == "ZeroPadding2D":
             target = layers[index + 1] if index + 1 < len(layers) else None
             if target is None or type(target).__name__ not in PADDED:
-                raise ConversionError(f"keras layer {_where(layer)} is supported only right before a 'valid' "
-                                  f"Conv2D or AveragePooling2D")
+                raise ConversionError(f"keras layer {_where(layer)} is supported only right before a 'valid' Conv2D or "
+                                      "AveragePooling2D")
             _expect_channels_last(layer)
             _check_dtype(target)
             pads = tuple(tuple(int(v) for v in p) for p in layer.get_config()["padding"])
@@ -126,42 +129,44 @@ def _plan(layers):
 def _expect_channels_last(layer):
     """ConversionError unless ``layer`` works on NHWC images."""
     if layer.get_config().get("data_format", "channels_last") != "channels_last":
-        raise ConversionError(f"keras layer {_where(layer)}: data_format='channels_first' is not supported "
-                          "(funcdl images are NHWC)")
+        raise ConversionError(f"keras layer {_where(layer)}: data_format='channels_first' is not supported (funcdl "
+                              "images are NHWC)")
 
 
-def _expected_shapes(model, input_shape):
-    shape = tuple(UNKNOWN_SIZE if d is None else d for d in input_shape)
-    return nn.variable_shapes(nn.init_shapes(model, shape, nn.input_dtype(model)))
+def _variables(model, input_shape, holders):
+    """funcdl variables of ``model`` from its keras twins' weights, every tensor named, typed and shaped as
+    ``model`` makes them (``nn.check_variables``).
+
+    Args:
+      holders: ``[(index, funcdl layer, keras layer holding its weights)]``.
+    """
+    flat = {}
+    for index, layer, keras_layer in holders:
+        weights = {w.name: np.asarray(w.numpy()) for w in keras_layer.weights}
+        for key, value in weights_from_keras(layer, weights).items():
+            if value.dtype != np.float32:
+                raise ConversionError(f"keras weight for layers_{index}/{key} is {value.dtype}; funcdl converts "
+                                      "float32 weights")
+            collection, name = key.split("/")
+            flat[f"{collection}/layers_{index}/{name}"] = value
+    variables = traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
+    concrete = tuple(UNKNOWN_SIZE if d is None else d for d in input_shape)
+    nn.check_variables(model, variables, concrete, "keras weights", error=ConversionError)
+    return variables
 
 
 def _gather(keras_model, model, plan, input_shape):
     """funcdl variables from the keras weights: every keras weight used once, every shape checked."""
-    expected = _expected_shapes(model, input_shape)
-    flat, used = {}, 0
-    for index, (layer, keras_layer) in enumerate(plan):
-        if keras_layer is None:
-            continue
-        weights = {w.name: np.asarray(w.numpy()) for w in keras_layer.weights}
-        used += len(weights)
-        for key, value in weights_from_keras(layer, weights).items():
-            collection, name = key.split("/")
-            flat[f"{collection}/layers_{index}/{name}"] = value
+    holders = [(index, layer, keras_layer) for index, (layer, keras_layer) in enumerate(plan)
+               if keras_layer is not None]
+    used = sum(len(keras_layer.weights) for _, _, keras_layer in holders)
     if used != len(keras_model.weights):
-        raise ConversionError(f"converted {used} keras weights but the model has {len(keras_model.weights)} "
-                          "(a layer used twice, or weights outside the converted layers)")
-    missing, unexpected = sorted(set(expected) - set(flat)), sorted(set(flat) - set(expected))
-    if missing or unexpected:
-        raise ConversionError(f"converted tensors do not match the funcdl model: missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]}")
-    for key, shape in expected.items():
-        checked(flat[key], shape, key, "keras weight")
-        if flat[key].dtype != np.float32:
-            raise ConversionError(f"keras weight for {key} is {flat[key].dtype}; funcdl converts float32 weights")
-    return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
+        raise ConversionError(f"converted {used} keras weights but the model has {len(keras_model.weights)} (a layer "
+                              "used twice, or weights outside the converted layers)")
+    return _variables(model, input_shape, holders)
 
 
-def from_keras(keras_model):
+def from_keras(keras_model: Any) -> tuple[nn.Sequential, dict[str, Any]]:
     """Convert a keras model (Sequential or a functional linear chain) to funcdl.
 
     Returns:
@@ -189,7 +194,7 @@ def _keras_layers(keras, model, variables, input_shape, strict):
         kind = type(layer).__name__
         if kind not in TO_KERAS:
             raise ConversionError(f"funcdl layer layers_{index} ({kind}) has no keras counterpart; supported: "
-                              f"{', '.join(sorted(TO_KERAS))}")
+                                  f"{', '.join(sorted(TO_KERAS))}")
         plan.append((index, layer, TO_KERAS[kind](keras.layers, layer, shape, f"layers_{index}", strict)))
     return plan
 
@@ -213,7 +218,7 @@ def _assign(keras_model, model, variables, plan):
         raise ConversionError(f"set {assigned} of the keras model's {len(keras_model.weights)} weights")
 
 
-def to_keras(model, variables, input_shape, strict=True):
+def to_keras(model: Any, variables: Any, input_shape: Sequence[int], strict: bool = True) -> Any:
     """Build a keras Sequential computing ``model`` with ``variables``.
 
     Args:
@@ -241,18 +246,9 @@ def to_keras(model, variables, input_shape, strict=True):
 
 def _pull(keras_model, model, input_shape):
     """funcdl variables of ``model`` read back from a keras model built by ``to_keras``."""
-    flat = {}
-    for index, layer in enumerate(model.layers):
-        if type(layer).__name__ not in KERAS_WEIGHTS:
-            continue
-        keras_layer = keras_model.get_layer(f"layers_{index}")
-        weights = {w.name: np.asarray(w.numpy()) for w in keras_layer.weights}
-        for key, value in weights_from_keras(layer, weights).items():
-            collection, name = key.split("/")
-            flat[f"{collection}/layers_{index}/{name}"] = value
-    for key, shape in _expected_shapes(model, input_shape).items():
-        checked(flat[key], shape, key, "keras weights")
-    return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
+    holders = [(index, layer, keras_model.get_layer(f"layers_{index}")) for index, layer in enumerate(model.layers)
+               if type(layer).__name__ in KERAS_WEIGHTS]
+    return _variables(model, input_shape, holders)
 
 
 # ---- files -----------------------------------------------------------------------------------------------
@@ -309,7 +305,8 @@ def _kind(path):
     raise FileFormatError(f"{path}: expected a .keras, .h5 or .weights.h5 file")
 
 
-def load_keras_file(path, unsafe=False):
+def load_keras_file(path: str | Path,
+                    unsafe: bool = False) -> tuple[nn.Sequential, dict[str, Any], tuple[int | None, ...]]:
     """Read a keras model file (``.keras``, or a legacy full-model ``.h5``) into funcdl.
 
     The architecture JSON is checked for Lambda layers before keras deserialises
@@ -341,7 +338,8 @@ def load_keras_file(path, unsafe=False):
     return model, variables, input_shape_of(keras_model)
 
 
-def save_keras_file(path, model, variables, input_shape, strict=True):
+def save_keras_file(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int],
+                    strict: bool = True) -> None:
     """Write ``model`` as a keras model file (``.keras``, or legacy ``.h5``), atomically.
 
     Args:
@@ -356,7 +354,8 @@ def save_keras_file(path, model, variables, input_shape, strict=True):
         keras_model.save(str(tmp))
 
 
-def save_keras_weights(path, model, variables, input_shape, strict=True):
+def save_keras_weights(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int],
+                       strict: bool = True) -> None:
     """Write the keras ``.weights.h5`` of ``model`` (layers named ``layers_{i}``), atomically."""
     if _kind(path) != "weights":
         raise FileFormatError(f"{path}: a keras weights file name must end in .weights.h5")
@@ -376,7 +375,8 @@ def _count_tensors(path):
     return len(found)
 
 
-def load_keras_weights(path, model, input_shape=None):
+def load_keras_weights(path: str | Path, model: Any,
+                       input_shape: Sequence[int] | None = None) -> tuple[Any, dict[str, Any]]:
     """Read a keras ``.weights.h5`` file into the architecture ``model``.
 
     Args:

@@ -5,13 +5,15 @@ same function (checking every option that matters); ``TO_KERAS`` maps a
 funcdl layer type back to keras layers. Weights are mapped by
 ``interop.layouts`` (``KERAS_WEIGHTS``).
 """
+from typing import Any
+
 import numpy as np
 
 from funcdl import nn
 from funcdl.errors import ConversionError
 
 
-def layer_tensors(variables, index):
+def layer_tensors(variables: Any, index: int) -> dict[str, np.ndarray]:
     """``{'params/kernel': np.ndarray, ...}`` of Sequential layer ``index`` (``layers_{index}``)."""
     name = f"layers_{index}"
     return {f"{collection}/{key}": np.asarray(value)
@@ -208,7 +210,7 @@ KERAS_SUPPORTED = sorted(FROM_KERAS) + ["ZeroPadding2D (before Conv2D / AverageP
 # named ``layers_{i}`` itself (helpers get suffixes), so weight files and round trips line up by name.
 
 # funcdl activation name (Dense / Conv2D / SimpleRNN ``activation``) -> keras', from nn.TABLE.
-TO_KERAS_ACTIVATIONS = {None: "linear", **{row.name: row.keras for row in nn.TABLE if row.keras}}
+TO_KERAS_ACTIVATIONS: dict[str | None, str] = {None: "linear", **{row.name: row.keras for row in nn.TABLE if row.keras}}
 
 
 def refused(layer, name, what):

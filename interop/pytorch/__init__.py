@@ -17,7 +17,9 @@ import re
 import warnings
 import zipfile
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +52,7 @@ def _as_jax(flat):
 
 
 # -- torch -> funcdl, by tracing ---------------------------------------------------------------
-def from_torch(module, example_input):
+def from_torch(module: Any, example_input: Any) -> tuple[nn.Sequential, dict[str, Any]]:
     """A funcdl Sequential and its variables equal to a torch module (in eval mode).
 
     Args:
@@ -65,7 +67,8 @@ def from_torch(module, example_input):
       ConfigError naming the first unsupported module, function or pattern.
     """
     torch = _torch()
-    from interop.pytorch import _trace  # imports torch: only once a conversion runs
+    # imports torch: only once a conversion runs
+    from interop.pytorch import _trace  # noqa: PLC0415
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"from_torch needs a torch.nn.Module, got {type(module).__name__}")
     example = example_input if isinstance(example_input, torch.Tensor) else torch.as_tensor(
@@ -92,12 +95,12 @@ def _collect(reader, model, input_shape, dtype, torch_array):
     unused = [key for key in reader.state_dict if key not in used]
     if unused:
         raise ConversionError(f"from_torch: the module holds tensors its forward never uses: {unused[:4]}; "
-                          "remove those modules (funcdl would drop them)")
+                              "remove those modules (funcdl would drop them)")
     return _as_jax(flat)
 
 
 # -- funcdl -> torch ---------------------------------------------------------------------------
-def to_torch(model, variables, input_shape):
+def to_torch(model: Any, variables: Any, input_shape: Sequence[int]) -> Any:
     """A ``torch.nn.Sequential`` computing what ``model`` computes, holding its weights (eval mode).
 
     Args:
@@ -110,7 +113,8 @@ def to_torch(model, variables, input_shape):
       ``.train()`` on it to continue training in PyTorch.
     """
     torch = _torch()
-    from interop.pytorch import _plan  # imports torch: only once a conversion runs
+    # imports torch: only once a conversion runs
+    from interop.pytorch import _plan  # noqa: PLC0415
     input_shape, dtype = tuple(input_shape), _input_dtype(model)
     nn.check_variables(model, variables, input_shape, "to_torch", error=ConversionError)
     modules, entries = _plan.plan(model, input_shape, dtype)
@@ -130,17 +134,18 @@ def to_torch(model, variables, input_shape):
 
 def _same_names(what, actual, expected):
     if actual != expected:
-        raise ConversionError(f"{what} do not match the plan (missing: {sorted(expected - actual)[:3]}, "
-                              f"unexpected: {sorted(actual - expected)[:3]})")
+        raise ConversionError(f"{what} do not match the plan (missing: {sorted(expected - actual)[:3]}, unexpected: "
+                              f"{sorted(actual - expected)[:3]})")
 
 
-def to_state_dict(model, variables, input_shape):
+def to_state_dict(model: Any, variables: Any, input_shape: Sequence[int]) -> OrderedDict:
     """The torch state dict (OrderedDict of tensors) of ``to_torch(model, variables, input_shape)``."""
     module = to_torch(model, variables, input_shape)
     return OrderedDict((k, v.detach().clone()) for k, v in module.state_dict().items())
 
 
-def from_state_dict(state_dict, model, input_shape, source="state dict"):
+def from_state_dict(state_dict: Mapping[str, Any], model: Any, input_shape: Sequence[int],
+                    source: str = "state dict") -> dict[str, Any]:
     """funcdl variables for ``model`` from a torch state dict.
 
     Keys named as ``to_state_dict`` names them map by name. Otherwise the state
@@ -158,7 +163,8 @@ def from_state_dict(state_dict, model, input_shape, source="state dict"):
       ConversionError on missing, extra or mis-shaped tensors.
     """
     _torch()
-    from interop.pytorch import _plan, _trace  # they import torch: only once a conversion runs
+    # they import torch: only once a conversion runs
+    from interop.pytorch import _plan, _trace  # noqa: PLC0415
     if not hasattr(state_dict, "items"):
         raise ConversionError(f"{source}: expected a state dict (name -> tensor), got {type(state_dict).__name__}")
     input_shape, dtype = tuple(input_shape), _input_dtype(model)
@@ -195,19 +201,19 @@ def _match_groups(keys, entries, source):
     want = _groups([e.key for e in entries], [e.path.split("/")[1] for e in entries])
     have = _groups(keys)
     if len(want) != len(have):
-        raise ConversionError(f"{source}: {len(have)} parameter groups ({', '.join(g for g, _ in have)}) but the "
-                              f"architecture has {len(want)} layers with weights ({', '.join(g for g, _ in want)})")
+        raise ConversionError(f"{source}: {len(have)} parameter groups ({', '.join((g for g, _ in have))}) but the "
+                              f"architecture has {len(want)} layers with weights ({', '.join((g for g, _ in want))})")
     mapping = {}
     for (layer, wanted), (group, held) in zip(want, have):
         if set(wanted) != set(held):
-            raise ConversionError(f"{source}: group {group!r} holds {sorted(held)} but {layer} needs "
-                                  f"{sorted(wanted)} (groups are matched to layers in order)")
+            raise ConversionError(f"{source}: group {group!r} holds {sorted(held)} but {layer} needs {sorted(wanted)} "
+                                  "(groups are matched to layers in order)")
         mapping.update({wanted[suffix]: held[suffix] for suffix in wanted})
     return mapping
 
 
 # -- files -------------------------------------------------------------------------------------
-def load_torch_file(path):
+def load_torch_file(path: str | Path) -> OrderedDict:
     """The state dict in a PyTorch file, read without running any code.
 
     ``.pt`` / ``.pth``: a state dict (or a checkpoint dict holding one under
@@ -222,7 +228,8 @@ def load_torch_file(path):
     return _read(path)[0]
 
 
-def load_torch_model(path, model=None, input_shape=None):
+def load_torch_model(path: str | Path, model: Any | None = None,
+                     input_shape: Sequence[int] | None = None) -> tuple[Any, dict[str, Any], tuple[int, ...]]:
     """``(model, variables, input_shape)`` from a PyTorch file.
 
     The architecture comes from ``model`` / ``input_shape`` when given, else from
@@ -245,7 +252,7 @@ def load_torch_model(path, model=None, input_shape=None):
     return model, from_state_dict(state, model, input_shape, source=str(path)), tuple(input_shape)
 
 
-def save_torch_file(path, model, variables, input_shape):
+def save_torch_file(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int]) -> None:
     """Write ``model`` for PyTorch, atomically, by suffix.
 
     ``.pt`` / ``.pth``: the state dict (``torch.save``); ``.pt2``: the
@@ -266,7 +273,8 @@ def save_torch_file(path, model, variables, input_shape):
         if suffix in (".pt", ".pth"):
             torch.save(state, str(tmp))
         elif suffix == ".safetensors":
-            from safetensors.torch import save_file  # imports torch: only when such a file is written
+            # imports torch: only when such a file is written
+            from safetensors.torch import save_file  # noqa: PLC0415
             save_file(state, str(tmp), metadata=header)
         else:
             program = _export(module, tuple(input_shape), _input_dtype(model))
@@ -373,7 +381,8 @@ def _read_program(path):
 
 
 def _read_safetensors(path):
-    from safetensors.torch import load_file  # imports torch: only when such a file is read
+    # imports torch: only when such a file is read
+    from safetensors.torch import load_file  # noqa: PLC0415
     header, _ = read_header(path)
     tensors = load_file(str(path))
     order = json.loads(header.get(f"{_META}.keys", "[]"))

@@ -51,15 +51,15 @@ class _BatchFirstRecurrent:
         return _last_or_all(super().forward(x)[0], self.return_sequences)
 
 
-class LSTM(_BatchFirstRecurrent, nn.LSTM):
+class LSTM(_BatchFirstRecurrent, nn.LSTM):  # type: ignore[misc]  # forward(x) only: no initial state
     """``nn.LSTM(batch_first=True)`` returning the output sequence (B, T, H) or its last step (B, H)."""
 
 
-class GRU(_BatchFirstRecurrent, nn.GRU):
+class GRU(_BatchFirstRecurrent, nn.GRU):  # type: ignore[misc]
     """``nn.GRU(batch_first=True)`` returning the output sequence (B, T, H) or its last step (B, H)."""
 
 
-class RNN(_BatchFirstRecurrent, nn.RNN):
+class RNN(_BatchFirstRecurrent, nn.RNN):  # type: ignore[misc]
     """``nn.RNN(batch_first=True)`` returning the output sequence (B, T, H) or its last step (B, H)."""
 
 

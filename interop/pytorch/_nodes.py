@@ -19,8 +19,9 @@ SUPPORTED = (
     "Unflatten, Embedding, LSTM, GRU, RNN (batch_first), ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax, "
     "GELU, Softplus, Identity, ZeroPad2d, Sequential/ModuleList and custom modules built from these; "
     "functions: F.relu, F.leaky_relu, torch.sigmoid, torch.tanh, torch.softmax, F.log_softmax, F.gelu, "
-    "F.softplus, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg/max_pool2d, F.pad (zeros), torch.flatten, x.view/reshape/flatten/"
-    "squeeze/unsqueeze/permute(0, 2, 3, 1), x.size(), out[:, -1] and h_n[-1] after LSTM/GRU/RNN")
+    "F.softplus, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg/max_pool2d, F.pad (zeros), torch.flatten, "
+    "x.view/reshape/flatten/squeeze/unsqueeze/permute(0, 2, 3, 1), x.size(), out[:, -1] and h_n[-1] after "
+    "LSTM/GRU/RNN")
 RECURRENT = (nn.LSTM, nn.GRU, nn.SimpleRNN)
 # Layers that act on each time step alone, so out[:, -1] may be taken before them.
 _TIMEWISE = (nn.Dense, nn.Dropout) + tuple(dict.fromkeys(row.layer for row in nn.TABLE
@@ -35,10 +36,10 @@ class Value:
     end: int  # number of funcdl layers applied when this value was made
     layout: str = "plain"  # 'nchw': torch NCHW, funcdl NHWC
     perm: object = None  # np.ndarray: funcdl feature j is torch feature perm[j]
-    pad: tuple = None  # pending (top, bottom, left, right) padding from F.pad / ZeroPad2d
+    pad: tuple | None = None  # pending (top, bottom, left, right) padding from F.pad / ZeroPad2d
     pad_value: float = 0.0
     dtype: object = None
-    rnn: tuple = None  # (cell, num_layers) of the recurrent module behind a tuple value
+    rnn: tuple | None = None  # (cell, num_layers) of the recurrent module behind a tuple value
 
 
 @dataclasses.dataclass

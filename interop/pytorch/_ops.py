@@ -26,8 +26,8 @@ def _unsupported(what):
 
 def _image(node, value, what):
     if value.layout != "nchw":
-        raise ConversionError(f"{describe(node)}: {what} needs a 4-D NCHW image but gets shape {value.shape} "
-                          "(a permuted or non-image tensor)")
+        raise ConversionError(f"{describe(node)}: {what} needs a 4-D NCHW image but gets shape {value.shape} (a "
+                              "permuted or non-image tensor)")
 
 
 def _padding(pads):
@@ -40,8 +40,8 @@ def _merged_pad(node, value, pads, fill):
     if value.pad is None:
         return pads
     if value.pad_value != fill:
-        raise ConversionError(f"{describe(node)}: padding with {value.pad_value} before this layer has no funcdl equivalent "
-                          f"(it pads with {fill})")
+        raise ConversionError(f"{describe(node)}: padding with {value.pad_value} before this layer has no funcdl "
+                              f"equivalent (it pads with {fill})")
     return tuple(a + b for a, b in zip(value.pad, pads))
 
 
@@ -74,7 +74,7 @@ def linear(reader, node, m, value):
     reader.take(node, value)
     if value.layout == "nchw":
         raise ConversionError(f"{describe(node)}: Linear on a 4-D NCHW activation acts on its width; funcdl has no "
-                          "equivalent (flatten first)")
+                              "equivalent (flatten first)")
     perm = value.perm
     index = reader.emit(nn.Dense, features=m.out_features, use_bias=m.bias is not None, kernel_init="torch",
                         bias_init="torch")
@@ -89,7 +89,8 @@ def conv2d(reader, node, m, value):
     reader.take(node, value, pad_ok=True)
     _image(node, value, "Conv2d")
     if m.padding_mode != "zeros":
-        raise ConversionError(f"{describe(node)}: Conv2d padding_mode={m.padding_mode!r} is not supported; only 'zeros'")
+        raise ConversionError(f"{describe(node)}: Conv2d padding_mode={m.padding_mode!r} is not supported; "
+                              "only 'zeros'")
     (kh, kw), (dh, dw) = m.kernel_size, m.dilation
     if m.padding == "same":  # torch's 'same' (stride 1) puts any odd extra pixel bottom/right, as XLA's does
         (top, bottom), (left, right) = nn.explicit_padding("same", value.shape[2:], (kh, kw), (1, 1), (dh, dw))
@@ -114,10 +115,11 @@ def max_pool(reader, node, value, kernel_size, stride=None, padding=0, dilation=
     _image(node, value, "max_pool2d")
     if nn.pair(dilation, "dilation") != (1, 1) or ceil_mode or return_indices:
         raise ConversionError(f"{describe(node)}: max_pool2d with dilation, ceil_mode or return_indices has no funcdl "
-                          "equivalent")
+                              "equivalent")
     size, (ph, pw) = nn.pair(kernel_size, "kernel_size"), nn.pair(padding, "padding")
     pads = _merged_pad(node, value, (ph, ph, pw, pw), -_INF)
-    reader.emit(nn.MaxPool2D, pool_size=size, strides=nn.pair(stride, "stride") if stride else size, padding=_padding(pads))
+    strides = nn.pair(stride, "stride") if stride else size
+    reader.emit(nn.MaxPool2D, pool_size=size, strides=strides, padding=_padding(pads))
     return reader.derive(node, value)
 
 
@@ -126,14 +128,16 @@ def avg_pool(reader, node, value, kernel_size, stride=None, padding=0, ceil_mode
     reader.take(node, value, pad_ok=True)
     _image(node, value, "avg_pool2d")
     if ceil_mode or divisor_override is not None:
-        raise ConversionError(f"{describe(node)}: avg_pool2d with ceil_mode or divisor_override has no funcdl equivalent")
+        raise ConversionError(f"{describe(node)}: avg_pool2d with ceil_mode or divisor_override has no funcdl "
+                              "equivalent")
     size, (ph, pw) = nn.pair(kernel_size, "kernel_size"), nn.pair(padding, "padding")
     if value.pad is not None and not count_include_pad and (ph or pw):
-        raise ConversionError(f"{describe(node)}: explicit padding before avg_pool2d(padding>0, count_include_pad=False) "
-                          "has no funcdl equivalent")
+        raise ConversionError(f"{describe(node)}: explicit padding before avg_pool2d(padding>0, "
+                              "count_include_pad=False) has no funcdl equivalent")
     include = bool(count_include_pad) or value.pad is not None  # explicitly padded zeros count as pixels
     pads = _merged_pad(node, value, (ph, ph, pw, pw), 0.0)
-    reader.emit(nn.AvgPool2D, pool_size=size, strides=nn.pair(stride, "stride") if stride else size, padding=_padding(pads),
+    strides = nn.pair(stride, "stride") if stride else size
+    reader.emit(nn.AvgPool2D, pool_size=size, strides=strides, padding=_padding(pads),
                 count_include_pad=include)
     return reader.derive(node, value)
 
@@ -147,9 +151,9 @@ def adaptive_pool(reader, node, value, output_size, return_indices=False, is_max
     for size, out in zip((height, width), sizes):
         out = size if out is None else out
         if size % out or return_indices:
-            raise ConversionError(f"{describe(node)}: adaptive pooling of {height}x{width} to {sizes} (or with indices) "
-                              "has no funcdl equivalent; funcdl pools with fixed windows (the output must divide "
-                              "the input)")
+            raise ConversionError(f"{describe(node)}: adaptive pooling of {height}x{width} to {sizes} (or with "
+                                  "indices) has no funcdl equivalent; funcdl pools with fixed windows (the output "
+                                  "must divide the input)")
         window.append(size // out)
     reader.emit(nn.MaxPool2D if is_max else nn.AvgPool2D, pool_size=tuple(window), strides=tuple(window),
                 padding=(0, 0))
@@ -160,14 +164,15 @@ def batch_norm(reader, node, m, value, image):
     reader.take(node, value)
     name = type(m).__name__
     if m.running_mean is None or not m.track_running_stats:
-        raise ConversionError(f"{describe(node)}: {name}(track_running_stats=False) normalises with batch statistics "
-                          "in inference; funcdl's BatchNorm uses running statistics")
+        raise ConversionError(f"{describe(node)}: {name}(track_running_stats=False) normalises with batch "
+                              "statistics in inference; funcdl's BatchNorm uses running statistics")
     if m.momentum is None:
         raise ConversionError(f"{describe(node)}: {name}(momentum=None) (cumulative average) has no funcdl equivalent")
     if image:
         _image(node, value, name)
     elif len(value.shape) != 2:
-        raise ConversionError(f"{describe(node)}: {name} on shape {value.shape}: only (batch, features) inputs are supported")
+        raise ConversionError(f"{describe(node)}: {name} on shape {value.shape}: only (batch, features) inputs are "
+                              "supported")
     index = reader.emit(nn.BatchNorm, momentum=layouts.momentum_from_torch(m.momentum), epsilon=m.eps,
                         unbiased_running_var=True, use_scale=m.affine, use_bias=m.affine)
     vector = _vector(value.perm)
@@ -186,9 +191,10 @@ def layer_norm(reader, node, m, value):
     axes = len(m.normalized_shape)
     if value.layout == "nchw":
         if axes != 3:
-            raise ConversionError(f"{describe(node)}: LayerNorm over the last {axes} axes of an NCHW image has no funcdl "
-                              "equivalent (funcdl holds images NHWC); normalise over (C, H, W)")
-        vector = lambda a: a.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+            raise ConversionError(f"{describe(node)}: LayerNorm over the last {axes} axes of an NCHW image has no "
+                                  "funcdl equivalent (funcdl holds images NHWC); normalise over (C, H, W)")
+        def vector(a):
+            return a.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
     else:
         vector = _vector(value.perm)
     weight, bias = m.weight, m.bias
@@ -204,7 +210,8 @@ def layer_norm(reader, node, m, value):
 def embedding(reader, node, m, value):
     reader.take(node, value)
     if m.max_norm is not None or m.scale_grad_by_freq:
-        raise ConversionError(f"{describe(node)}: Embedding with max_norm or scale_grad_by_freq has no funcdl equivalent")
+        raise ConversionError(f"{describe(node)}: Embedding with max_norm or scale_grad_by_freq has no funcdl "
+                              "equivalent")
     index = reader.emit(nn.Embedding, num_embeddings=m.num_embeddings, features=m.embedding_dim)
     reader.weight(index, "embedding", _key(node, "weight"))
     return reader.derive(node, value, layout="plain", perm=None)
@@ -216,10 +223,11 @@ def recurrent(reader, node, m, value):
     if len(node.args) + len(node.kwargs) != 1:
         raise ConversionError(f"{describe(node)}: {name} called with an initial state; funcdl starts from zeros")
     if not m.batch_first or m.bidirectional or getattr(m, "proj_size", 0):
-        raise ConversionError(f"{describe(node)}: {name} must have batch_first=True, bidirectional=False and no proj_size "
-                          f"(funcdl sequences are (batch, time, features))")
+        raise ConversionError(f"{describe(node)}: {name} must have batch_first=True, bidirectional=False and no "
+                              "proj_size (funcdl sequences are (batch, time, features))")
     if len(value.shape) != 3 or value.layout != "plain" or value.perm is not None:
-        raise ConversionError(f"{describe(node)}: {name} needs a (batch, time, features) input, got shape {value.shape}")
+        raise ConversionError(f"{describe(node)}: {name} needs a (batch, time, features) input, got shape "
+                              f"{value.shape}")
     if isinstance(m, torch.nn.LSTM):
         cls, extra, gates, cell = nn.LSTM, {"unit_forget_bias": False}, 4, "lstm"
     elif isinstance(m, torch.nn.GRU):
@@ -257,7 +265,8 @@ def getitem(reader, node, value, index):
     elif value.kind == "hidden":
         if index == 0:
             return Value("state", tuple(meta.shape), value.end, rnn=value.rnn)
-        raise ConversionError(f"{describe(node)}: the LSTM cell state c_n has no funcdl equivalent; use h_n or the output")
+        raise ConversionError(f"{describe(node)}: the LSTM cell state c_n has no funcdl equivalent; use h_n or the "
+                              "output")
     elif value.kind == "state":
         first = index[0] if isinstance(index, tuple) and all(i == slice(None) for i in index[1:]) else index
         if isinstance(first, int) and first % value.shape[0] == value.shape[0] - 1:
@@ -267,8 +276,8 @@ def getitem(reader, node, value, index):
         if (index[0] == slice(None) and all(i == slice(None) for i in index[2:]) and isinstance(step, int)
                 and step % value.shape[1] == value.shape[1] - 1):
             return last_step(reader, node, value)
-    raise ConversionError(f"{describe(node)}: indexing with {index!r} is not supported; funcdl supports out[0], "
-                      "out[:, -1] of an LSTM/GRU/RNN output sequence and h_n[-1]")
+    raise ConversionError(f"{describe(node)}: indexing with {index!r} is not supported; funcdl supports out[0], out[:, "
+                          "-1] of an LSTM/GRU/RNN output sequence and h_n[-1]")
 
 
 def _final_state(reader, node, value):
@@ -294,16 +303,16 @@ def reshape(reader, node, value):
         _, channels, height, width = value.shape
         perm = layouts.flatten_permutation(channels, height, width)
         if perm is not None and len(out) != 2:
-            raise ConversionError(f"{describe(node)}: reshaping an NCHW image {value.shape} to {out}: funcdl holds images "
-                              "NHWC, so only flattening to (batch, C*H*W) is supported (or x.permute(0, 2, 3, 1) "
-                              "first)")
+            raise ConversionError(f"{describe(node)}: reshaping an NCHW image {value.shape} to {out}: funcdl holds "
+                                  "images NHWC, so only flattening to (batch, C*H*W) is supported (or x.permute(0, 2, "
+                                  "3, 1) first)")
     elif value.perm is not None:
         raise ConversionError(f"{describe(node)}: reshaping a flattened NCHW image again has no funcdl equivalent")
     else:
         perm = None
     if len(out) == 4:
         raise ConversionError(f"{describe(node)}: reshaping to 4-D {out} makes an NCHW image funcdl would hold NHWC; "
-                          "not supported")
+                              "not supported")
     if len(out) == 2:
         reader.emit(nn.Flatten)
     else:
@@ -320,15 +329,17 @@ def permute(reader, node, value, dims):
         return reader.derive(node, value, layout="nchw")
     if dims == tuple(range(len(dims))):
         return reader.derive(node, value)
-    raise ConversionError(f"{describe(node)}: permute{dims} is not supported; only NCHW <-> NHWC (0, 2, 3, 1) / (0, 3, 1, 2)")
+    raise ConversionError(f"{describe(node)}: permute{dims} is not supported; only NCHW <-> NHWC (0, 2, 3, 1) / (0, 3, "
+                          "1, 2)")
 
 
 def pad(reader, node, value, pad, mode="constant", value_=None):
     reader.take(node, value)
     fill = 0.0 if value_ is None else float(value_)
     if mode != "constant" or len(pad) != 4 or value.layout != "nchw" or fill not in (0.0, -_INF) or min(pad) < 0:
-        raise ConversionError(f"{describe(node)}: only constant zero (or -inf before max pooling) padding of the H and W "
-                          f"axes of an NCHW image is supported, got pad={tuple(pad)}, mode={mode!r}, value={fill}")
+        raise ConversionError(f"{describe(node)}: only constant zero (or -inf before max pooling) padding of the "
+                              f"H and W axes of an NCHW image is supported, got pad={tuple(pad)}, mode={mode!r}, "
+                              f"value={fill}")
     left, right, top, bottom = pad
     return reader.derive(node, value, pad=(top, bottom, left, right), pad_value=fill)
 

@@ -161,7 +161,7 @@ def _pool(p, index, layer, shape):
     if not symmetric:
         if not is_max and not layer.count_include_pad:
             raise ConversionError(f"layers_{index} (AvgPool2D): padding {pads} with count_include_pad=False has no "
-                              "torch equivalent")
+                                  "torch equivalent")
         _pads_module(p, pads, -math.inf if is_max else 0.0)
     if is_max:
         p.add(tnn.MaxPool2d(size, strides, padding))
@@ -179,9 +179,10 @@ def _batch_norm(p, index, layer, shape):
         cls = tnn.BatchNorm1d
     else:
         raise ConversionError(f"layers_{index} (BatchNorm) on shape {shape}: torch's BatchNorm1d normalises axis 1, "
-                          "not the last; only (batch, features) and images are supported")
+                              "not the last; only (batch, features) and images are supported")
     features = shape[-1]
-    prefix = p.add(cls(features, eps=layer.epsilon, momentum=layouts.momentum_to_torch(layer.momentum), affine=layer.use_scale))
+    momentum = layouts.momentum_to_torch(layer.momentum)
+    prefix = p.add(cls(features, eps=layer.epsilon, momentum=momentum, affine=layer.use_scale))
     forward, backward = p.vectors()
     names = [("running_mean", "mean", "batch_stats"), ("running_var", "var", "batch_stats")]
     if layer.use_scale:
@@ -221,7 +222,7 @@ def _reshape(p, index, layer, shape, out_shape, rest):
         if tuple(out_shape) == tuple(shape):
             return
         raise ConversionError(f"layers_{index} ({type(layer).__name__}): reshaping a flattened image again has no "
-                          "torch equivalent")
+                              "torch equivalent")
     if tuple(out_shape) == tuple(shape):
         return
     if len(shape) == 3 and p.layout == "nchw":
@@ -263,11 +264,11 @@ def _recurrent(p, layers, start, shape):
         raise ConversionError(f"layers_{start} ({name}) needs (batch, time, features) input, got {shape}")
     if isinstance(first, nn.GRU) and not first.reset_after:
         raise ConversionError(f"layers_{start} (GRU): torch's GRU applies the reset gate after the matmul; "
-                          "reset_after=False has no torch equivalent")
+                              "reset_after=False has no torch equivalent")
     if not all(layer.use_recurrent_bias for layer in layers[start:] if isinstance(layer, _RECURRENT)):
         raise ConversionError(f"layers_{start} ({name}) has use_recurrent_bias=False (keras' single bias); torch's "
-                          "recurrent layers always have two biases: rebuild it with use_recurrent_bias=True and "
-                          "bias_hh = 0")
+                              "recurrent layers always have two biases: rebuild it with use_recurrent_bias=True and "
+                              "bias_hh = 0")
     if isinstance(first, nn.SimpleRNN) and first.activation not in ("tanh", "relu"):
         raise ConversionError(f"layers_{start} (SimpleRNN): torch's RNN supports activation 'tanh' or 'relu'")
     end, rate = _recurrent_run(layers, start)
@@ -330,7 +331,7 @@ def plan(model, input_shape, dtype):
             _reshape(p, index, layer, shape, out_shape, layers[index + 1:])
         elif not _simple_layer(p, index, layer, shape):
             raise ConversionError(f"layers_{index} ({type(layer).__name__}) has no PyTorch equivalent in to_torch; "
-                              f"supported: {SUPPORTED}")
+                                  f"supported: {SUPPORTED}")
         index += 1
     if p.perm is not None:
         raise ConversionError("internal: a flattened image reached the output without its Dense")

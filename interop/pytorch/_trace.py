@@ -49,14 +49,14 @@ class Reader:
     def take(self, node, value, pad_ok=False):
         """Check that ``value`` is the head of the chain before ``node`` consumes it."""
         if value.kind != "tensor":
-            raise ConversionError(f"{node.name} ({describe(node)}) gets a tuple; take out[0] / out[:, -1] / h_n[-1] "
-                              "of an LSTM/GRU/RNN first")
+            raise ConversionError(f"{node.name} ({describe(node)}) gets a tuple; take out[0] / out[:, -1] / h_n[-1] of "
+                                  "an LSTM/GRU/RNN first")
         if value.end != len(self.specs):
             raise ConversionError(f"{node.name} ({describe(node)}) uses a value from before other layers were applied; "
-                              "funcdl converts single chains only (no branches or skip connections)")
+                                  "funcdl converts single chains only (no branches or skip connections)")
         if value.pad is not None and not pad_ok:
             raise ConversionError(f"{node.name} ({describe(node)}) follows explicit padding; only Conv2d, MaxPool2d "
-                              "and AvgPool2d may follow F.pad / ZeroPad2d")
+                                  "and AvgPool2d may follow F.pad / ZeroPad2d")
         return value
 
     def derive(self, node, value, **changes):
@@ -69,8 +69,8 @@ class Reader:
     def input_value(self, node):
         inputs = [n for n in node.all_input_nodes if "tensor_meta" in n.meta]
         if len(inputs) != 1:
-            raise ConversionError(f"{node.name} ({describe(node)}) takes {len(inputs)} tensors; funcdl converts "
-                              "single chains with one input (no skip connections, extra inputs or initial states)")
+            raise ConversionError(f"{node.name} ({describe(node)}) takes {len(inputs)} tensors; funcdl converts single "
+                                  "chains with one input (no skip connections, extra inputs or initial states)")
         return self.values[inputs[0]]
 
     # -- the walk ------------------------------------------------------------------------------
@@ -88,7 +88,7 @@ class Reader:
                 return self.finish(node)
             elif node.op == "get_attr":
                 raise ConversionError(f"forward reads the tensor self.{node.target} directly; only supported modules "
-                                  f"may hold weights ({SUPPORTED})")
+                                      f"may hold weights ({SUPPORTED})")
             elif "tensor_meta" in node.meta:
                 self.values[node] = self.convert(node)
         raise ConversionError("the traced graph has no output")
@@ -99,16 +99,16 @@ class Reader:
             raise ConversionError("forward must return one tensor")
         value = self.take(node, self.values[result])
         if value.perm is not None:
-            raise ConversionError("the model ends on a flattened NCHW activation; funcdl flattens NHWC images in "
-                              "(H, W, C) order: end with a Linear, or x.permute(0, 2, 3, 1) before flattening")
+            raise ConversionError("the model ends on a flattened NCHW activation; funcdl flattens NHWC images in (H, "
+                                  "W, C) order: end with a Linear, or x.permute(0, 2, 3, 1) before flattening")
         return value
 
     def convert(self, node):
         if node.op == "call_module":
             target = self.module.get_submodule(node.target)
             if node.target in self.called and any(True for _ in target.parameters()):
-                raise ConversionError(f"module {node.target} is called twice (shared weights); funcdl layers own "
-                                  "their weights")
+                raise ConversionError(f"module {node.target} is called twice (shared weights); funcdl layers own their "
+                                      "weights")
             self.called[node.target] = True
             return _ops.convert_module(self, node, target)
         if node.op == "call_function":
@@ -141,8 +141,8 @@ def trace(module, example):
             graph = Tracer().trace(module)
         except Exception as err:  # fx raises TraceError, TypeError, ... on data-dependent control flow
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ConversionError(f"cannot trace {type(module).__name__}.forward with torch.fx ({first}); "
-                              "funcdl converts forwards without data-dependent control flow") from None
+            raise ConversionError(f"cannot trace {type(module).__name__}.forward with torch.fx ({first}); funcdl "
+                                  "converts forwards without data-dependent control flow") from None
         for node in graph.nodes:
             if node.op == "call_module":
                 _ops.check_module(module.get_submodule(node.target), node.target)
