@@ -122,8 +122,10 @@ class FitEpochs:
         self.epoch, self.data, self.train_key, self.eager = epoch, data, train_key, eager
         self.validate, self.skip_nonfinite = validate, skip_nonfinite
 
-    def run(self, state: TrainState, epoch: int) -> tuple[TrainState, StepMetrics]:
-        key = epoch_key(self.train_key, epoch)
+    def prepare(self, epoch: int) -> jax.Array:
+        return epoch_key(self.train_key, epoch)
+
+    def run(self, state: TrainState, key: jax.Array) -> tuple[TrainState, StepMetrics]:
         with eager_context(self.eager):
             return self.epoch(state, *self.data, key)
 

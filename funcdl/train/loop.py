@@ -22,8 +22,11 @@ from funcdl.train.step import TrainState
 class Epochs(Protocol):
     """How a training run runs one epoch and what it logs for it."""
 
-    def run(self, state: Any, epoch: int) -> tuple[Any, Any]:
-        """Train epoch ``epoch`` (0-based) from ``state``; returns ``(state, metrics)`` as device arrays."""
+    def prepare(self, epoch: int) -> Any:
+        """What epoch ``epoch`` (0-based) runs on besides the state (its key), made before the epoch is timed."""
+
+    def run(self, state: Any, prepared: Any) -> tuple[Any, Any]:
+        """Train one epoch from ``state`` on ``prepare(epoch)``; returns ``(state, metrics)`` as device arrays."""
 
     def logs(self, epoch: int, before: Any, state: Any, metrics: Any, history: History) -> dict[str, Any]:
         """The logs of the epoch that took ``before`` to ``state`` (``metrics`` on the host).
@@ -74,9 +77,9 @@ def run_epochs(epochs: Epochs, state: Any, history: History, num_epochs: int, ca
     first_epoch = history.epochs_done
     with CompileCounter() as counter:
         for epoch in bar:
-            before = state
+            before, prepared = state, epochs.prepare(epoch)
             start = time.perf_counter()
-            state, metrics = epochs.run(state, epoch)
+            state, metrics = epochs.run(state, prepared)
             state = jax.block_until_ready(state)
             history.epoch_seconds.append(time.perf_counter() - start)
             logs = epochs.logs(epoch, before, state, jax.device_get(metrics), history)

@@ -180,9 +180,12 @@ class SweepEpochs:
         compiled = jax.jit(program).lower(*arguments).compile()
         return cls(compiled, arguments, None if x_val is None else len(x_val)), time.perf_counter() - start
 
-    def run(self, states: TrainState, epoch: int) -> tuple[TrainState, tuple]:
+    def prepare(self, epoch: int) -> jax.Array:
+        return jnp.int32(epoch)
+
+    def run(self, states: TrainState, epoch: jax.Array) -> tuple[TrainState, tuple]:
         lrs, _, x, y, train_keys, _, x_val, y_val = self.arguments
-        states, metrics, validation = self.program(lrs, states, x, y, train_keys, jnp.int32(epoch), x_val, y_val)
+        states, metrics, validation = self.program(lrs, states, x, y, train_keys, epoch, x_val, y_val)
         return states, (metrics, validation)
 
     def logs(self, epoch: int, before: TrainState, states: TrainState, metrics: tuple[Any, Any],
