@@ -43,7 +43,7 @@ from funcdl.nn._pool import AvgPool2D, MaxPool2D
 from funcdl.nn._recurrent import GRU, LSTM, SimpleRNN
 from funcdl.nn._sequential import Sequential
 from funcdl.nn._shape import Dropout, Flatten, ImageRows, Reshape
-from funcdl.nn._shapes import (
+from funcdl.nn._shape_inference import (
     check_variables,
     count_params,
     init_shapes,
