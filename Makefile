@@ -9,7 +9,7 @@ DATA_DIR ?= $(or $(FUNCDL_DATA_DIR),$(if $(wildcard ../shared/data),../shared/da
 DATA_FLAG := $(if $(wildcard $(DATA_DIR)/mnist),--data-dir $(DATA_DIR))
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup demo test data bench clean
+.PHONY: setup demo test lint data bench clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ test: setup
 # Downloads MNIST's four IDX files into $(DATA_DIR)/mnist (checksum-verified); says so when offline.
 data: setup
 	$(BIN)/python -m funcdl.download $(DATA_DIR)
+
+# ruff (lint and import order) and mypy (types), both configured in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/funcdl bench --suite cpu --quick

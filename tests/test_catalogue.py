@@ -13,8 +13,8 @@ import pathlib
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import numpy as np
@@ -24,7 +24,7 @@ import funcdl as fd
 from funcdl import checkpoint, nn
 from funcdl.cli import main
 from funcdl.errors import ConfigError, DataError, FileFormatError, FuncdlError, ShapeError
-from funcdl.fit import History
+from funcdl.train import History, TrainState
 
 X = np.random.default_rng(0).random((20, 4, 4, 1), dtype=np.float32)
 Y = (np.arange(20) % 10).astype(np.int32)
@@ -34,7 +34,7 @@ def small_model():
     return nn.Sequential((nn.Flatten(), nn.Dense(10)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_variables():
     return small_model().init(jax.random.key(0), X[:1])
 
@@ -108,7 +108,7 @@ def _checkpoint(folder, model, x, optimizer="adam"):
     """A checkpoint of ``model`` (untrained) as ``funcdl train --resume`` would write it."""
     variables = model.init(jax.random.key(0), x[:1])
     opt_state = fd.optim.get(optimizer, 1e-3, flavor="torch").init(variables["params"])
-    checkpoint.save(folder, History(variables=variables, opt_state=opt_state, seed=0))
+    checkpoint.save(folder, TrainState(variables, opt_state, 0), History(seed=0))
 
 
 def _torch_file(path, obj):
@@ -432,6 +432,7 @@ def test_bad_input(row, tmp_path, inputs, monkeypatch, capsys):
                 folder.chmod(0o755)
 
 
+@pytest.mark.subprocess
 def test_real_write_failure_leaves_nothing(tmp_path):
     """A write that really fails (a file size limit gives EFBIG, as a full disk gives ENOSPC): one line, exit 2."""
     source = tmp_path / "wide.funcdl"
