@@ -19,6 +19,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 
 from funcdl.errors import DataError
 
@@ -73,7 +74,8 @@ def _umask() -> int:
     return mask
 
 
-def download_mnist(data_dir, mirrors=MIRRORS, checksums=None) -> pathlib.Path:
+def download_mnist(data_dir: str | os.PathLike[str], mirrors: Sequence[str] = MIRRORS,
+                   checksums: Mapping[str, str] | None = None) -> pathlib.Path:
     """Fetch the four MNIST IDX gz files into ``data_dir/mnist`` (files already there and valid are kept).
 
     Args:
@@ -98,7 +100,7 @@ def download_mnist(data_dir, mirrors=MIRRORS, checksums=None) -> pathlib.Path:
     return folder
 
 
-def _download_one(stem: str, checksum: str, mirrors) -> bytes:
+def _download_one(stem: str, checksum: str, mirrors: Sequence[str]) -> bytes:
     reasons = []
     for mirror in mirrors:
         url = f"{mirror}{stem}.gz"
@@ -112,9 +114,9 @@ def _download_one(stem: str, checksum: str, mirrors) -> bytes:
                     f"{'; '.join(reasons)}); copy the four MNIST IDX files into the data folder by hand")
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m funcdl.download [DATA_DIR]``: DATA_DIR defaults to ``$FUNCDL_DATA_DIR``."""
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     target = argv[0] if argv else os.environ.get("FUNCDL_DATA_DIR")
     if not target or len(argv) > 1:
         print("error: usage: python -m funcdl.download DATA_DIR (or set FUNCDL_DATA_DIR)", file=sys.stderr)
