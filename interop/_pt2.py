@@ -36,7 +36,7 @@ Refused with one line (``FileFormatError``): any member whose bytes parse as a p
 content, whatever the config says), a config entry with ``use_pickle: true``, opaque/custom/TorchScript object
 constants, AOTInductor or other compiled code, member paths outside the archive root or repeated, JSON that is
 not an object of the expected shape, dtypes outside ``DTYPES``, views outside their storage, and archives
-whose members or tensors would unpack to more than ``funcdl.files.max_bytes()`` (``$FUNCDL_MAX_BYTES``).
+whose members or tensors would unpack to more than ``funcdl.io.max_bytes()`` (``$FUNCDL_MAX_BYTES``).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from funcdl.errors import FileFormatError
-from funcdl.files import check_size, max_bytes
+from funcdl.io import check_size, max_bytes
 from interop._torch_zip import from_bytes, numpy_dtype, read_torch_zip, strided
 
 # torch._export.serde.schema.ScalarType -> numpy dtype (older schemas wrote the member names)
@@ -200,7 +200,8 @@ def pickle_protocol(data: bytes) -> int | None:
     """
     if len(data) < 2 or data[-1:] != b".":  # every pickle ends with STOP ('.'); most data fails here
         return None
-    protocol, end = 0, -1
+    protocol: Any = 0
+    end: Any = -1
     try:
         for opcode, arg, position in pickletools.genops(data):
             protocol = arg if opcode.name == "PROTO" else max(protocol, opcode.proto)
@@ -430,7 +431,7 @@ def _spec(raw: Any, what: str) -> Pt2Spec:
     if kind == "custom_obj":
         raise FileFormatError(f"{what.split(': ', 1)[0]}: refused to load: the program takes a custom object "
                               "(a TorchScript/opaque object that only unpickling can build)")
-    arg = body.get("arg") if isinstance(body.get("arg"), dict) else {}
+    arg: dict[str, Any] = body["arg"] if isinstance(body.get("arg"), dict) else {}
     name = arg.get("name", (arg.get("as_tensor") or {}).get("name") if isinstance(arg.get("as_tensor"), dict)
                    else None)
     target = next((body[k] for k in _SPEC_TARGETS if isinstance(body.get(k), str)), None)
@@ -481,7 +482,7 @@ def _program(name: str, program: dict, state_dict: dict, constants: dict, what: 
     torch_version = program.get("torch_version")
     return Pt2Program(name, graph, state_dict, constants, (int(major or 0), int(minor or 0)),
                       torch_version if isinstance(torch_version, str) else None,
-                      program.get("range_constraints") if isinstance(program.get("range_constraints"), dict) else {},
+                      _dict_or_empty(program.get("range_constraints")),
                       program)
 
 
@@ -527,10 +528,14 @@ def _archive_program(members: _Members, root: str, name: str, big: bool) -> Pt2P
     return _program(name, program, tables[0], tables[1], f"{members.path}: models/{name}.json")
 
 
+def _dict_or_empty(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _read_legacy_layout(members: _Members) -> Pt2Archive:
     """The flat layout ``torch.export.save`` wrote in torch 2.1-2.7."""
     path = members.path
-    tables = []
+    tables: list[Any] = []
     for stem in ("serialized_state_dict", "serialized_constants"):
         name = next((f"{stem}{s}" for s in (".pt", ".json") if f"{stem}{s}" in members.names), None)
         if name is None:
@@ -553,7 +558,7 @@ def read(path: str | Path, max_bytes_override: int | None = None) -> Pt2Archive:
     Args:
       path: the archive.
       max_bytes_override: the most bytes its members (and, separately, its tensors) may unpack to; default
-        ``funcdl.files.max_bytes()`` (``$FUNCDL_MAX_BYTES`` or 2 GiB).
+        ``funcdl.io.max_bytes()`` (``$FUNCDL_MAX_BYTES`` or 2 GiB).
     Returns:
       a ``Pt2Archive``: programs with their graphs and tensors ({fqn: numpy array}), and the extra files.
     Raises:

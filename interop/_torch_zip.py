@@ -24,7 +24,7 @@ import ml_dtypes  # numpy's bfloat16, installed with jax
 import numpy as np
 
 from funcdl.errors import FileFormatError
-from funcdl.files import check_size
+from funcdl.io import check_size
 
 # torch storage class -> numpy dtype of one element (little-endian; swapped for big-endian archives)
 STORAGE_DTYPES = {
@@ -81,7 +81,7 @@ class _Reader:
                                "only (a pickle that would run code or build other objects)")
 
     def pop_mark(self) -> list[Any]:
-        items = []
+        items: list[Any] = []
         while self.stack:
             item = self.stack.pop()
             if isinstance(item, _Mark):

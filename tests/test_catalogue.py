@@ -13,20 +13,28 @@ import pathlib
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import numpy as np
 import pytest
+from hostile_files import (
+    Payload,
+    deflated_zeros,
+    gzip_idx_bomb,
+    payload_pickle,
+    rewrite,
+    torch_save_bytes,
+    weight_config,
+    zip_bomb_like,
+)
 
 import funcdl as fd
 from funcdl import checkpoint, nn
 from funcdl.cli import main
 from funcdl.errors import ConfigError, DataError, FileFormatError, FuncdlError, ShapeError
-from funcdl.fit import History
-from hostile_files import (Payload, deflated_zeros, gzip_idx_bomb, payload_pickle, rewrite, torch_save_bytes,
-                           weight_config, zip_bomb_like)
+from funcdl.train import History, TrainState
 from interop import pytorch  # imports no torch until a function needs it
 
 X = np.random.default_rng(0).random((20, 4, 4, 1), dtype=np.float32)
@@ -37,7 +45,7 @@ def small_model():
     return nn.Sequential((nn.Flatten(), nn.Dense(10)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_variables():
     return small_model().init(jax.random.key(0), X[:1])
 
@@ -142,7 +150,7 @@ def _checkpoint(folder, model, x, optimizer="adam"):
     """A checkpoint of ``model`` (untrained) as ``funcdl train --resume`` would write it."""
     variables = model.init(jax.random.key(0), x[:1])
     opt_state = fd.optim.get(optimizer, 1e-3, flavor="torch").init(variables["params"])
-    checkpoint.save(folder, History(variables=variables, opt_state=opt_state, seed=0))
+    checkpoint.save(folder, TrainState(variables, opt_state, 0), History(seed=0))
 
 
 def _torch_file(path, obj):
@@ -509,6 +517,7 @@ def test_bad_input(row, tmp_path, inputs, monkeypatch, capsys):
                 folder.chmod(0o755)
 
 
+@pytest.mark.subprocess
 def test_real_write_failure_leaves_nothing(tmp_path):
     """A write that really fails (a file size limit gives EFBIG, as a full disk gives ENOSPC): one line, exit 2."""
     source = tmp_path / "wide.funcdl"

@@ -15,12 +15,21 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from hostile_files import (
+    Payload,
+    deflated_zeros,
+    gzip_idx_bomb,
+    payload_pickle,
+    prove_live,
+    rewrite,
+    torch_save_bytes,
+    weight_config,
+    zip_bomb_like,
+)
 
 from funcdl import nn
 from funcdl.cli import main
 from funcdl.errors import DataError, FileFormatError
-from hostile_files import (Payload, deflated_zeros, gzip_idx_bomb, payload_pickle, prove_live, rewrite,
-                           torch_save_bytes, weight_config, zip_bomb_like)
 from interop import _pt2, pytorch
 
 torch = pytest.importorskip("torch")
@@ -432,7 +441,7 @@ def test_idx_header_with_huge_dims_does_not_overflow(tmp_path):
 
 def test_limit_setting_is_checked(monkeypatch, clean):
     from funcdl.errors import ConfigError
-    from funcdl.files import max_bytes
+    from funcdl.io import max_bytes
     monkeypatch.setenv("FUNCDL_MAX_BYTES", "lots")
     with pytest.raises(ConfigError, match="FUNCDL_MAX_BYTES must be a positive number of bytes, got 'lots'"):
         max_bytes()
