@@ -30,7 +30,8 @@ from hostile_files import (
 from funcdl import nn
 from funcdl.cli import main
 from funcdl.errors import DataError, FileFormatError
-from interop import _pt2, pytorch
+from interop import pytorch
+from interop.pytorch import _pt2
 
 torch = pytest.importorskip("torch")
 

@@ -28,8 +28,9 @@ import numpy as np
 from funcdl import nn
 from funcdl.errors import ConfigError, ConversionError, FileFormatError
 from funcdl.io import atomic_path, check_size, flatten_variables, max_bytes, read_header, unflatten_variables
-from interop import _pt2, frameworks
+from interop import frameworks
 from interop.layouts import checked
+from interop.pytorch import _pt2
 from interop.pytorch._nodes import SUPPORTED
 
 __all__ = ["SUPPORTED", "from_state_dict", "from_torch", "load_torch_file", "load_torch_model", "read_pt2",
@@ -364,7 +365,7 @@ def _state_dict_of(loaded, path):
 def read_pt2(path: str | Path, max_bytes: int | None = None) -> _pt2.Pt2Archive:
     """A ``.pt2`` file's programs (graph, signature, tensors as numpy arrays) and extra files; no torch needed.
 
-    The archive is read by funcdl itself (``interop._pt2``): its JSON program and raw tensor records only.
+    The archive is read by funcdl itself (``interop.pytorch._pt2``): its JSON program and raw tensor records only.
     Nothing in it is unpickled; pickled members, pickled or opaque constants, compiled code, paths outside the
     archive and members or tensors larger than ``max_bytes`` (default ``$FUNCDL_MAX_BYTES`` or 2 GiB) are
     refused with a one-line FileFormatError.
@@ -373,7 +374,7 @@ def read_pt2(path: str | Path, max_bytes: int | None = None) -> _pt2.Pt2Archive:
       path: a ``torch.export.save`` file (torch 2.1-2.13 layouts).
       max_bytes: the most bytes the archive's members, and separately its tensors, may unpack to.
     Returns:
-      an ``interop._pt2.Pt2Archive``; ``.program.graph.nodes``, ``.program.state_dict``, ``.extra_files``.
+      an ``interop.pytorch._pt2.Pt2Archive``; ``.program.graph.nodes``, ``.program.state_dict``, ``.extra_files``.
     """
     return _pt2.read(path, max_bytes)
 

@@ -24,7 +24,7 @@ else. Layouts read (``Pt2Archive.layout``):
     serialized_exported_program.json, serialized_state_dict.pt, serialized_constants.pt,
     serialized_example_inputs.pt, version, extra_files/<name>
 
-The ``.pt`` members there are ``torch.save`` zips, read by ``interop._torch_zip`` (tensors and containers only).
+The ``.pt`` members there are ``torch.save`` zips, read by ``interop.pytorch._zip`` (tensors and containers only).
 
 Tested with: archives ``torch.export.save`` writes in torch 2.13 (``pt2-archive``); the ``legacy`` layout written
 from torch 2.13's own ``torch._export.serde.serialize`` exactly as torch 2.2-2.7's ``torch.export.save`` wrote it
@@ -52,7 +52,7 @@ import numpy as np
 
 from funcdl.errors import FileFormatError
 from funcdl.io import check_size, max_bytes
-from interop._torch_zip import from_bytes, numpy_dtype, read_torch_zip, strided
+from interop.pytorch._zip import from_bytes, numpy_dtype, read_torch_zip, strided
 
 # torch._export.serde.schema.ScalarType -> numpy dtype (older schemas wrote the member names)
 DTYPES = {1: "u1", 2: "i1", 3: "<i2", 4: "<i4", 5: "<i8", 6: "<f2", 7: "<f4", 8: "<f8", 10: "<c8", 11: "<c16",
