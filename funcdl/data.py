@@ -10,14 +10,17 @@ functions that need them, so ``import funcdl.data`` stays light.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pathlib
+import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from funcdl.errors import ConfigError, DataError, choices_message
+from funcdl.io import limits
 
 DATASETS = ("mnist", "digits")  # plus any "tfds:NAME"
 
@@ -89,58 +92,74 @@ class Datasets:
 # --------------------------------------------------------------------------- IDX
 
 
-def read_idx(path: str | pathlib.Path) -> np.ndarray:
-    """Read one IDX file (gzip-compressed or raw).
+def read_idx(path: str | pathlib.Path, max_bytes: int | None = None) -> np.ndarray:
+    """Read one IDX file (gzip-compressed or raw), decompressing no more than its header declares.
 
     Args:
       path: file path; gzip is detected from the content, not the suffix.
+      max_bytes: the most bytes the header may declare (default ``funcdl.io.max_bytes()``:
+        ``$FUNCDL_MAX_BYTES`` or 2 GiB); checked before anything is allocated.
 
     Returns:
       The array with the header's dims and a native-endian dtype
       (uint8 for MNIST images (N, 28, 28) and labels (N,)).
 
     Raises:
-      DataError: naming the file, if it is missing, unreadable, or its header
+      DataError: naming the file, if it is missing, unreadable, too large, or its header
         (magic, type code, dims) disagrees with its payload.
     """
     path = pathlib.Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise DataError(f"{path}: not an IDX file: only {len(data)} bytes, no 4-byte magic number")
-    if data[0] != 0 or data[1] != 0:
-        magic = int.from_bytes(data[:4], "big")
+    limit = limits.max_bytes(max_bytes)
+    try:
+        with _open_idx(path) as stream:
+            dims, dtype, header = _idx_header(path, stream)
+            expected = math.prod(dims) * dtype.itemsize  # Python ints: a huge header cannot overflow
+            limits.check_size(f"{path}: header dims {dims} of {dtype.name}", expected, limit, DataError)
+            payload = stream.read(expected + 1)  # one byte more tells a file with extra bytes
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot read: {e}") from None
+    if len(payload) != expected:
+        found = f"{len(payload)}" if len(payload) < expected else "more"
+        what = "truncated" if len(payload) < expected else "has extra bytes"
+        raise DataError(f"{path}: payload {what}: header dims {dims} of {dtype.name} need "
+                        f"{expected} bytes after the header ({header} bytes), found {found}")
+    array = np.frombuffer(payload, dtype=dtype).reshape(dims)
+    return array.astype(dtype.newbyteorder("="), copy=True)  # native order, writable
+
+
+def _open_idx(path: pathlib.Path) -> gzip.GzipFile | BinaryIO:
+    """The file as a binary stream, through gzip when it starts with the gzip magic."""
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    if gzipped:
+        return gzip.open(path, "rb")  # closed by the caller's with-block
+    return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
+
+
+def _idx_header(path: pathlib.Path, stream: gzip.GzipFile | BinaryIO) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(dims, big-endian dtype, header length) of the IDX stream, read from its first bytes."""
+    head = stream.read(4)
+    if len(head) < 4:
+        raise DataError(f"{path}: not an IDX file: only {len(head)} bytes, no 4-byte magic number")
+    if head[0] != 0 or head[1] != 0:
+        magic = int.from_bytes(head, "big")
         raise DataError(f"{path}: not an IDX file: bad magic number {magic} (0x{magic:08x}); "
                         "expected 0x0000TTNN (e.g. 2051 for images, 2049 for labels)")
-    code, ndim = data[2], data[3]
+    code, ndim = head[2], head[3]
     if code not in _IDX_DTYPES:
         known = ", ".join(f"0x{c:02x}" for c in _IDX_DTYPES)
         raise DataError(f"{path}: unknown IDX data type code 0x{code:02x}; expected one of {known}")
     if ndim == 0:
         raise DataError(f"{path}: IDX header declares 0 dimensions")
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path}: truncated IDX header: {ndim} dims need {header} bytes, file has {len(data)}")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = _IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    actual = len(data) - header
-    if actual != expected:
-        what = "truncated" if actual < expected else "has extra bytes"
-        raise DataError(f"{path}: payload {what}: header dims {dims} of {dtype.name} need "
-                        f"{expected} bytes after the header, found {actual}")
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    return array.astype(dtype.newbyteorder("="), copy=True)  # native order, writable
-
-
-def _read_bytes(path: pathlib.Path) -> bytes:
-    """Whole file contents, gunzipped when the file starts with the gzip magic."""
-    try:
-        raw = path.read_bytes()
-        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot read: {e}") from None
+    raw_dims = stream.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header: {ndim} dims need {header} bytes, "
+                        f"file has {4 + len(raw_dims)}")
+    dims = tuple(int.from_bytes(raw_dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+    return dims, _IDX_DTYPES[code], header
 
 
 def _find_idx(folder: pathlib.Path, stem: str) -> pathlib.Path | None:

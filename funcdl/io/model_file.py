@@ -21,8 +21,6 @@ from funcdl.io.atomic import atomic_path
 
 FORMAT = "1"
 SUFFIX = ".funcdl"
-
-
 def flatten_variables(variables: Any) -> dict[str, np.ndarray]:
     """{'params/layers_1/kernel': np.ndarray, ...} from a nested variables dict."""
     flat = traverse_util.flatten_dict(dict(variables), sep="/")

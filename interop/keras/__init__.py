@@ -20,7 +20,9 @@ funcdl has no exact counterpart for, raises ConversionError before anything is
 converted. Regularizers, constraints and initialisers are training-time
 settings and are not carried over.
 """
+import io
 import json
+import math
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +35,7 @@ from flax import traverse_util
 
 from funcdl import nn
 from funcdl.errors import ConfigError, ConversionError, FileFormatError, FuncdlError
-from funcdl.io import atomic_path
+from funcdl.io import atomic_path, check_size, max_bytes
 from interop import frameworks
 from interop.keras._layers import FROM_KERAS, KERAS_SUPPORTED, PADDED, TO_KERAS, layer_tensors
 from interop.layouts import KERAS_WEIGHTS, checked, weights_from_keras, weights_to_keras
@@ -275,23 +277,62 @@ def _refuse_code(config, path):
 
 
 def _architecture(path):
-    """The architecture JSON of a ``.keras`` zip or a legacy full-model ``.h5``, read without keras."""
+    """The architecture JSON of a ``.keras`` zip or a legacy full-model ``.h5``, read without keras.
+
+    Sizes are checked first: the zip's members and every HDF5 dataset's declared shape must fit in
+    ``max_bytes()``, so keras never unpacks a bomb.
+    """
     if path.name.lower().endswith(".keras"):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                return json.loads(archive.read("config.json"))
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
-            raise FileFormatError(f"{path} is not a valid .keras file: {err}") from None
-    import h5py
+        return _keras_zip_config(path)
+    import h5py  # lazily, like keras: installed with the [tf] extra
     try:
         with h5py.File(path, "r") as handle:
+            _check_hdf5_sizes(path, handle)
             config = handle.attrs.get("model_config")
     except OSError as err:
         raise FileFormatError(f"{path} is not a valid HDF5 file: {err}") from None
     if config is None:
         raise FileFormatError(f"{path} holds weights only (no model_config); use "
                               "load_keras_weights(path, model, input_shape)")
-    return json.loads(config.decode() if isinstance(config, bytes) else config)
+    return _json(config.decode() if isinstance(config, bytes) else config, path)
+
+
+def _json(text, path):
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise FileFormatError(f"{path} is not a valid .keras file: its config is not JSON ({str(err)[:60]})") from None
+
+
+def _keras_zip_config(path):
+    """config.json of a ``.keras`` zip, after checking the sizes its members and weights declare."""
+    import h5py  # lazily, like keras: installed with the [tf] extra
+    limit = max_bytes()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            check_size(str(path), sum(info.file_size for info in archive.infolist()), limit)
+            config = archive.read("config.json")
+            if "model.weights.h5" in archive.namelist():
+                with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as handle:
+                    _check_hdf5_sizes(f"{path}: model.weights.h5", handle)
+    except (zipfile.BadZipFile, KeyError, OSError) as err:
+        raise FileFormatError(f"{path} is not a valid .keras file: {err}") from None
+    try:
+        return _json(config.decode("utf-8"), path)
+    except UnicodeDecodeError:
+        raise FileFormatError(f"{path} is not a valid .keras file: config.json is not UTF-8") from None
+
+
+def _check_hdf5_sizes(path, handle):
+    """Refuse an HDF5 file whose datasets declare more than ``max_bytes()`` in all (compressed chunks can)."""
+    import h5py  # lazily, like keras: installed with the [tf] extra
+    sizes = []
+
+    def visit(name, item):
+        if isinstance(item, h5py.Dataset) and item.shape is not None:
+            sizes.append(math.prod(item.shape) * item.dtype.itemsize)  # Python ints: no overflow
+    handle.visititems(visit)
+    check_size(f"{path}: its datasets", sum(sizes), max_bytes())
 
 
 def _kind(path):
@@ -369,6 +410,7 @@ def _count_tensors(path):
     found = []
     try:
         with h5py.File(path, "r") as handle:
+            _check_hdf5_sizes(path, handle)
             handle.visititems(lambda name, item: found.append(name) if isinstance(item, h5py.Dataset) else None)
     except OSError as err:
         raise FileFormatError(f"{path} is not a valid HDF5 file: {err}") from None
@@ -390,6 +432,7 @@ def load_keras_weights(path: str | Path, model: Any,
     path = Path(path)
     if not path.is_file() or _kind(path) != "weights":
         raise FileFormatError(f"{path} is not an existing .weights.h5 file")
+    stored = _count_tensors(path)  # sizes checked before keras (and TensorFlow) are even imported
     keras = frameworks.keras()
     if isinstance(model, keras.Model):
         keras_model = model
@@ -399,7 +442,6 @@ def load_keras_weights(path: str | Path, model: Any,
         template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
                                 nn.init_shapes(model, input_shape, nn.input_dtype(model)))
         keras_model = to_keras(model, template, input_shape, strict=False)
-    stored = _count_tensors(path)
     if stored != len(keras_model.weights):  # keras skips tensors it has no place for without a word
         raise ConversionError(f"{path} holds {stored} tensors, the model has {len(keras_model.weights)} weights")
     try:

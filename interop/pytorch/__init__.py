@@ -27,13 +27,14 @@ import numpy as np
 
 from funcdl import nn
 from funcdl.errors import ConfigError, ConversionError, FileFormatError
-from funcdl.io import atomic_path, flatten_variables, read_header, unflatten_variables
+from funcdl.io import atomic_path, check_size, flatten_variables, max_bytes, read_header, unflatten_variables
 from interop import frameworks
 from interop.layouts import checked
+from interop.pytorch import _pt2
 from interop.pytorch._nodes import SUPPORTED
 
-__all__ = ["SUPPORTED", "from_state_dict", "from_torch", "load_torch_file", "load_torch_model", "save_torch_file",
-           "to_state_dict", "to_torch"]
+__all__ = ["SUPPORTED", "from_state_dict", "from_torch", "load_torch_file", "load_torch_model", "read_pt2",
+           "save_torch_file", "to_state_dict", "to_torch"]
 SUFFIXES = (".pt", ".pth", ".pt2", ".safetensors")
 _META = "funcdl.torch"  # metadata prefix in .pt2 extra files and .safetensors headers
 _RNN_KEY = re.compile(r"^(.*)\.(weight|bias)_(ih|hh)_l(\d+)$")
@@ -219,13 +220,22 @@ def load_torch_file(path: str | Path) -> OrderedDict:
     ``.pt`` / ``.pth``: a state dict (or a checkpoint dict holding one under
     ``state_dict`` / ``model_state_dict`` / ``model``) read with
     ``torch.load(weights_only=True)``; pickles of modules or other objects are
-    refused. ``.pt2``: a ``torch.export`` program, checked for pickled objects
-    and compiled code before loading. ``.safetensors``: tensors only.
+    refused. ``.pt2``: a ``torch.export`` program, read by ``read_pt2`` (JSON and
+    raw tensor records; never unpickled). ``.safetensors``: tensors only.
 
     Returns:
       {name: torch.Tensor}, in the file's order.
     """
-    return _read(path)[0]
+    torch = _torch()
+    state = _read(path)[0]
+    return OrderedDict((k, v if isinstance(v, torch.Tensor) else _tensor_from_array(torch, v))
+                       for k, v in state.items())
+
+
+def _tensor_from_array(torch, array):
+    if array.dtype.name == "bfloat16":  # numpy has no bfloat16 of its own (ml_dtypes'); torch reads its bits
+        return torch.from_numpy(array.view(np.uint16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(np.array(array))
 
 
 def load_torch_model(path: str | Path, model: Any | None = None,
@@ -294,8 +304,7 @@ def _export(module, input_shape, dtype):
 
 
 def _read(path):
-    """(state dict, funcdl metadata) of a PyTorch file."""
-    _torch()
+    """(state dict, funcdl metadata) of a PyTorch file; ``.pt2`` tensors are numpy arrays (no torch needed)."""
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"{path} does not exist or is not a file")
@@ -305,6 +314,7 @@ def _read(path):
     if suffix == ".pt2":
         return _read_program(path)
     if suffix == ".safetensors":
+        _torch()
         return _read_safetensors(path)
     raise FileFormatError(f"{path}: unknown PyTorch file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
 
@@ -314,7 +324,18 @@ def _refused(path, what):
                            "code that would run on loading); re-save model.state_dict() or use .safetensors")
 
 
+def _check_pickled_size(path):
+    """Refuse a ``.pt`` whose zip members (or, for the legacy format, the file) exceed ``max_bytes()``."""
+    limit = max_bytes()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            check_size(str(path), sum(info.file_size for info in archive.infolist()), limit)
+    except zipfile.BadZipFile:  # torch's legacy (pre-1.6) format: a pickle stream, no compression
+        check_size(str(path), path.stat().st_size, limit)
+
+
 def _read_pickled(path):
+    _check_pickled_size(path)  # before torch is even imported
     torch = _torch()
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -341,43 +362,35 @@ def _state_dict_of(loaded, path):
     raise FileFormatError(f"{path} holds a {type(loaded).__name__}, not a state dict of tensors")
 
 
-def _check_program_archive(path):
-    """Refuse a .pt2 whose loading would unpickle non-tensor objects or load compiled code."""
-    torch = _torch()
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise FileFormatError(f"{path} is not a torch.export .pt2 archive") from None
-    with archive:
-        names = archive.namelist()
-        if any("/aotinductor/" in n or n.endswith((".so", ".dll", ".dylib")) for n in names):
-            raise FileFormatError(f"{path}: refused to load: it holds compiled code (AOTInductor)")
-        raw = set()
-        for name in names:
-            if name.endswith("_config.json") and ("/data/weights/" in name or "/data/constants/" in name):
-                folder = name.rsplit("/", 1)[0]
-                for meta in json.loads(archive.read(name)).get("config", {}).values():
-                    if meta.get("use_pickle") is False:
-                        raw.add(f"{folder}/{meta['path_name']}")
-        for name in names:
-            data = b"" if name in raw else archive.read(name)
-            if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
-                try:
-                    torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-                except Exception:
-                    raise _refused(path, f"member {name}") from None
+def read_pt2(path: str | Path, max_bytes: int | None = None) -> _pt2.Pt2Archive:
+    """A ``.pt2`` file's programs (graph, signature, tensors as numpy arrays) and extra files; no torch needed.
+
+    The archive is read by funcdl itself (``interop.pytorch._pt2``): its JSON program and raw tensor records only.
+    Nothing in it is unpickled; pickled members, pickled or opaque constants, compiled code, paths outside the
+    archive and members or tensors larger than ``max_bytes`` (default ``$FUNCDL_MAX_BYTES`` or 2 GiB) are
+    refused with a one-line FileFormatError.
+
+    Args:
+      path: a ``torch.export.save`` file (torch 2.1-2.13 layouts).
+      max_bytes: the most bytes the archive's members, and separately its tensors, may unpack to.
+    Returns:
+      an ``interop.pytorch._pt2.Pt2Archive``; ``.program.graph.nodes``, ``.program.state_dict``, ``.extra_files``.
+    """
+    return _pt2.read(path, max_bytes)
 
 
 def _read_program(path):
-    torch = _torch()
-    _check_program_archive(path)
-    extra = {"funcdl.json": ""}
+    """(state dict of numpy arrays, funcdl metadata) of a ``.pt2``, read by funcdl's own archive reader."""
+    archive = read_pt2(path)
+    program = archive.program
+    text = archive.extra_files.get("funcdl.json", "")
     try:
-        program = torch.export.load(str(path), extra_files=extra)
-    except Exception as err:
-        raise FileFormatError(f"{path} is not a readable torch.export program: {str(err).splitlines()[0]}") from None
-    header = json.loads(extra["funcdl.json"]) if extra["funcdl.json"] else {}
-    return OrderedDict((k, v.detach()) for k, v in program.state_dict.items()), header
+        header = json.loads(text) if text else {}
+    except (json.JSONDecodeError, RecursionError):
+        header = None
+    if not isinstance(header, dict) or not all(isinstance(v, str) for v in header.values()):
+        raise FileFormatError(f"{path}: its funcdl.json extra file is not a JSON object of strings")
+    return OrderedDict(program.state_dict), header
 
 
 def _read_safetensors(path):
