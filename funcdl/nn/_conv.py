@@ -1,4 +1,7 @@
 """2-D convolution on NHWC images."""
+from collections.abc import Sequence
+from typing import Any
+
 import flax.linen as linen
 import jax
 import jax.numpy as jnp
@@ -8,8 +11,11 @@ from funcdl.nn._activations import get_activation
 from funcdl.nn._base import Layer, check_last_dim, check_rank
 from funcdl.nn._init import initializer
 
+# a layer's padding: 'valid', 'same', an int, (ph, pw) or ((top, bottom), (left, right)) (checked by padding_spec)
+Padding = Any
 
-def pair(value, what):
+
+def pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
     """(a, b) from an int or a pair."""
     if isinstance(value, int):
         return (value, value)
@@ -18,7 +24,7 @@ def pair(value, what):
     raise ConfigError(f"{what} must be an int or a pair of ints, got {value!r}")
 
 
-def padding_spec(padding):
+def padding_spec(padding: Padding) -> str | tuple[tuple[int, ...], ...]:
     """lax padding from 'valid' / 'same' / int / (ph, pw) / ((top, bottom), (left, right))."""
     if isinstance(padding, str):
         if padding.lower() not in ("valid", "same"):
@@ -34,10 +40,28 @@ def padding_spec(padding):
     raise ConfigError(f"padding must be 'valid', 'same', an int or pairs of ints, got {padding!r}")
 
 
+def explicit_padding(padding: Padding, in_hw: Sequence[int], window: Sequence[int], strides: Sequence[int],
+                     dilation: Sequence[int] = (1, 1)) -> tuple[tuple[int, int], ...]:
+    """((top, bottom), (left, right)) of a funcdl ``padding`` on an input of height and width ``in_hw``.
+
+    'same' is XLA's rule (``lax.padtype_to_pads``: any odd extra pixel goes bottom/right) for the dilated
+    window; explicit paddings come back as pairs.
+    """
+    spec = padding_spec(padding)
+    if not isinstance(spec, str):
+        return tuple((int(low), int(high)) for low, high in spec)
+    if spec == "VALID":
+        return ((0, 0), (0, 0))
+    span = tuple((k - 1) * d + 1 for k, d in zip(window, dilation))
+    pads = jax.lax.padtype_to_pads(tuple(in_hw), span, strides, "SAME")
+    return tuple((int(low), int(high)) for low, high in pads)
+
+
 IMPLEMENTATIONS = ("auto", "xla", "matmul")
 
 
-def conv_as_matmul(x, kernel, strides, padding, dilation, groups=1):
+def conv_as_matmul(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Padding,
+                   dilation: Sequence[int], groups: int = 1) -> jax.Array:
     """NHWC x HWIO convolution as one matrix product over the input's shifted windows.
 
     The ``kh * kw`` strided slices of the padded input are concatenated along
@@ -67,7 +91,7 @@ def conv_as_matmul(x, kernel, strides, padding, dilation, groups=1):
     return y.reshape(batch, out_h, out_w, features)
 
 
-def conv_implementation(name):
+def conv_implementation(name: str) -> str:
     """The implementation ``name`` resolves to on the current default backend."""
     if name not in IMPLEMENTATIONS:
         raise ConfigError(f"unknown convolution implementation {name!r}; choose one of "

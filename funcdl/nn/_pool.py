@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 
 from funcdl.nn._base import Layer, check_rank
-from funcdl.nn._conv import pair, padding_spec
+from funcdl.nn._conv import padding_spec, pair
 
 
 def _window(layer):
