@@ -16,7 +16,7 @@ import pytest
 import funcdl as fd
 from funcdl import nn
 from funcdl.nn import _recurrent, _recurrent_vjp
-from funcdl.precision import Bf16Compute
+from funcdl.train.precision import Bf16Compute
 
 BATCH, STEPS, FEATURES, HIDDEN = 3, 5, 4, 6
 ARGNUMS = (0, 1, 2, 3, 4)  # x, kernel, bias, recurrent_kernel, recurrent_bias
