@@ -1,8 +1,8 @@
-"""The CPU convolution's hand-written gradient: ``lax.conv_general_dilated``'s values and gradients.
+"""The CPU convolution's hand-written gradient and the reshape pools: lax's values and gradients.
 
-The reference and its JAX autodiff are checked for every stride / padding /
-dilation case, batch chunking, ``jit``, ``vmap``, bfloat16, a symbolic batch
-and two devices.
+References are ``lax.conv_general_dilated`` and ``lax.reduce_window`` (and their
+JAX autodiff), checked for every stride / padding / dilation case, batch
+chunking, ``jit``, ``vmap``, bfloat16 and two devices.
 """
 import json
 import os
@@ -17,6 +17,7 @@ import pytest
 from funcdl import nn
 from funcdl.nn import _conv_matmul
 from funcdl.nn._conv_matmul import chunk_size, conv_matmul, explicit_pads, im2col
+from funcdl.nn._pool_blocks import max_pool
 
 CONV_CASES = [  # kernel (kh, kw), strides, padding, dilation
     ((3, 3), (1, 1), "VALID", (1, 1)),
@@ -166,3 +167,74 @@ def test_conv_matmul_on_two_devices_matches_one_device():
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["devices"] == 2 and result["difference"] < 1e-5
+
+
+# ---- pooling
+
+POOL_CASES = [  # pool_size, strides, padding, input (H, W)
+    (2, None, "valid", (6, 6)),
+    (2, None, "valid", (7, 5)),        # the last row / column belongs to no window
+    (2, None, "same", (6, 8)),         # 'same' that pads nothing: still disjoint windows
+    ((3, 2), None, "valid", (9, 8)),
+    (4, None, "valid", (8, 8)),
+    (3, 1, "same", (5, 5)),            # overlapping and padded: lax.reduce_window itself
+    (2, None, "same", (5, 5)),         # padded: lax.reduce_window itself
+]
+
+
+def _ties(shape):
+    """Small integers, so that windows hold equal maxima (the gradient must pick the first)."""
+    return jax.random.randint(jax.random.key(0), shape, 0, 3).astype(jnp.float32)
+
+
+def _pool_reference(kind, pool_size, strides, padding, x):
+    window = (1,) + nn._conv.pair(pool_size, "p") + (1,)
+    steps = (1,) + nn._conv.pair(strides if strides is not None else pool_size, "s") + (1,)
+    pad = padding.upper()
+    if kind == "max":
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, steps, pad)
+    return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, steps, pad) / (window[1] * window[2])
+
+
+@pytest.mark.parametrize("pool_size, strides, padding, hw", POOL_CASES)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pools_match_reduce_window_values_and_gradients(kind, pool_size, strides, padding, hw):
+    layer = (nn.MaxPool2D if kind == "max" else nn.AvgPool2D)(pool_size, strides=strides, padding=padding)
+    x = _ties((2,) + hw + (3,))
+    weights = jax.random.normal(jax.random.key(1), layer.apply({}, x).shape)
+
+    def value_and_grad(pool):
+        return jax.jit(jax.value_and_grad(lambda x: jnp.sum(pool(x) * weights)))(x)
+    got = value_and_grad(lambda x: layer.apply({}, x))
+    want = value_and_grad(lambda x: _pool_reference(kind, pool_size, strides, padding, x))
+    if kind == "max":  # exact: the same element is chosen and nothing is summed
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    else:
+        _assert_close(got, want)
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum_of_a_window():
+    x = jnp.array([[3.0, 5.0], [5.0, 1.0]]).reshape(1, 2, 2, 1)
+    grad = jax.grad(lambda x: jnp.sum(max_pool(x, (2, 2))))(x)
+    np.testing.assert_array_equal(grad[0, ..., 0], [[0, 1], [0, 0]])
+
+
+def test_disjoint_pools_hold_no_reduce_window():
+    x = jnp.ones((2, 8, 8, 3))
+    for layer, disjoint in ((nn.MaxPool2D(2), True), (nn.AvgPool2D(8), True), (nn.MaxPool2D(3, strides=1), False)):
+        jaxpr = str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(layer.apply({}, x))))(x))
+        assert ("reduce_window" in jaxpr or "select_and" in jaxpr) != disjoint
+
+
+def test_pools_under_vmap_and_bfloat16():
+    xs = _ties((3, 2, 6, 6, 4))
+    layer = nn.MaxPool2D(2)
+
+    def grads(pool, dtype):
+        loss = jax.value_and_grad(lambda x: jnp.sum(jnp.sin(pool(x.astype(dtype)).astype(jnp.float32))))
+        return jax.jit(jax.vmap(loss))(xs)
+    reference = lambda x: _pool_reference("max", 2, None, "valid", x)  # noqa: E731
+    for dtype in (jnp.float32, jnp.bfloat16):
+        for a, b in zip(grads(lambda x: layer.apply({}, x), dtype), grads(reference, dtype)):
+            np.testing.assert_array_equal(a, b)
