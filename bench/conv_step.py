@@ -37,6 +37,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -234,7 +235,8 @@ def op_kinds(hlo_text):
         for line in lines:
             op, rest = line.split(" = ", 1)
             op = op.strip().removeprefix("ROOT ").lstrip("%")
-            opcode = rest.split("(")[0].split(" ")[-1]
+            found = re.search(r"\b([a-z][a-z_-]*)\((?:%|\))", rest)  # the opcode: the first "name(%" or "name()"
+            opcode = found.group(1) if found else "?"
             called = rest.split("calls=%")[1].split(",")[0] if "calls=%" in rest else ""
             inside = " ".join(bodies.get(called, []))
             if "__ynn_fusion" in rest:
@@ -243,7 +245,7 @@ def op_kinds(hlo_text):
                 opcode = f"{opcode} (Eigen)"
             elif opcode == "fusion":
                 opcode = "fusion: " + ("dynamic-update-slice" if "dynamic-update-slice(" in inside else
-                                       "reduce" if " reduce(" in inside or "reduce-window(" in inside else
+                                       "reduce(-window)" if " reduce(" in inside or "reduce-window(" in inside else
                                        "concatenate" if "concatenate(" in inside else
                                        "scatter" if "scatter(" in inside else "elementwise")
             kinds[op] = opcode
