@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 # PyTorch CPU build; 2.13.0 installs from local disk on the project's machines.
 TORCH_VERSION ?= 2.13.0
-DATA_DIR ?= $(or $(FUNCDL_DATA_DIR),../shared/data)
+# Data folder: $$FUNCDL_DATA_DIR, else ../shared/data where it exists (development), else ./data (`make data`).
+DATA_DIR ?= $(or $(FUNCDL_DATA_DIR),$(if $(wildcard ../shared/data),../shared/data,data))
 DATA_FLAG := $(if $(wildcard $(DATA_DIR)/mnist),--data-dir $(DATA_DIR))
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint data bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +29,15 @@ demo: setup
 
 test: setup
 	FUNCDL_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/python -m pytest $(PYTEST_ARGS) -q
+
+# Downloads MNIST's four IDX files into $(DATA_DIR)/mnist (checksum-verified); says so when offline.
+data: setup
+	$(BIN)/python -m funcdl.download $(DATA_DIR)
+
+# ruff (lint and import order) and mypy (types), both configured in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/funcdl bench --suite cpu --quick

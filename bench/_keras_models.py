@@ -3,20 +3,16 @@
 Used for the ResNet (``interop.keras.to_keras`` converts Sequential chains
 only) and as the fallback when ``to_keras`` fails. Keras layers are named
 after the funcdl module path they mirror, joined with ``__`` (``layers_3__conv1``).
-Images are NHWC in both, so kernels copy as they are, except:
-
-=====================  ==========================================================
-funcdl                 keras
-=====================  ==========================================================
-LSTM bias, rec. bias   one ``bias`` = ``bias + recurrent_bias`` (gates i, f, c, o)
-GRU (r, z, n) blocks   keras order (z, r, h); ``bias`` is (2, 3H): [input, recurrent]
-BatchNorm              gamma, beta, moving_mean, moving_variance (momentum 0.9, eps 1e-5)
-stride-2 3x3 conv      ZeroPadding2D(1) + 'valid' conv (keras 'same' pads bottom/right only)
-=====================  ==========================================================
+Images are NHWC in both, so kernels copy as they are; the recurrent layers'
+single bias and GRU gate order are ``interop.layouts``'. A stride-2 3x3 conv
+is ZeroPadding2D(1) + a 'valid' conv (keras 'same' pads bottom/right only);
+BatchNorm has momentum 0.9, epsilon 1e-5 (funcdl's defaults).
 """
 import numpy as np
 
-from funcdl.files import flatten_variables
+from funcdl.errors import ConversionError
+from funcdl.io import flatten_variables
+from interop import layouts
 
 
 def _sequential_model(keras, name):
@@ -69,11 +65,6 @@ def build(keras, name, input_shape):
     return keras.Sequential([keras.Input(input_shape)] + _sequential_model(keras, name), name=name)
 
 
-def _gru_keras_order(array, hidden):
-    r, z, n = (array[..., k * hidden:(k + 1) * hidden] for k in range(3))
-    return np.concatenate([z, r, n], axis=-1)
-
-
 def keras_weights(kind, tensors):
     """The list ``layer.set_weights`` takes, from one funcdl module's ``{'params/kernel': ...}`` tensors."""
     p = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("params/")}
@@ -81,12 +72,12 @@ def keras_weights(kind, tensors):
     if kind == "BatchNormalization":
         return [p["scale"], p["bias"], s["mean"], s["var"]]
     if kind == "LSTM":
-        return [p["kernel"], p["recurrent_kernel"], p["bias"] + p["recurrent_bias"]]
+        return [p["kernel"], p["recurrent_kernel"], layouts.fold_bias(p["bias"], p["recurrent_bias"])]
     if kind == "GRU":
         hidden = p["recurrent_kernel"].shape[0]
         bias = np.stack([p["bias"], p["recurrent_bias"]])
-        return [_gru_keras_order(p[k], hidden) for k in ("kernel", "recurrent_kernel")] + [
-            _gru_keras_order(bias, hidden)]
+        return [layouts.swap_gru_gates(p[k], hidden) for k in ("kernel", "recurrent_kernel")] + [
+            layouts.swap_gru_gates(bias, hidden)]
     return [p["kernel"]] + ([p["bias"]] if "bias" in p else [])
 
 
@@ -103,13 +94,16 @@ def copy_weights(keras_model, variables):
     """Set funcdl ``variables`` into ``keras_model`` (built by ``build``), every array shape-checked."""
     grouped = _by_module(variables)
     layers = {layer.name: layer for layer in keras_model.layers}
-    assert set(grouped) <= set(layers), f"keras layers missing: {sorted(set(grouped) - set(layers))[:4]}"
+    if not set(grouped) <= set(layers):
+        raise ConversionError(f"keras layers missing: {sorted(set(grouped) - set(layers))[:4]}")
     for name, tensors in grouped.items():
         layer = layers[name]
         values = keras_weights(type(layer).__name__, tensors)
-        shapes = [tuple(w.shape) for w in layer.weights]
-        assert shapes == [v.shape for v in values], f"{name}: keras {shapes} vs funcdl {[v.shape for v in values]}"
-        layer.set_weights(values)
+        if len(values) != len(layer.weights):
+            raise ConversionError(f"{name}: keras has {len(layer.weights)} weights, funcdl gives {len(values)}")
+        layer.set_weights([layouts.checked(value, tuple(weight.shape), f"{name} weight {index}", "bench keras model")
+                           for index, (value, weight) in enumerate(zip(values, layer.weights))])
     holding = {layer.name for layer in keras_model.layers if layer.weights}
-    assert holding == set(grouped), f"keras layers left unset: {sorted(holding - set(grouped))[:4]}"
+    if holding != set(grouped):
+        raise ConversionError(f"keras layers left unset: {sorted(holding - set(grouped))[:4]}")
     return keras_model

@@ -16,8 +16,9 @@ Models:
   resnet  a ResNet-8 (16-32-64 channels, one residual block a stage) on
           synthetic 32x32x3 images with random labels, batch 128.
 """
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as linen
 import jax
@@ -26,8 +27,8 @@ import numpy as np
 
 import funcdl as fd
 from funcdl import nn
-from funcdl.files import flatten_variables, unflatten_variables
-from funcdl.train import epoch_indices
+from funcdl.io import flatten_variables, unflatten_variables
+from funcdl.train import epoch_key, epoch_plan, split_seed
 
 SYNTHETIC_EXAMPLES = 10240  # a full "epoch" of the synthetic CIFAR-shaped set (80 batches of 128)
 PROBE_EXAMPLES = 8          # examples whose logits check that every framework got the same weights
@@ -153,18 +154,17 @@ def load_data(spec, data_dir, num_train, seed=0):
 
 def batch_order(num_examples, batch_size, epochs, seed=0):
     """The (epochs, ceil(num_examples / batch_size), batch_size) indices ``fd.fit(seed=seed)`` visits."""
-    _, train_key = jax.random.split(jax.random.key(seed))
+    _, train_key = split_seed(seed)
 
-    def one_epoch(epoch):  # fd.fit's key derivation (funcdl.fit / funcdl.train.make_train_epoch)
-        shuffle_key, _ = jax.random.split(jax.random.fold_in(train_key, epoch))
-        return epoch_indices(shuffle_key, num_examples, batch_size)[0]
+    def one_epoch(epoch):  # fd.fit's keys and batch order (funcdl.train.epoch)
+        return epoch_plan(epoch_key(train_key, epoch), num_examples, batch_size)[0]
     # One compiled call for all epochs: op-by-op dispatch would compile every small op first.
     return np.asarray(jax.jit(jax.vmap(one_epoch))(jnp.arange(epochs)), np.int32)
 
 
 def initial_variables(model, x, seed=0):
     """``model``'s variables as ``fd.fit(seed=seed)`` initialises them."""
-    init_key, _ = jax.random.split(jax.random.key(seed))
+    init_key, _ = split_seed(seed)
     return jax.jit(model.init)(init_key, jnp.asarray(x[:1]))
 
 

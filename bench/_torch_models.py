@@ -3,19 +3,9 @@
 Used for the ResNet (``interop.pytorch.to_torch`` converts Sequential chains
 only) and as the fallback when ``to_torch`` fails. Each torch module is named
 after the funcdl pytree path it mirrors (``layers_3.conv1`` <-> funcdl
-``params['layers_3']['conv1']``), so one explicit table maps every tensor:
-
-=========================  ===========================  ======================
-funcdl leaf                torch name                   layout
-=========================  ===========================  ======================
-Conv2D ``kernel`` HWIO     ``weight`` OIHW              ``transpose(3, 2, 0, 1)``
-Dense ``kernel`` (in,out)  ``weight`` (out, in)         ``.T``
-LSTM/GRU ``kernel``        ``weight_ih_l0``             ``.T`` (same gate order)
-``recurrent_kernel``       ``weight_hh_l0``             ``.T``
-``bias``/``recurrent_bias`` ``bias_ih_l0``/``bias_hh_l0``  as is
-BatchNorm scale/bias       ``weight``/``bias``          as is
-batch_stats mean/var       ``running_mean``/``_var``    as is
-=========================  ===========================  ======================
+``params['layers_3']['conv1']``); the layouts (kernel transposes, recurrent
+names and gate order) are ``interop.layouts``', and every tensor's shape is
+checked before it is copied.
 
 Inputs are NCHW. The CNN flattens after permuting back to NHWC, so its first
 Dense kernel needs no row permutation.
@@ -26,7 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from funcdl.files import flatten_variables
+from funcdl.errors import ConversionError
+from funcdl.io import flatten_variables
+from interop import layouts
 
 
 class Permute(nn.Module):
@@ -110,8 +102,6 @@ def build(name):
     raise KeyError(f"no torch model {name!r}")
 
 
-_RNN_NAMES = {"kernel": "weight_ih_l0", "recurrent_kernel": "weight_hh_l0", "bias": "bias_ih_l0",
-              "recurrent_bias": "bias_hh_l0"}
 _NAMES = {("params", "scale"): "weight", ("params", "bias"): "bias", ("params", "kernel"): "weight",
           ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
 
@@ -121,12 +111,12 @@ def torch_tensor_for(module, path, array):
     collection, *owner, leaf = path.split("/")
     submodule = module.get_submodule(".".join(owner))
     if isinstance(submodule, nn.RNNBase):
-        name = _RNN_NAMES[leaf]
-        array = array.T if array.ndim == 2 else array
+        name = layouts.TORCH_RECURRENT[leaf].format(k=0)
+        array = layouts.linear_to_torch(array) if array.ndim == 2 else array
     else:
         name = _NAMES[(collection, leaf)]
         if leaf == "kernel":
-            array = array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T
+            array = layouts.kernel_to_torch(array)
     return ".".join(owner + [name]), np.ascontiguousarray(array)
 
 
@@ -134,17 +124,21 @@ def copy_weights(module, variables):
     """Load funcdl ``variables`` into ``module`` (built by ``build``); every tensor shape-checked.
 
     Returns:
-      ``module`` with the weights; raises AssertionError if the key sets differ.
+      ``module`` with the weights.
+    Raises:
+      ConversionError: a tensor with no torch twin or another shape, or a torch tensor left unset.
     """
     state = module.state_dict()
     filled = set()
     for path, array in flatten_variables(variables).items():
         key, value = torch_tensor_for(module, path, np.asarray(array, np.float32))
-        assert key in state, f"{path} -> {key}: no such torch tensor"
-        assert tuple(state[key].shape) == value.shape, f"{path} -> {key}: {value.shape} vs {tuple(state[key].shape)}"
-        state[key] = torch.from_numpy(value.copy())
+        if key not in state:
+            raise ConversionError(f"{path} -> {key}: no such torch tensor")
+        state[key] = torch.from_numpy(layouts.checked(value, tuple(state[key].shape), f"{path} -> {key}",
+                                                      "bench torch model").copy())
         filled.add(key)
     expected = {k for k in state if not k.endswith("num_batches_tracked")}
-    assert filled == expected, f"torch tensors left unset: {sorted(expected - filled)[:4]}"
+    if filled != expected:
+        raise ConversionError(f"torch tensors left unset: {sorted(expected - filled)[:4]}")
     module.load_state_dict(state)
     return module

@@ -13,6 +13,9 @@ import json
 import sys
 import traceback
 
+from bench._common import Unavailable, empty_row, summarize
+from bench._models import make_job, save_initial
+
 MARK = "BENCH_ROW "
 PREPARED = "BENCH_PREPARED "
 
@@ -22,14 +25,11 @@ def _first_line(err):
     return text.splitlines()[0][:240] if text else type(err).__name__
 
 
-def run_cell(cell, runner_functions):
-    """The result row of one cell; never raises."""
-    from bench._common import Unavailable, empty_row
+def run_cell(cell):
+    """The result row of one cell (its runner named by ``cell['function']``, ``module:function``); never raises."""
     try:
-        module_name, function_name = runner_functions[cell["runner"]]
+        module_name, function_name = cell["function"].split(":")
         runner = getattr(importlib.import_module(module_name), function_name)
-        from bench._common import summarize
-        from bench._models import make_job
         job = make_job(cell)
         return summarize(job, runner(job))
     except Unavailable as err:
@@ -49,7 +49,6 @@ def prepare(cells, folder):
     Prints ``BENCH_PREPARED {"model": path}`` per model that worked; a model that fails
     is left for its cells to compute themselves.
     """
-    from bench._models import make_job, save_initial
     for cell in {cell["model"]: cell for cell in cells}.values():
         try:
             path = f"{folder}/{cell['model']}.npz"
@@ -72,10 +71,8 @@ def main(argv=None):
         return 0
     with open(argv[0]) as handle:
         cells = json.load(handle)
-    from bench.suite import runner_functions
-    functions = runner_functions()
     for position, cell in enumerate(cells):
-        row = run_cell(cell, functions)
+        row = run_cell(cell)
         if position > 0 and row.get("peak_host_bytes") is not None:
             row["note"] = "; ".join(filter(None, [row.get("note"), "peak host memory shared with earlier cells"]))
         print(MARK + json.dumps(row), flush=True)

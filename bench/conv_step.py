@@ -62,7 +62,7 @@ except ImportError:
 try:
     import torch
 except ImportError:
-    torch = None
+    torch = None  # type: ignore[assignment]
 
 
 RUNNERS = ("funcdl", "funcdl-autodiff", "funcdl-xla", "tf-function", "torch-eager")

@@ -13,6 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from funcdl.io import atomic_path, save_png
+
 RESULTS = Path(__file__).resolve().parent / "results"
 DISTRIBUTIONS = {"funcdl": ("funcdl",), "jax": ("jax",), "jaxlib": ("jaxlib",), "flax": ("flax",),
                  "optax": ("optax",), "numpy": ("numpy",), "torch": ("torch",),
@@ -184,19 +186,18 @@ def _panel(axis, model, rows):
 
 def write_chart(record, path):
     """A PNG: one panel per model, samples/s of each runner (log scale), labelled with the ratio to funcdl."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # matplotlib only when a chart is written (no pyplot: no global state)
+    from matplotlib.figure import Figure  # noqa: PLC0415
     models = list(dict.fromkeys(row["model"] for row in record["rows"]))
     height = max(3.0, 1.0 + 0.28 * len(record["rows"]) + 0.8 * len(models))
-    figure, axes = plt.subplots(len(models), 1, figsize=(9, height), squeeze=False, layout="constrained")
+    figure = Figure(figsize=(9, height), layout="constrained")
+    axes = figure.subplots(len(models), 1, squeeze=False)
     for axis, model in zip(axes[:, 0], models):
         _panel(axis, model, [row for row in record["rows"] if row["model"] == model])
     axes[-1, 0].set_xlabel("training samples / second (log scale)")
     figure.suptitle(f"funcdl bench: {record['device']}, {record['date']}{' (quick)' if record['quick'] else ''}",
                     fontsize=10)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_png(figure, path, dpi=110)
 
 
 def stem(record):
@@ -210,7 +211,9 @@ def write(record, out_dir=None):
     folder = Path(out_dir) if out_dir else RESULTS
     folder.mkdir(parents=True, exist_ok=True)
     paths = {kind: folder / f"{stem(record)}.{kind}" for kind in ("json", "md", "png")}
-    paths["json"].write_text(json.dumps(record, indent=1) + "\n")
-    paths["md"].write_text(markdown(record))
+    for kind, text in (("json", json.dumps(record, indent=1) + "\n"), ("md", markdown(record))):
+        with atomic_path(paths[kind]) as tmp:
+            tmp.write_text(text)
+            tmp.chmod(0o644)
     write_chart(record, paths["png"])
     return paths

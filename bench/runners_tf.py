@@ -14,11 +14,13 @@ import time
 from bench import _keras_models
 from bench._common import Measured, Unavailable, time_epochs
 from bench._models import accuracy, max_abs_diff
+from interop import keras as keras_bridge
 
 
 def import_keras(backend):
     """keras, after checking the process runs it on ``backend``."""
-    import keras
+    # keras reads KERAS_BACKEND once, at import: imported in the worker that runs it
+    import keras  # noqa: PLC0415
     if keras.backend.backend() != backend:
         raise Unavailable(f"keras runs on {keras.backend.backend()!r} in this process, this runner needs "
                           f"{backend!r} (KERAS_BACKEND is read once, at import)")
@@ -29,10 +31,11 @@ def _check_device(job, backend):
     if not job.on_gpu:
         return
     if backend == "jax":
-        import jax
+        # the framework of the backend this worker runs
+        import jax  # noqa: PLC0415
         found = jax.default_backend() == "gpu"
     else:
-        import tensorflow as tf
+        import tensorflow as tf  # noqa: PLC0415
         found = bool(tf.config.list_physical_devices("GPU"))
     if not found:
         raise Unavailable(f"keras on {backend} sees no GPU")
@@ -42,8 +45,7 @@ def build_model(keras, job, notes):
     """A keras model holding ``job.variables``: ``interop.keras.to_keras``, else the native twin."""
     if job.spec.name != "resnet":
         try:
-            from interop.keras import to_keras
-            return to_keras(job.model, job.variables, job.spec.input_shape)
+            return keras_bridge.to_keras(job.model, job.variables, job.spec.input_shape)
         except Exception as err:  # interop is optional here: fall back to the explicit mapping
             notes.append(f"interop.keras failed ({type(err).__name__}: {err}); native keras model used")
     model = _keras_models.build(keras, job.spec.name, job.spec.input_shape)
@@ -65,9 +67,10 @@ def _peak_device_bytes(job, backend):
     if not job.on_gpu:
         return None
     if backend == "jax":
-        import jax
+        # the framework of the backend this worker runs
+        import jax  # noqa: PLC0415
         return (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415
     return tf.config.experimental.get_memory_info("GPU:0").get("peak")
 
 
@@ -139,7 +142,8 @@ def run_tf_function(job):
     """
     keras = import_keras("tensorflow")
     _check_device(job, "tensorflow")
-    import tensorflow as tf
+    # TensorFlow only in the worker that runs it
+    import tensorflow as tf  # noqa: PLC0415
     notes = []
     model, init_diff = _prepared(keras, job, notes)
     optimizer, loss_fn = keras.optimizers.Adam(1e-3), _loss(keras)

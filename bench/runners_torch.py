@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from bench import _torch_models
 from bench._common import Measured, Unavailable, time_epochs
 from bench._models import accuracy, max_abs_diff
+from interop import pytorch
 
 CAPTURE_WARMUP_STEPS = 3  # eager steps on a side stream before capturing (torch's recipe)
 
@@ -55,8 +56,7 @@ def build_module(job, notes):
     """A torch module holding ``job.variables``: ``interop.pytorch.to_torch``, else the native twin."""
     if job.spec.name != "resnet":
         try:
-            from interop.pytorch import to_torch
-            return to_torch(job.model, job.variables, job.spec.input_shape)
+            return pytorch.to_torch(job.model, job.variables, job.spec.input_shape)
         except Exception as err:  # interop is optional here: fall back to the explicit mapping
             notes.append(f"interop.pytorch failed ({type(err).__name__}: {err}); native torch model used")
     return _torch_models.copy_weights(_torch_models.build(job.spec.name), job.variables)

@@ -1,6 +1,6 @@
 """The benchmark suite: the runner registry, the plan of cells, and the worker processes that run them.
 
-    python bench/suite.py --suite cpu --quick      (same as: funcdl bench --suite cpu --quick)
+    funcdl bench --suite cpu --quick
 
 A cell is one (model, runner) pair. Every cell runs in its own worker process
 (``python -m bench._worker``) so that its peak RSS is its own and each
@@ -23,13 +23,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench._common import empty_row
+from bench._worker import MARK, PREPARED
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: make `bench` importable
-    sys.path.insert(0, str(ROOT))
-
-from bench._common import empty_row  # noqa: E402
-from bench._worker import MARK, PREPARED  # noqa: E402
 
 log = logging.getLogger("funcdl.bench")
 
@@ -70,16 +70,11 @@ MODEL_NAMES = ("mlp", "cnn", "lstm", "gru", "resnet")
 SUITES = ("cpu", "gpu")
 
 # --quick: a fixed number of batches per timed epoch (epoch time extrapolated), accuracy for the MLP only.
-# Conv models get fewer: their steps cost 10-100x an MLP step in most frameworks on CPU.
-QUICK = {"batches": {"cnn": 8, "resnet": 4}, "default_batches": 16, "epochs": 3, "warmup": 1, "eager_steps": 1,
-         "accuracy_models": ("mlp",), "timeout": 300}
-FULL = {"batches": {}, "default_batches": None, "epochs": 3, "warmup": 1, "eager_steps": 10,
+# Conv models get fewer: on the CPU their steps cost far more than an MLP step in most frameworks.
+QUICK: dict[str, Any] = {"batches": {"cnn": 8, "resnet": 4}, "default_batches": 16, "epochs": 3, "warmup": 1,
+                         "eager_steps": 1, "accuracy_models": ("mlp",), "timeout": 300}
+FULL: dict[str, Any] = {"batches": {}, "default_batches": None, "epochs": 3, "warmup": 1, "eager_steps": 10,
         "accuracy_models": ("mlp", "cnn", "lstm", "gru"), "timeout": 3600}
-
-
-def runner_functions():
-    """{runner name: (module, function)} for the worker."""
-    return {name: (runner.module, runner.function) for name, runner in RUNNERS.items()}
 
 
 def settings(quick, epochs=None, batches=None, timeout=None):
@@ -100,7 +95,8 @@ def plan(models, runners, suite, chosen, data_dir=None, seed=0):
     for model in models:
         for runner in runners:
             cells.append({
-                "model": model, "runner": runner, "suite": suite, "seed": seed,
+                "model": model, "runner": runner, "function": f"{RUNNERS[runner].module}:{RUNNERS[runner].function}",
+                "suite": suite, "seed": seed,
                 "batches": chosen["batches"].get(model, chosen["default_batches"]),
                 "epochs": chosen["epochs"], "warmup": chosen["warmup"], "eager_steps": chosen["eager_steps"],
                 "accuracy": model in chosen["accuracy_models"],
@@ -123,7 +119,6 @@ def unavailable_reason(runner_name, suite):
 def worker_env(family, suite):
     """Environment of a worker process for a runner ``family`` in ``suite``."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(TF_CPP_MIN_LOG_LEVEL="3", TF_FORCE_GPU_ALLOW_GROWTH="true",
                KERAS_BACKEND="jax" if family == "keras-jax" else "tensorflow")
     if suite == "cpu":
@@ -248,14 +243,9 @@ def run_suite(suite="cpu", quick=False, models=MODEL_NAMES, runners=RUNNER_NAMES
     Returns:
       the result dict that ``bench.report`` writes (rows as documented in ``bench._common``).
     """
-    from bench import report
     chosen = settings(quick, epochs, batches, timeout)
     cells = plan(models, runners, suite, chosen, data_dir)
     rows = run_cells(cells, chosen["timeout"], shared_processes, log_path)
     summaries = {name: RUNNERS[name].summary for name in runners}
     return report.result(suite, quick, chosen, rows, shared_processes, summaries)
 
-
-if __name__ == "__main__":
-    from funcdl.cli import main
-    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -2,16 +2,15 @@
 
     import funcdl as fd
     model = fd.nn.Sequential([fd.nn.Flatten(), fd.nn.Dense(128), fd.nn.relu, fd.nn.Dense(10)])
-    history = fd.fit(model, (x, y), loss="cross_entropy", optimizer=fd.optim.adam(1e-3),
-                     epochs=10, batch_size=64, validation_data=(x_test, y_test))
+    history = fd.fit(model, x, y, batch_size=64, epochs=10, loss="cross_entropy",
+                     optimizer=fd.optim.adam(1e-3), validation_data=(x_test, y_test))
 """
-from funcdl import (callbacks, checkpoint, data, errors, files, losses, models, monitor, nn, optim, parallel,
-                    precision, sweep)
+from funcdl import data, errors, io, losses, models, nn, optim, train
 from funcdl.errors import FuncdlError
-from funcdl.files import load_model, save_model
-from funcdl.fit import History, evaluate, fit, predict
+from funcdl.io import load_model, save_model
+from funcdl.train import History, callbacks, checkpoint, evaluate, fit, monitor, parallel, precision, predict, sweep
 
 __version__ = "0.1.0"
-__all__ = ["FuncdlError", "History", "callbacks", "checkpoint", "data", "errors", "evaluate", "files", "fit",
+__all__ = ["FuncdlError", "History", "callbacks", "checkpoint", "data", "errors", "evaluate", "fit", "io",
            "load_model", "losses", "models", "monitor", "nn", "optim", "parallel", "precision", "predict",
-           "save_model", "sweep"]
+           "save_model", "sweep", "train"]

@@ -10,18 +10,22 @@ functions that need them, so ``import funcdl.data`` stays light.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pathlib
+import zlib
 from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from funcdl.errors import ConfigError, DataError, choices_message
+from funcdl.io import limits
 
 DATASETS = ("mnist", "digits")  # plus any "tfds:NAME"
 
 # IDX type codes -> big-endian numpy dtypes (http://yann.lecun.com/exdb/mnist/).
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -88,58 +92,74 @@ class Datasets:
 # --------------------------------------------------------------------------- IDX
 
 
-def read_idx(path) -> np.ndarray:
-    """Read one IDX file (gzip-compressed or raw).
+def read_idx(path: str | pathlib.Path, max_bytes: int | None = None) -> np.ndarray:
+    """Read one IDX file (gzip-compressed or raw), decompressing no more than its header declares.
 
     Args:
       path: file path; gzip is detected from the content, not the suffix.
+      max_bytes: the most bytes the header may declare (default ``funcdl.io.max_bytes()``:
+        ``$FUNCDL_MAX_BYTES`` or 2 GiB); checked before anything is allocated.
 
     Returns:
       The array with the header's dims and a native-endian dtype
       (uint8 for MNIST images (N, 28, 28) and labels (N,)).
 
     Raises:
-      DataError: naming the file, if it is missing, unreadable, or its header
+      DataError: naming the file, if it is missing, unreadable, too large, or its header
         (magic, type code, dims) disagrees with its payload.
     """
     path = pathlib.Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise DataError(f"{path}: not an IDX file: only {len(data)} bytes, no 4-byte magic number")
-    if data[0] != 0 or data[1] != 0:
-        magic = int.from_bytes(data[:4], "big")
+    limit = limits.max_bytes(max_bytes)
+    try:
+        with _open_idx(path) as stream:
+            dims, dtype, header = _idx_header(path, stream)
+            expected = math.prod(dims) * dtype.itemsize  # Python ints: a huge header cannot overflow
+            limits.check_size(f"{path}: header dims {dims} of {dtype.name}", expected, limit, DataError)
+            payload = stream.read(expected + 1)  # one byte more tells a file with extra bytes
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot read: {e}") from None
+    if len(payload) != expected:
+        found = f"{len(payload)}" if len(payload) < expected else "more"
+        what = "truncated" if len(payload) < expected else "has extra bytes"
+        raise DataError(f"{path}: payload {what}: header dims {dims} of {dtype.name} need "
+                        f"{expected} bytes after the header ({header} bytes), found {found}")
+    array = np.frombuffer(payload, dtype=dtype).reshape(dims)
+    return array.astype(dtype.newbyteorder("="), copy=True)  # native order, writable
+
+
+def _open_idx(path: pathlib.Path) -> gzip.GzipFile | BinaryIO:
+    """The file as a binary stream, through gzip when it starts with the gzip magic."""
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    if gzipped:
+        return gzip.open(path, "rb")  # closed by the caller's with-block
+    return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
+
+
+def _idx_header(path: pathlib.Path, stream: gzip.GzipFile | BinaryIO) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(dims, big-endian dtype, header length) of the IDX stream, read from its first bytes."""
+    head = stream.read(4)
+    if len(head) < 4:
+        raise DataError(f"{path}: not an IDX file: only {len(head)} bytes, no 4-byte magic number")
+    if head[0] != 0 or head[1] != 0:
+        magic = int.from_bytes(head, "big")
         raise DataError(f"{path}: not an IDX file: bad magic number {magic} (0x{magic:08x}); "
                         "expected 0x0000TTNN (e.g. 2051 for images, 2049 for labels)")
-    code, ndim = data[2], data[3]
+    code, ndim = head[2], head[3]
     if code not in _IDX_DTYPES:
         known = ", ".join(f"0x{c:02x}" for c in _IDX_DTYPES)
         raise DataError(f"{path}: unknown IDX data type code 0x{code:02x}; expected one of {known}")
     if ndim == 0:
         raise DataError(f"{path}: IDX header declares 0 dimensions")
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path}: truncated IDX header: {ndim} dims need {header} bytes, file has {len(data)}")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = _IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    actual = len(data) - header
-    if actual != expected:
-        what = "truncated" if actual < expected else "has extra bytes"
-        raise DataError(f"{path}: payload {what}: header dims {dims} of {dtype.name} need "
-                        f"{expected} bytes after the header, found {actual}")
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    return array.astype(dtype.newbyteorder("="), copy=True)  # native order, writable
-
-
-def _read_bytes(path: pathlib.Path) -> bytes:
-    """Whole file contents, gunzipped when the file starts with the gzip magic."""
-    try:
-        raw = path.read_bytes()
-        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot read: {e}") from None
+    raw_dims = stream.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header: {ndim} dims need {header} bytes, "
+                        f"file has {4 + len(raw_dims)}")
+    dims = tuple(int.from_bytes(raw_dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+    return dims, _IDX_DTYPES[code], header
 
 
 def _find_idx(folder: pathlib.Path, stem: str) -> pathlib.Path | None:
@@ -155,7 +175,7 @@ def _missing_mnist_files(folder: pathlib.Path) -> list[str]:
     return [stem + ".gz" for stem in _MNIST_FILES.values() if _find_idx(folder, stem) is None]
 
 
-def load_mnist_idx(folder):
+def load_mnist_idx(folder: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Read the four MNIST IDX files from ``folder``.
 
     Args:
@@ -172,7 +192,7 @@ def load_mnist_idx(folder):
     missing = _missing_mnist_files(folder)
     if missing:
         raise DataError(f"MNIST files missing in {folder}: {', '.join(missing)}")
-    arrays = {key: read_idx(_find_idx(folder, stem)) for key, stem in _MNIST_FILES.items()}
+    arrays = {key: read_idx(_find_idx(folder, stem) or folder / stem) for key, stem in _MNIST_FILES.items()}
     for split in ("train", "test"):
         x, y = arrays["x_" + split], arrays["y_" + split]
         if x.ndim != 3 or y.ndim != 1:
@@ -189,7 +209,7 @@ def load_mnist_idx(folder):
 # ------------------------------------------------------------------------ labels
 
 
-def check_labels(y, num_classes):
+def check_labels(y: Any, num_classes: int) -> np.ndarray:
     """Check that labels are class indices in [0, K) or one-hot rows of width K.
 
     Args:
@@ -212,17 +232,36 @@ def check_labels(y, num_classes):
         return y
     if y.ndim != 1:
         raise DataError(f"labels must have shape (N,) or (N, {num_classes}); got {y.shape}")
-    if y.size == 0:
-        return y
-    if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
-        raise DataError(f"labels must be integers in [0, {num_classes}); got dtype {y.dtype} with non-integer values")
-    lo, hi = y.min(), y.max()
-    if lo < 0 or hi >= num_classes:
-        raise DataError(f"labels must be integers in [0, {num_classes}); found min={lo:g}, max={hi:g}")
+    check_class_labels(y, num_classes)
     return y
 
 
-def one_hot(labels, num_classes):
+def check_class_labels(y: Any, num_classes: int | None = None, what: str = "labels") -> np.ndarray:
+    """Integer class labels (N,) as int32, checked: whole numbers, >= 0, and < ``num_classes`` when known.
+
+    Float labels holding whole numbers are accepted (as keras does).
+
+    Raises:
+      DataError: naming ``what``, the offending dtype or the min/max found.
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"{what}: class labels must have shape (N,); got {y.shape}")
+    if y.size == 0:
+        return y.astype(np.int32)
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise DataError(f"{what}: class labels must be integers (whole numbers), found non-integer values")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{what}: class labels have dtype {y.dtype}; they must be integers")
+    low, high = y.min(), y.max()
+    if low < 0 or (num_classes is not None and high >= num_classes):
+        bound = f"in [0, {num_classes})" if num_classes is not None else ">= 0"
+        raise DataError(f"{what}: labels must be integers {bound}; found min={low:g}, max={high:g}")
+    return y.astype(np.int32)
+
+
+def one_hot(labels: Any, num_classes: int) -> np.ndarray:
     """Encode class indices as one-hot rows.
 
     Args:
@@ -245,7 +284,7 @@ def one_hot(labels, num_classes):
 # ------------------------------------------------------------------------ splits
 
 
-def train_validation_split(dataset: ArrayDataset, fraction, seed):
+def train_validation_split(dataset: ArrayDataset, fraction: float, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
     """Split off a random ``fraction`` of a dataset as validation set.
 
     Deterministic for a given seed; both parts keep the original example order.
@@ -277,7 +316,7 @@ def train_validation_split(dataset: ArrayDataset, fraction, seed):
 # --------------------------------------------------------------------- locations
 
 
-def resolve_data_dir(data_dir=None):
+def resolve_data_dir(data_dir: str | pathlib.Path | None = None) -> pathlib.Path | None:
     """The data folder: the argument, else $FUNCDL_DATA_DIR, else None.
 
     Args:
@@ -298,7 +337,8 @@ def _tfds_default_dir() -> pathlib.Path:
 # ------------------------------------------------------------------------- load
 
 
-def load(name, data_dir=None, *, validation_split=0.0, seed=0, normalize=False, one_hot=False, limit=None):
+def load(name: str, data_dir: str | pathlib.Path | None = None, *, validation_split: float = 0.0, seed: int = 0,
+         normalize: bool = False, one_hot: bool = False, limit: int | None = None) -> Datasets:
     """Load a dataset as float32 NHWC images in [0, 1] (optionally standardised) and int labels.
 
     Args:
@@ -418,8 +458,9 @@ def _load_mnist(folder, limit):
 
 def _load_digits(limit):
     """scikit-learn's 8x8 digits, split 80/20 stratified with random_state=0."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    # scikit-learn only when digits are loaded: `import funcdl.data` stays light
+    from sklearn.datasets import load_digits  # noqa: PLC0415
+    from sklearn.model_selection import train_test_split  # noqa: PLC0415
 
     bunch = load_digits()
     x = bunch.images.reshape(-1, 8, 8, 1)
@@ -445,7 +486,8 @@ def _load_tfds(name, tfds_dir, limit, download=True):
       DataError: with TFDS's reason when it cannot provide the data.
     """
     try:
-        import tensorflow_datasets as tfds
+        # tensorflow_datasets (and with it TensorFlow) only when TFDS is asked for
+        import tensorflow_datasets as tfds  # noqa: PLC0415
     except ImportError as e:
         raise DataError(f"tfds:{name} needs tensorflow-datasets ({e}); pip install tensorflow-datasets") from None
     where = str(tfds_dir) if tfds_dir is not None else str(_tfds_default_dir())

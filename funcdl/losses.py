@@ -15,6 +15,8 @@ jit and are left to the caller.
 """
 
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -103,7 +105,7 @@ def _safe_log(x, where):
 
 
 @_label_kind("dense")
-def l1(predictions, targets):
+def l1(predictions: Any, targets: Any) -> jax.Array:
     """Mean absolute error per example.
 
     Args:
@@ -119,7 +121,7 @@ def l1(predictions, targets):
 
 
 @_label_kind("dense")
-def mse(predictions, targets):
+def mse(predictions: Any, targets: Any) -> jax.Array:
     """Mean squared error per example.
 
     Args:
@@ -135,7 +137,7 @@ def mse(predictions, targets):
 
 
 @_label_kind("dense")
-def huber(predictions, targets, delta=1.0):
+def huber(predictions: Any, targets: Any, delta: float = 1.0) -> jax.Array:
     """Huber loss per example: quadratic within ``delta``, linear outside.
 
     Args:
@@ -167,7 +169,7 @@ def _check_integer_labels(loss, logits, labels, min_rank):
 
 
 @_label_kind("integer")
-def cross_entropy(logits, labels, label_smoothing=0.0):
+def cross_entropy(logits: Any, labels: Any, label_smoothing: float = 0.0) -> jax.Array:
     """Softmax cross-entropy from logits and integer class labels (PyTorch).
 
     Args:
@@ -198,7 +200,8 @@ def cross_entropy(logits, labels, label_smoothing=0.0):
 
 
 @_label_kind("integer")
-def sparse_categorical_crossentropy(predictions, labels, from_logits=False):
+def sparse_categorical_crossentropy(predictions: Any, labels: Any,
+                                    from_logits: bool = False) -> jax.Array:
     """Categorical cross-entropy with integer labels (Keras).
 
     Args:
@@ -240,8 +243,8 @@ def _check_distributions(loss, predictions, targets):
 
 
 @_label_kind("one_hot")
-def categorical_crossentropy(predictions, one_hot_targets, from_logits=False,
-                             label_smoothing=0.0):
+def categorical_crossentropy(predictions: Any, one_hot_targets: Any, from_logits: bool = False,
+                             label_smoothing: float = 0.0) -> jax.Array:
     """Categorical cross-entropy with one-hot (or probability) targets (Keras).
 
     Args:
@@ -269,7 +272,7 @@ def categorical_crossentropy(predictions, one_hot_targets, from_logits=False,
 
 
 @_label_kind("one_hot")
-def kl_divergence(predictions, targets, convention="keras"):
+def kl_divergence(predictions: Any, targets: Any, convention: str = "keras") -> jax.Array:
     """Kullback-Leibler divergence KL(targets || predictions) per example.
 
     Args:
@@ -305,7 +308,7 @@ def kl_divergence(predictions, targets, convention="keras"):
 
 
 @_label_kind("dense")
-def binary_crossentropy_with_logits(logits, targets):
+def binary_crossentropy_with_logits(logits: Any, targets: Any) -> jax.Array:
     """Numerically stable binary cross-entropy from logits per example.
 
     Args:
@@ -322,7 +325,8 @@ def binary_crossentropy_with_logits(logits, targets):
 
 
 @_label_kind("dense")
-def binary_crossentropy(probabilities, targets, convention="keras", from_logits=False):
+def binary_crossentropy(probabilities: Any, targets: Any, convention: str = "keras",
+                        from_logits: bool = False) -> jax.Array:
     """Binary cross-entropy from probabilities per example.
 
     Args:
@@ -412,7 +416,7 @@ _ALIASES = {
 }
 
 
-def get(name):
+def get(name: str | Callable) -> Callable:
     """The loss function for a name, alias or callable.
 
     Args:
@@ -439,14 +443,14 @@ def get(name):
         if not options:
             return fn
         bound = functools.partial(fn, **options)
-        bound.__name__ = canonical
+        bound.__name__ = canonical  # type: ignore[attr-defined]
         bound.__doc__ = fn.__doc__
-        bound.label_kind = fn.label_kind
+        bound.label_kind = fn.label_kind  # type: ignore[attr-defined]
         return bound
     raise ConfigError(choices_message("loss", name, NAMES))
 
 
-def label_kind(name_or_fn):
+def label_kind(name_or_fn: str | Callable) -> str:
     """Which targets a loss expects: "integer", "one_hot" or "dense".
 
     Args:

@@ -13,22 +13,26 @@ the gradient and training comparisons: its random masks are framework-specific.
 import contextlib
 import statistics
 import time
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import funcdl as fd
-from funcdl import nn
-from funcdl.errors import ConfigError, choices_message
-from funcdl.files import flatten_variables
+from funcdl import losses as losses_lib
+from funcdl import nn, optim
+from funcdl.errors import ConfigError, FuncdlError, choices_message
+from funcdl.io import flatten_variables
+from funcdl.train import TrainState, make_train_step
+from interop import frameworks, keras, pytorch
 
 RUNNERS = ("funcdl", "funcdl-eager", "torch-eager", "torch-compile", "tf-eager", "tf-xla")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 FORWARD_ATOL, GRAD_RTOL, LOSS_RTOL = 1e-5, 1e-5, 1e-4
 
 
-def without_dropout(model):
+def without_dropout(model: Any) -> Any:
     """The same architecture with every Dropout at rate 0 (params unchanged)."""
     config = nn.to_config(model)
 
@@ -39,7 +43,7 @@ def without_dropout(model):
     return nn.from_config(strip(config))
 
 
-def keras_equivalent(model, variables):
+def keras_equivalent(model: Any, variables: Any) -> tuple[Any, dict[str, Any]]:
     """The model as Keras parametrises it: LSTM / SimpleRNN (and GRU without reset_after) with one bias.
 
     Both biases are summed into ``bias`` (the same function), so a gradient step
@@ -56,14 +60,14 @@ def keras_equivalent(model, variables):
     return nn.from_config(config), {**variables, "params": params}
 
 
-def max_differences(actual, expected):
+def max_differences(actual: Any, expected: Any) -> tuple[float, float]:
     """(max abs difference, max abs difference / max abs expected)."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     abs_diff = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
     return abs_diff, abs_diff / max(float(np.max(np.abs(expected))) if expected.size else 0.0, 1e-30)
 
 
-def tree_rel_difference(actual, expected):
+def tree_rel_difference(actual: Any, expected: Any) -> float:
     """Worst per-tensor relative difference between two flat {name: array} dicts.
 
     Each tensor's difference is divided by its own largest value, or by 10% of the
@@ -82,7 +86,7 @@ def tree_rel_difference(actual, expected):
 
 
 @contextlib.contextmanager
-def full_precision():
+def full_precision() -> Iterator[None]:
     """fp32 matmuls everywhere: XLA 'highest', no TF32 in torch or TF."""
     with jax.default_matmul_precision("highest"):
         yield
@@ -96,7 +100,8 @@ def _from_framework_layout(y):
     return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
 
 
-def make_batches(model, variables, input_shape, steps, batch_size, seed):
+def make_batches(model: Any, variables: Any, input_shape: Sequence[int], steps: int, batch_size: int,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     """``steps + 1`` batches (x NHWC float32 or int, y labels or targets) and the loss kind."""
     rng = np.random.default_rng(seed)
     layers = getattr(model, "layers", ())
@@ -115,7 +120,7 @@ class FuncdlRunner:
 
     def __init__(self, model, variables, input_shape, loss_kind, eager=False):
         self.model, self.variables, self.eager = without_dropout(model), variables, eager
-        self.loss_fn = fd.losses.get(loss_kind)
+        self.loss_fn = losses_lib.get(loss_kind)
 
     def _maybe_jit(self, fn):
         return fn if self.eager else jax.jit(fn)
@@ -137,8 +142,7 @@ class FuncdlRunner:
         return float(loss), flatten_variables({"params": grads})
 
     def train(self, xs, ys, optimizer, learning_rate, flavor):
-        from funcdl.train import TrainState, make_train_step
-        transform = fd.optim.get(optimizer, learning_rate, flavor=flavor)
+        transform = optim.get(optimizer, learning_rate, flavor=flavor)
         step = self._maybe_jit(make_train_step(self.model, self.loss_fn, transform))
         state = TrainState(self.variables, transform.init(self.variables["params"]), jnp.asarray(0))
         mask, key = jnp.ones(xs.shape[1]), jax.random.key(0)
@@ -156,9 +160,7 @@ class TorchRunner:
     """The model converted by ``interop.pytorch.to_torch``: eager, or through ``torch.compile``."""
 
     def __init__(self, model, variables, input_shape, loss_kind, compiled=False):
-        from interop import pytorch
-        from interop._common import require
-        self.torch = require("torch", "PyTorch", "torch")
+        self.torch = frameworks.torch()
         self.torch.backends.cuda.matmul.allow_tf32 = False
         self.torch.backends.cudnn.allow_tf32 = False
         self.model, self.input_shape, self.loss_kind = without_dropout(model), tuple(input_shape), loss_kind
@@ -180,7 +182,6 @@ class TorchRunner:
             return _from_framework_layout(self._call(self.build().eval(), x).numpy())
 
     def gradients(self, x, y):
-        from interop import pytorch
         module = self.build().train()
         loss = self._loss(self._call(module, x), y)
         loss.backward()
@@ -210,13 +211,11 @@ class KerasRunner:
     """The model converted by ``interop.keras.to_keras``: TF eager, or ``tf.function(jit_compile=True)``."""
 
     def __init__(self, model, variables, input_shape, loss_kind, xla=False):
-        from interop import keras as keras_bridge
-        from interop._keras_common import import_keras, import_tf
-        self.tf, self.keras, self.bridge = import_tf(), import_keras(), keras_bridge
+        self.tf, self.keras = frameworks.tensorflow(), frameworks.keras()
         self.tf.config.experimental.enable_tensor_float_32_execution(False)
         self.model, self.loss_kind, self.xla = without_dropout(model), loss_kind, xla
         self.variables = variables
-        self.build = lambda: keras_bridge.to_keras(self.model, variables, input_shape)
+        self.build = lambda: keras.to_keras(self.model, variables, input_shape)
 
     def _loss(self, outputs, y):
         losses = self.keras.losses
@@ -233,7 +232,7 @@ class KerasRunner:
             loss = self._loss(module(x, training=True), y)
         grads = {w.path: g for w, g in zip(module.trainable_weights, tape.gradient(loss, module.trainable_weights))}
         module.set_weights([np.asarray(grads.get(w.path, w)) for w in module.weights])
-        _, as_funcdl = self.bridge.from_keras(module)
+        _, as_funcdl = keras.from_keras(module)
         grads = flatten_variables({"params": as_funcdl["params"]})
         kept = flatten_variables({"params": self.variables["params"]})  # one-bias layers have no recurrent_bias
         return float(loss), {name: value for name, value in grads.items() if name in kept}
@@ -259,7 +258,7 @@ class KerasRunner:
         return losses, seconds
 
 
-def make_runner(name, model, variables, input_shape, loss_kind):
+def make_runner(name: str, model: Any, variables: Any, input_shape: Sequence[int], loss_kind: str) -> Any:
     """The runner called ``name`` (one of RUNNERS)."""
     if name not in RUNNERS:
         raise ConfigError(choices_message("framework", name, RUNNERS))
@@ -285,8 +284,9 @@ def _runner_row(name, runner, reference, batches, trajectory, optimizer, learnin
             "first_step_seconds": seconds[0], "ok": ok, "note": None}
 
 
-def compare(model, variables, input_shape, runners=RUNNERS, steps=10, optimizer="sgd", learning_rate=0.01,
-            batch_size=16, seed=0, layers=True):
+def compare(model: Any, variables: Any, input_shape: Sequence[int], runners: Sequence[str] = RUNNERS, steps: int = 10,
+            optimizer: str = "sgd", learning_rate: float = 0.01, batch_size: int = 16, seed: int = 0,
+            layers: bool = True) -> dict[str, Any]:
     """Run ``model`` in every runner on the same batches and compare each with funcdl jit.
 
     Args:
@@ -334,7 +334,6 @@ def _reference(model, variables, input_shape, loss_kind, batches, optimizer, lea
 
 
 def _safe_row(name, model, variables, input_shape, loss_kind, reference, batches, optimizer, lr):
-    from funcdl.errors import FuncdlError
     try:
         runner = make_runner(name, model, variables, input_shape, loss_kind)
         return _runner_row(name, runner, reference, batches, reference["trajectory"], optimizer, lr)
@@ -350,7 +349,8 @@ def _single_layer(index, layer, variables):
     return nn.Sequential([layer]), sub_variables
 
 
-def layer_report(model, variables, input_shape, x, runners):
+def layer_report(model: Any, variables: Any, input_shape: Sequence[int], x: np.ndarray,
+                 runners: Sequence[str]) -> list[dict[str, Any]]:
     """Each layer converted alone and fed funcdl's own input to it: OK / INACCURATE per framework."""
     frameworks = [f for f, prefix in (("torch", "torch"), ("keras", "tf")) if any(r.startswith(prefix)
                                                                                    for r in runners)]
@@ -384,7 +384,7 @@ def _figure(value, spec=".1e"):
     return "-" if value is None else format(value, spec)
 
 
-def format_report(report):
+def format_report(report: dict[str, Any]) -> str:
     """The report as two plain-text tables (runners, then layers)."""
     lines = [f"parity: {report['optimizer']} lr={report['learning_rate']}, {report['steps']} steps, batch "
              f"{report['batch_size']}, loss {report['loss']}; tolerances forward {FORWARD_ATOL:g} abs, "

@@ -13,14 +13,18 @@ The module keeps the variables in ``loaded.funcdl_variables`` (named by
 pytree path, e.g. ``params/layers_1/kernel``; batch_stats are not trainable)
 and serves ``signatures['serving_default'](x=...) -> {'output': y}``.
 """
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcdl import nn
 from funcdl.errors import FileFormatError
-from interop._keras_common import atomic_target, import_tf, input_dtype
+from funcdl.io import atomic_path
+from interop import frameworks
 
 
 def _path_name(path):
@@ -29,7 +33,8 @@ def _path_name(path):
 
 def _module(tf, model, variables, input_shape, batch_size, platforms):
     """A tf.Module holding the variables and a traced ``serve`` function."""
-    from jax.experimental import jax2tf
+    # imports tensorflow: only once an export runs
+    from jax.experimental import jax2tf  # noqa: PLC0415
     leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
     module = tf.Module()
     module.funcdl_variables = [
@@ -39,7 +44,7 @@ def _module(tf, model, variables, input_shape, batch_size, platforms):
         lambda v, x: model.apply(v, x), with_gradient=False,
         polymorphic_shapes=[None, "(b, ...)"] if batch_size is None else None,
         native_serialization_platforms=tuple(platforms) if platforms else None)
-    dtype = tf.int32 if input_dtype(model) == jnp.int32 else tf.float32
+    dtype = tf.int32 if nn.input_dtype(model) == jnp.int32 else tf.float32
     spec = tf.TensorSpec((batch_size,) + tuple(input_shape), dtype, name="x")
 
     @tf.function(input_signature=[spec], autograph=False)
@@ -50,7 +55,8 @@ def _module(tf, model, variables, input_shape, batch_size, platforms):
     return module
 
 
-def to_saved_model(model, variables, path, input_shape, batch_size=None, platforms=None):
+def to_saved_model(model: Any, variables: Any, path: str | Path, input_shape: Sequence[int],
+                   batch_size: int | None = None, platforms: Sequence[str] | None = None) -> Path:
     """Export ``model`` with ``variables`` as a TensorFlow SavedModel folder, atomically.
 
     Args:
@@ -63,20 +69,20 @@ def to_saved_model(model, variables, path, input_shape, batch_size=None, platfor
     Returns:
       the path written.
     """
-    tf = import_tf()
+    tf = frameworks.tensorflow()
     input_shape = tuple(int(d) for d in input_shape)
-    sample = jax.ShapeDtypeStruct((batch_size or 1,) + input_shape, input_dtype(model))
+    sample = jax.ShapeDtypeStruct((batch_size or 1,) + input_shape, nn.input_dtype(model))
     jax.eval_shape(lambda v, x: model.apply(v, x), variables, sample)  # ShapeError now, before anything exists
     module = _module(tf, model, variables, input_shape, batch_size, platforms)
     concrete = module.serve.get_concrete_function()  # traces and lowers before the folder exists
-    with atomic_target(path, ".tmp", folder=True) as tmp:
+    with atomic_path(path, folder=True) as tmp:
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": concrete})
     return Path(path)
 
 
-def load_saved_model_outputs(path, x):
+def load_saved_model_outputs(path: str | Path, x: Any) -> np.ndarray:
     """Run a SavedModel written by ``to_saved_model`` on ``x`` in plain TensorFlow; returns a numpy array."""
-    tf = import_tf()
+    tf = frameworks.tensorflow()
     path = Path(path)
     if not (path / "saved_model.pb").is_file():
         raise FileFormatError(f"{path} is not a SavedModel folder (no saved_model.pb)")

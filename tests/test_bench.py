@@ -16,7 +16,9 @@ import optax
 import pytest
 
 import funcdl as fd
-from funcdl import cli, cli_bench
+from bench import _models, report, suite
+from bench._worker import run_cell
+from funcdl import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("FUNCDL_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -24,8 +26,6 @@ DOCUMENTED_RUNNERS = ("funcdl", "funcdl-eager", "jax-handwritten", "torch-eager"
                       "keras-tf", "keras-tf-xla", "tf-function", "keras-jax")
 ROW_KEYS = {"model", "runner", "epoch_seconds_median", "samples_per_second", "compile_seconds", "peak_host_bytes",
             "peak_device_bytes", "test_accuracy", "ratio_to_funcdl"}
-suite, report = cli_bench.load_suite()
-from bench import _models  # noqa: E402  (importable once load_suite has found bench/)
 
 # (model, runner) cells of the combined run; torch-compile is left out (inductor compiles for minutes cold).
 CELLS = [("mlp", runner) for runner in DOCUMENTED_RUNNERS if runner != "torch-compile"] + [("resnet", "torch-eager")]
@@ -49,10 +49,12 @@ def combined(tmp_path_factory):
 
 
 def test_runner_and_model_names_are_the_documented_ones():
-    assert suite.RUNNER_NAMES == DOCUMENTED_RUNNERS == cli_bench.RUNNER_NAMES
-    assert suite.MODEL_NAMES == cli_bench.MODEL_NAMES == tuple(_models.MODELS)
+    assert suite.RUNNER_NAMES == DOCUMENTED_RUNNERS
+    assert suite.MODEL_NAMES == tuple(_models.MODELS)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_every_available_runner_gives_a_row_with_sane_figures(combined):
     record, _ = combined
     rows = {(row["model"], row["runner"]): row for row in record["rows"]}
@@ -70,6 +72,8 @@ def test_every_available_runner_gives_a_row_with_sane_figures(combined):
             assert 0.0 <= row["test_accuracy"] <= 1.0, row
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ratios_are_against_the_funcdl_row_of_the_same_run(combined):
     record, _ = combined
     base = next(row for row in record["rows"] if row["model"] == "mlp" and row["runner"] == "funcdl")
@@ -81,6 +85,8 @@ def test_ratios_are_against_the_funcdl_row_of_the_same_run(combined):
             assert row["ratio_to_funcdl"] is None
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_same_weights_give_the_same_first_steps_in_every_framework(combined):
     record, _ = combined
     accuracy = {row["runner"]: row["test_accuracy"] for row in record["rows"]
@@ -89,6 +95,8 @@ def test_same_weights_give_the_same_first_steps_in_every_framework(combined):
     assert max(accuracy.values()) - min(accuracy.values()) < 0.03, accuracy
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_json_markdown_and_png_are_written(combined):
     record, paths = combined
     assert {path.suffix for path in paths.values()} == {".json", ".md", ".png"}
@@ -101,6 +109,7 @@ def test_json_markdown_and_png_are_written(combined):
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.subprocess
 def test_a_missing_framework_gives_a_note_not_a_crash(monkeypatch):
     monkeypatch.setitem(suite.RUNNERS, "keras-tf", suite.Runner("bench.runners_tf", "run_keras_tf",
                                                                  ("no_such_framework",), "tf"))
@@ -110,12 +119,13 @@ def test_a_missing_framework_gives_a_note_not_a_crash(monkeypatch):
 
 
 def test_a_framework_missing_inside_the_worker_gives_a_note():
-    from bench._worker import run_cell
     cell = suite.plan(["mlp"], ["torch-eager"], "cpu", suite.settings(quick=True))[0]
-    row = run_cell(cell, {"torch-eager": ("no_such_framework", "run")})
+    row = run_cell({**cell, "function": "no_such_framework:run"})
     assert row["note"] == "no_such_framework is not installed" and ROW_KEYS <= set(row)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_cli_bench_json(tmp_path, capsys, data_dir):
     code = cli.main(["bench", "--quick", "--batches", "2", "--epochs", "1", "--models", "mlp", "--runners", "funcdl",
                      "torch-cudagraph", "--json", "--out", str(tmp_path), "--data-dir", str(data_dir)])
@@ -175,6 +185,7 @@ def test_native_keras_models_hold_funcdl_weights(name):
     np.testing.assert_allclose(out, model.apply(variables, jnp.asarray(x)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_speedrun_quick_runs_on_cpu_and_reports_accuracy(data_dir):
     spec = importlib.util.spec_from_file_location("mnist_speedrun", ROOT / "examples" / "mnist_speedrun.py")
     speedrun = importlib.util.module_from_spec(spec)

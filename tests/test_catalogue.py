@@ -13,18 +13,29 @@ import pathlib
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import numpy as np
 import pytest
+from hostile_files import (
+    Payload,
+    deflated_zeros,
+    gzip_idx_bomb,
+    payload_pickle,
+    rewrite,
+    torch_save_bytes,
+    weight_config,
+    zip_bomb_like,
+)
 
 import funcdl as fd
 from funcdl import checkpoint, nn
 from funcdl.cli import main
 from funcdl.errors import ConfigError, DataError, FileFormatError, FuncdlError, ShapeError
-from funcdl.fit import History
+from funcdl.train import History, TrainState
+from interop import pytorch  # imports no torch until a function needs it
 
 X = np.random.default_rng(0).random((20, 4, 4, 1), dtype=np.float32)
 Y = (np.arange(20) % 10).astype(np.int32)
@@ -34,7 +45,7 @@ def small_model():
     return nn.Sequential((nn.Flatten(), nn.Dense(10)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_variables():
     return small_model().init(jax.random.key(0), X[:1])
 
@@ -46,19 +57,9 @@ def train(*extra):
 
 
 # -- input files, built once per module on first use ---------------------------------------------------------
-class _Evil:
-    """Unpickling this opens (creates) the marker file: what a hostile .pt would do."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return open, (self.marker, "w")
-
-
 def _evil_pt(path, marker):
     torch = pytest.importorskip("torch")
-    torch.save({"weight": torch.zeros(2), "payload": _Evil(marker)}, path)
+    torch.save({"weight": torch.zeros(2), "payload": Payload(marker)}, path)
     torch.load(path, weights_only=False)  # the payload is live: an unsafe load runs it
     assert marker.exists()
     marker.unlink()
@@ -67,7 +68,7 @@ def _evil_pt(path, marker):
 def _evil_pt2(path, marker, inputs):
     torch = pytest.importorskip("torch")
     payload = path.with_suffix(".payload")
-    torch.save((_Evil(marker),), payload)
+    torch.save((Payload(marker),), payload)
     with zipfile.ZipFile(inputs.path("conv3d.pt2")) as source, zipfile.ZipFile(path, "w") as target:
         members = source.infolist()
         assert any("sample_inputs" in m.filename for m in members)
@@ -80,6 +81,47 @@ def _conv3d_pt2(path):
     torch = pytest.importorskip("torch")
     module = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 2), torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
     torch.export.save(torch.export.export(module, (torch.zeros(1, 1, 3, 3, 3),)), str(path))
+
+
+def _clean_pt2(path):
+    pytest.importorskip("torch")
+    from interop import pytorch
+    pytorch.save_torch_file(path, small_model(), small_variables(), X.shape[1:])
+
+
+def _use_pickle(config):
+    config["config"][next(iter(config["config"]))]["use_pickle"] = True
+    return config
+
+
+def _opaque_constant(config):
+    config["config"]["evil"] = {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True,
+                                "tensor_meta": None}
+    return config
+
+
+def _hostile_pt2(path, inputs, **changes):
+    """The clean funcdl .pt2 changed as ``hostile_files.rewrite`` says."""
+    rewrite(inputs.path("clean.pt2"), path, **changes)
+
+
+def _bomb_keras(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {"layers": []}}))
+        deflated_zeros(archive, "model.weights.h5", 10 << 20)
+
+
+def _bomb_pt(path):
+    torch = pytest.importorskip("torch")
+    plain = path.with_suffix(".plain")
+    plain.write_bytes(torch_save_bytes(torch, {"weight": torch.zeros(3, 2)}))
+    zip_bomb_like(plain, path, "/data/0", 10 << 20)
+
+
+def limited(c, argv):
+    """``argv`` run under a 1 MB unpacking limit (the bombs below inflate to 10 MB)."""
+    c.monkeypatch.setenv("FUNCDL_MAX_BYTES", str(1 << 20))
+    return argv
 
 
 def _lambda_keras(path, marker):
@@ -108,7 +150,7 @@ def _checkpoint(folder, model, x, optimizer="adam"):
     """A checkpoint of ``model`` (untrained) as ``funcdl train --resume`` would write it."""
     variables = model.init(jax.random.key(0), x[:1])
     opt_state = fd.optim.get(optimizer, 1e-3, flavor="torch").init(variables["params"])
-    checkpoint.save(folder, History(variables=variables, opt_state=opt_state, seed=0))
+    checkpoint.save(folder, TrainState(variables, opt_state, 0), History(seed=0))
 
 
 def _torch_file(path, obj):
@@ -125,6 +167,20 @@ BUILDERS = {
     "evil.pt": lambda p, i: _evil_pt(p, i.marker),
     "evil.pt2": lambda p, i: _evil_pt2(p, i.marker, i),
     "conv3d.pt2": lambda p, i: _conv3d_pt2(p),
+    "clean.pt2": lambda p, i: _clean_pt2(p),
+    "pickle_p0.pt2": lambda p, i: _hostile_pt2(p, i, add={"data/notes": payload_pickle(i.marker, 0)}),
+    "pickle_p2.pt2": lambda p, i: _hostile_pt2(p, i, replace={"sample_inputs/model.pt": payload_pickle(i.marker, 2)}),
+    "flag_lie_p5.pt2": lambda p, i: _hostile_pt2(p, i, replace={"weights/weight_0": payload_pickle(i.marker, 5)}),
+    "use_pickle.pt2": lambda p, i: _hostile_pt2(p, i, replace={"weights/weight_0": payload_pickle(i.marker, 2)},
+                                                edit_json=weight_config(_use_pickle)),
+    "opaque.pt2": lambda p, i: _hostile_pt2(p, i, add={"data/constants/opaque_obj_0": payload_pickle(i.marker, 2)},
+                                            edit_json={"_constants_config.json": _opaque_constant}),
+    "traversal.pt2": lambda p, i: _hostile_pt2(p, i, extra_names=[("../../payload.py", b"print(1)")]),
+    "bomb.pt2": lambda p, i: zip_bomb_like(i.path("clean.pt2"), p, "extra/funcdl.json", 10 << 20),
+    "bomb.keras": lambda p, i: _bomb_keras(p),
+    "bomb.pt": lambda p, i: _bomb_pt(p),
+    "bomb-idx3-ubyte.gz": lambda p, i: gzip_idx_bomb(p, (10, 28, 28), 10 << 20),
+    "huge-idx3-ubyte.gz": lambda p, i: gzip_idx_bomb(p, (2 ** 32 - 1,) * 3, 0),
     "notes.pt": lambda p, i: p.write_text("meeting notes, not a model\n"),
     "picture.keras": lambda p, i: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64)),
     "lambda.keras": lambda p, i: _lambda_keras(p, i.marker),
@@ -310,6 +366,35 @@ ROWS = [
         "refused to load", ".safetensors", needs=TORCH),
     cli("convert a .pt2 with a pickled payload", lambda c: [
         "convert", c.inputs.path("evil.pt2"), c.tmp / "out.funcdl"], 2, "refused to load", needs=TORCH),
+    cli("inspect a .pt2 with a protocol-0 pickle member", lambda c: ["inspect", c.inputs.path("pickle_p0.pt2")], 2,
+        "refused to load", "is a pickle (protocol 0)", needs=TORCH),
+    cli("convert a .pt2 whose sample inputs are a protocol-2 pickle", lambda c: [
+        "convert", c.inputs.path("pickle_p2.pt2"), c.tmp / "out.funcdl"], 2, "is a pickle (protocol 2)", needs=TORCH),
+    cli("convert a .pt2 whose weight record is a pickle its config calls raw", lambda c: [
+        "convert", c.inputs.path("flag_lie_p5.pt2"), c.tmp / "out.funcdl"], 2, "weight_0 is a pickle (protocol 5)",
+        needs=TORCH),
+    cli("convert a .pt2 with a weight marked use_pickle", lambda c: [
+        "convert", c.inputs.path("use_pickle.pt2"), c.tmp / "out.funcdl"], 2, "stored as a pickle (use_pickle: True)",
+        needs=TORCH),
+    cli("inspect a .pt2 with an opaque object constant", lambda c: ["inspect", c.inputs.path("opaque.pt2")], 2,
+        "refused to load", "opaque_obj_0", needs=TORCH),
+    cli("convert a .pt2 with a member outside the archive", lambda c: [
+        "convert", c.inputs.path("traversal.pt2"), c.tmp / "out.funcdl"], 2, "points outside the archive",
+        needs=TORCH),
+    api("read_pt2: a protocol-0 pickle member", lambda c: pytorch.read_pt2(
+        c.inputs.path("pickle_p0.pt2")), FileFormatError, "refused to load", needs=TORCH),
+    # -- CLI and API: decompression bombs (a 1 MB limit; each bomb inflates to 10 MB) -------------------------------
+    cli("inspect a .pt2 zip bomb", lambda c: limited(c, ["inspect", c.inputs.path("bomb.pt2")]), 2,
+        "would unpack to 10,", "over the limit of 1,048,576", "FUNCDL_MAX_BYTES", needs=TORCH),
+    cli("inspect a .keras zip bomb", lambda c: limited(c, ["inspect", c.inputs.path("bomb.keras")]), 2,
+        "bomb.keras would unpack to", "over the limit", needs=KERAS),
+    cli("convert a .pt zip bomb", lambda c: limited(c, [
+        "convert", c.inputs.path("bomb.pt"), c.tmp / "out.funcdl", "--arch", "mlp"]), 2, "over the limit",
+        needs=TORCH),
+    api("read_idx: a gzip bomb behind a small header", lambda c: fd.data.read_idx(
+        c.inputs.path("bomb-idx3-ubyte.gz")), DataError, "payload has extra bytes"),
+    api("read_idx: a header declaring (2**32-1)**3 bytes", lambda c: fd.data.read_idx(
+        c.inputs.path("huge-idx3-ubyte.gz")), DataError, "would unpack to 79,228,162,", "over the limit"),
     cli("convert a .keras with a Lambda layer", lambda c: [
         "convert", c.inputs.path("lambda.keras"), c.tmp / "out.funcdl"], 2,
         "Lambda layer ('marker')", "code would run", "refused", "unsafe", "only if you trust", needs=KERAS),
@@ -432,6 +517,7 @@ def test_bad_input(row, tmp_path, inputs, monkeypatch, capsys):
                 folder.chmod(0o755)
 
 
+@pytest.mark.subprocess
 def test_real_write_failure_leaves_nothing(tmp_path):
     """A write that really fails (a file size limit gives EFBIG, as a full disk gives ENOSPC): one line, exit 2."""
     source = tmp_path / "wide.funcdl"

@@ -92,7 +92,7 @@ def test_nonfinite_run_exits_3_and_keeps_last_good(capsys, tmp_path):
                        "--epochs", "2", "--quiet", "--out", str(tmp_path / "bad"))
     assert code == 3 and "non-finite loss or gradient at step" in err
     _, variables, _ = fd.load_model(tmp_path / "bad" / "model.funcdl")
-    assert all(np.isfinite(v).all() for v in fd.files.flatten_variables(variables).values())
+    assert all(np.isfinite(v).all() for v in fd.io.model_file.flatten_variables(variables).values())
 
 
 def test_help_exits_zero(capsys):

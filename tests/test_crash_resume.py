@@ -6,6 +6,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 import funcdl as fd
 
@@ -20,9 +21,11 @@ def _train(extra, **popen):
 
 def _params(folder):
     _, variables, _ = fd.load_model(folder / "model.funcdl")
-    return fd.files.flatten_variables(variables)
+    return fd.io.model_file.flatten_variables(variables)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     whole = _train(["--out", str(tmp_path / "whole")])
     checkpoints = tmp_path / "ckpt"

@@ -14,6 +14,7 @@ def load(name):
     return module
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, argv", [
     ("mnist_mlp", ["--epochs", "2", "--limit", "512"]),
     ("mnist_cnn", ["--epochs", "1", "--limit", "256"]),
@@ -27,6 +28,7 @@ def test_mnist_examples_run(name, argv, data_dir):
         assert result["accuracy"] > 0.6  # 512 images, 2 epochs: far above chance (0.1)
 
 
+@pytest.mark.slow
 def test_torch_to_keras_walkthrough(data_dir, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")

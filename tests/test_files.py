@@ -18,8 +18,8 @@ def test_round_trip_is_bit_identical(tmp_path, model, input_shape, dtype):
     loaded, again, shape = fd.load_model(tmp_path / "m.funcdl")
     assert shape == input_shape and fd.nn.to_config(loaded) == fd.nn.to_config(model)
     assert fd.nn.input_dtype(loaded) == dtype
-    for name, value in fd.files.flatten_variables(variables).items():
-        np.testing.assert_array_equal(fd.files.flatten_variables(again)[name], value)
+    for name, value in fd.io.model_file.flatten_variables(variables).items():
+        np.testing.assert_array_equal(fd.io.model_file.flatten_variables(again)[name], value)
     assert [p.name for p in tmp_path.iterdir()] == ["m.funcdl"]  # no temporary file left
 
 

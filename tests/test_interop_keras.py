@@ -10,9 +10,10 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from funcdl import nn  # noqa: E402
-from funcdl.errors import ConfigError, FileFormatError, FuncdlError  # noqa: E402
+from funcdl.errors import ConversionError, FileFormatError, MissingDependencyError  # noqa: E402
 from interop import keras as ik  # noqa: E402
-from interop._keras_common import layer_tensors, weights_to_keras  # noqa: E402
+from interop.keras._layers import layer_tensors  # noqa: E402
+from interop.layouts import weights_to_keras  # noqa: E402
 
 L = keras.layers
 TOL = 1e-5
@@ -111,7 +112,7 @@ def _variables(model, input_shape, seed=0):
     """Variables for ``model`` drawn with numpy from a fixed seed (no XLA compilation, unlike model.init)."""
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda s: (0.3 * rng.normal(size=s.shape)).astype(np.float32),
-                        nn._summary.init_shapes(model, input_shape))
+                        nn.init_shapes(model, input_shape))
 
 
 def _same_tree(a, b):
@@ -240,7 +241,7 @@ def test_weights_file_round_trip(tmp_path):
     with pytest.raises(FileFormatError, match="weights only"):
         ik.load_keras_file(path)
     smaller = nn.Sequential(model.layers[:2])  # keras alone would load the layers it has and skip the rest
-    with pytest.raises(FileFormatError, match="holds 7 tensors, the model has 4 weights"):
+    with pytest.raises(ConversionError, match="holds 7 tensors, the model has 4 weights"):
         ik.load_keras_weights(path, smaller, (7,))
 
 
@@ -272,14 +273,14 @@ def test_lambda_file_is_refused_without_running_code(tmp_path, suffix):
         ik.load_keras_file(path)
     assert not marker.exists()
     if suffix == ".keras":  # unsafe lets keras run it (proving the marker works); funcdl still cannot convert it
-        with pytest.raises(ConfigError, match="Lambda"):
+        with pytest.raises(ConversionError, match="Lambda"):
             ik.load_keras_file(path, unsafe=True)
         assert marker.exists()
 
 
 def test_unsupported_layers_are_named():
     conv3d = keras.Sequential([keras.Input((4, 4, 4, 1)), L.Conv3D(2, 3), L.Flatten(), L.Dense(2)])
-    with pytest.raises(ConfigError, match=r"Conv3D.*supported layers: Activation, AveragePooling2D"):
+    with pytest.raises(ConversionError, match=r"Conv3D.*supported layers: Activation, AveragePooling2D"):
         ik.from_keras(conv3d)
     cases = [
         (keras.Sequential([keras.Input((3, 6, 6)), L.Conv2D(2, 3, data_format="channels_first")]), "data_format"),
@@ -291,7 +292,7 @@ def test_unsupported_layers_are_named():
         (keras.Sequential([keras.Input((4, 4, 1)), L.ZeroPadding2D(1), L.MaxPooling2D()]), "ZeroPadding2D"),
     ]
     for keras_model, message in cases:
-        with pytest.raises(ConfigError, match=message):
+        with pytest.raises(ConversionError, match=message):
             ik.from_keras(keras_model)
 
 
@@ -299,16 +300,16 @@ def test_non_chains_and_missing_inputs_are_refused():
     inputs = keras.Input((4,))
     hidden = L.Dense(4)(inputs)
     residual = keras.Model(inputs, L.Add()([hidden, inputs]))
-    with pytest.raises(ConfigError, match="Add"):
+    with pytest.raises(ConversionError, match="Add"):
         ik.from_keras(residual)
     shared = L.Dense(4)
     twice = keras.Model(inputs, shared(shared(inputs)))
-    with pytest.raises(ConfigError, match="linear chains"):
+    with pytest.raises(ConversionError, match="linear chains"):
         ik.from_keras(twice)
-    with pytest.raises(ConfigError, match="keras.Input"):
+    with pytest.raises(ConversionError, match="keras.Input"):
         ik.from_keras(keras.Sequential([L.Dense(2)]))
     nested = keras.Sequential([keras.Input((4,)), keras.Sequential([L.Dense(2)])])
-    with pytest.raises(ConfigError, match="nested model"):
+    with pytest.raises(ConversionError, match="nested model"):
         ik.from_keras(nested)
 
 
@@ -317,18 +318,18 @@ def test_to_keras_refuses_what_keras_cannot_express():
                            (nn.Dense(3, activation="gelu_tanh"), "gelu_tanh")]:
         model = nn.Sequential([nn.Conv2D(2, 1), layer])
         variables = _variables(model, (4, 4, 1))
-        with pytest.raises(ConfigError, match=message):
+        with pytest.raises(ConversionError, match=message):
             ik.to_keras(model, variables, (4, 4, 1))
     model = nn.Sequential([nn.Dense(3), nn.BatchNorm(unbiased_running_var=True)])
     variables = _variables(model, (4,))
-    with pytest.raises(ConfigError, match="unbiased_running_var"):
+    with pytest.raises(ConversionError, match="unbiased_running_var"):
         ik.to_keras(model, variables, (4,))
     assert len(ik.to_keras(model, variables, (4,), strict=False).weights) == 6
-    with pytest.raises(ConfigError, match="shape"):
+    with pytest.raises(ConversionError, match="shape"):
         ik.to_keras(model, variables, (5,))
 
 
 def test_missing_keras_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "keras", None)
-    with pytest.raises(FuncdlError, match=r"pip install 'funcdl\[tf\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'funcdl\[tf\]'"):
         ik.to_keras(nn.Sequential([nn.Dense(2)]), {}, (3,))

@@ -7,7 +7,7 @@ tf = pytest.importorskip("tensorflow")
 
 from funcdl import nn  # noqa: E402
 from funcdl.errors import ShapeError  # noqa: E402
-from funcdl.files import flatten_variables  # noqa: E402
+from funcdl.io.model_file import flatten_variables  # noqa: E402
 from interop import tensorflow as itf  # noqa: E402
 
 TOL = 1e-5
@@ -23,7 +23,7 @@ MODELS = {
 def _variables(model, input_shape, seed=0):
     """Variables drawn with numpy from a fixed seed; BatchNorm variances kept positive."""
     rng = np.random.default_rng(seed)
-    shapes = nn._summary.init_shapes(model, input_shape)
+    shapes = nn.init_shapes(model, input_shape)
     return jax.tree_util.tree_map_with_path(
         lambda path, s: (rng.uniform(0.5, 1.5, s.shape) if path[-1].key == "var"
                          else 0.3 * rng.normal(size=s.shape)).astype(np.float32), shapes)

@@ -14,11 +14,17 @@ tnn = torch.nn
 F = torch.nn.functional
 
 from funcdl import nn  # noqa: E402
-from funcdl.errors import ConfigError, FileFormatError, FuncdlError  # noqa: E402
-from funcdl.files import flatten_variables, flatten_variables_shapes, unflatten_variables  # noqa: E402
-from funcdl.nn._summary import init_shapes  # noqa: E402
+from funcdl.errors import ConversionError, FileFormatError, MissingDependencyError  # noqa: E402
+from funcdl.io import flatten_variables, unflatten_variables  # noqa: E402
 from interop.pytorch import (  # noqa: E402
-    from_state_dict, from_torch, load_torch_file, load_torch_model, save_torch_file, to_state_dict, to_torch)
+    from_state_dict,
+    from_torch,
+    load_torch_file,
+    load_torch_model,
+    save_torch_file,
+    to_state_dict,
+    to_torch,
+)
 
 TOLERANCE = 1e-5
 
@@ -208,7 +214,7 @@ def _build(name):
     return _randomise_norms(factory()), example()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _converted(name):
     """(module, x, model, variables), converted once per test session; tests must not modify them."""
     module, x = _build(name)
@@ -323,7 +329,7 @@ def test_funcdl_model_to_torch_and_back(name):
     else:
         x = jnp.asarray(rng.standard_normal((3,) + input_shape), jnp.float32)
     # random variables of the right shapes (running variances positive); model.init would compile for seconds
-    shapes = flatten_variables_shapes(init_shapes(model, input_shape, dtype))
+    shapes = nn.variable_shapes(nn.init_shapes(model, input_shape, dtype))
     variables = unflatten_variables({k: (rng.uniform(0.5, 1.5, shape) if k.endswith("/var") else
                                          rng.standard_normal(shape) * 0.5).astype(np.float32)
                                      for k, shape in shapes.items()})
@@ -350,11 +356,11 @@ def test_from_state_dict_errors_name_the_tensor():
     model = nn.Sequential([nn.Flatten(), nn.Dense(10), nn.relu, nn.Dense(4)])
     state = module.state_dict()
     missing = {k: v for k, v in state.items() if k != "3.bias"}
-    with pytest.raises(FileFormatError, match="needs"):
+    with pytest.raises(ConversionError, match="needs"):
         from_state_dict(missing, model, (3, 4))
-    with pytest.raises(FileFormatError, match="parameter groups"):
+    with pytest.raises(ConversionError, match="parameter groups"):
         from_state_dict({**state, "extra.weight": torch.zeros(2)}, model, (3, 4))
-    with pytest.raises(FileFormatError, match=r"3\.weight.*shape \(4, 11\)"):
+    with pytest.raises(ConversionError, match=r"3\.weight.*shape \(4, 11\)"):
         from_state_dict({**state, "3.weight": torch.zeros(4, 11)}, model, (3, 4))
 
 
@@ -484,9 +490,9 @@ class _Residual(tnn.Module):
     (lambda: tnn.Sequential(tnn.AdaptiveAvgPool2d(2)), lambda: torch.randn(2, 1, 5, 5), "divide"),
     (lambda: tnn.Sequential(tnn.Conv2d(1, 2, 3), tnn.Flatten()), lambda: torch.randn(2, 1, 5, 5), "Linear"),
 ])
-def test_unsupported_pieces_raise_config_error(module, x, match):
+def test_unsupported_pieces_raise_conversion_error(module, x, match):
     example = x() if x is not None else torch.randn(2, 4)
-    with pytest.raises(ConfigError, match=match) as info:
+    with pytest.raises(ConversionError, match=match) as info:
         from_torch(module(), example)
     if match in ("Conv3d", "Transformer", "add"):
         assert "supports" in str(info.value) and "Linear" in str(info.value)
@@ -494,5 +500,6 @@ def test_unsupported_pieces_raise_config_error(module, x, match):
 
 def test_missing_torch_says_which_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # what `import torch` sees when it is not installed
-    with pytest.raises(FuncdlError, match=r"pip install 'funcdl\[torch\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'funcdl\[torch\]'") as info:
         to_torch(nn.Sequential([nn.Dense(2)]), {}, (3,))
+    assert isinstance(info.value, ImportError)  # code that catches ImportError for optional imports still works

@@ -4,12 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from layer_harness import run_layer_test
 from scipy.special import erf
 
 import funcdl as fd
 from funcdl import nn
 from funcdl.errors import ConfigError, ShapeError
-from layer_harness import run_layer_test
 
 
 @pytest.mark.parametrize("layer, in_shape, out_shape, params", [

@@ -58,6 +58,7 @@ def test_recurrent_parity():
     assert report["ok"], parity.format_report(report)
 
 
+@pytest.mark.slow
 def test_torch_compile_runner():
     model, variables, shape = build(nn.Sequential([nn.Flatten(), nn.Dense(8), nn.relu, nn.Dense(3)]), (4, 4, 1))
     report = parity.compare(model, variables, shape, runners=["funcdl", "torch-compile"], steps=2, batch_size=4,

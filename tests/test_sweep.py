@@ -72,3 +72,13 @@ def test_cli_prints_ranked_table_and_writes_plot(capsys, tmp_path):
     saved = json.loads((tmp_path / "sweep.json").read_text())
     assert np.asarray(saved["history"]["val_accuracy"]).shape == (4, 2)
     assert main(["sweep", "--lr", "1e-3,x"]) == 2
+
+
+def test_cli_default_output_is_a_new_runs_folder(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["sweep", "--dataset", "digits", "--limit", "100", "--lr", "1e-3", "--seeds", "0", "--epochs", "1",
+                 "--batch-size", "32", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    [folder] = list((tmp_path / "runs").iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"] and folder.name.startswith("sweep-")
+    assert sorted(p.name for p in folder.iterdir()) == ["sweep.json", "sweep.png"]

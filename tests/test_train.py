@@ -7,9 +7,18 @@ import pytest
 
 import funcdl as fd
 from funcdl import nn
-from funcdl.callbacks import EarlyStopping, ModelCheckpoint
 from funcdl.errors import ConfigError, DataError, NonFiniteError, ShapeError
-from funcdl.train import TrainState, make_train_epoch, make_train_step
+from funcdl.train import (
+    Callback,
+    EarlyStopping,
+    ModelCheckpoint,
+    Stop,
+    TrainState,
+    epoch_key,
+    make_train_epoch,
+    make_train_step,
+    split_seed,
+)
 
 
 def small_mlp():
@@ -199,21 +208,83 @@ def test_checkpoint_resume_is_bit_identical(tiny_images, tmp_path):
     assert_trees_equal(whole.opt_state, resumed.opt_state)
 
 
-def test_early_stopping_restores_best_epoch():
-    class Run:
-        variables = {"w": jnp.array(0.0)}
-        stopped_epoch = None
-    run, stopper = Run(), EarlyStopping("val_loss", patience=2)
-    stops = []
+def test_early_stopping_returns_a_stop_with_the_best_epoch():
+    state, stopper = TrainState({"w": jnp.array(0.0)}, (), jnp.asarray(0)), EarlyStopping("val_loss", patience=2)
+    results = []
     for epoch, value in enumerate([1.0, 0.8, 0.9, 0.85, 0.7]):
-        run.variables = {"w": jnp.array(float(epoch))}
-        stops.append(stopper.on_epoch_end(epoch, {"val_loss": value}, run))
-        if stops[-1]:
+        state = state._replace(variables={"w": jnp.array(float(epoch))}, step=jnp.asarray(epoch))
+        results.append(stopper.on_epoch_end(epoch, {"val_loss": value}, state, fd.History()))
+        if results[-1] is not None:
             break
-    assert stops == [False, False, False, True]
-    assert run.stopped_epoch == 3 and float(run.variables["w"]) == 1.0
+    assert results[:3] == [None, None, None] and isinstance(results[3], Stop)
+    assert float(results[3].state.variables["w"]) == 1.0 and int(results[3].state.step) == 3  # best weights only
     with pytest.raises(ConfigError, match="only have loss"):
-        EarlyStopping("val_loss").on_epoch_end(0, {"loss": 1.0}, Run())
+        EarlyStopping("val_loss").on_epoch_end(0, {"loss": 1.0}, state, fd.History())
+
+
+class _Halve(Callback):
+    """Halves the weights after epoch 0 and stops after epoch 2, recording what it saw."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_begin(self, state, history):
+        self.seen.append(("begin", history.epochs_done))
+
+    def on_epoch_end(self, epoch, logs, state, history):
+        self.seen.append((epoch, history.epochs_done, int(state.step)))
+        if epoch == 0:
+            return state._replace(variables=jax.tree.map(lambda a: a / 2, state.variables))
+        return Stop() if epoch == 2 else None
+
+
+def test_callbacks_return_the_state_they_change_or_a_stop(tiny_images):
+    halve = _Halve()
+    history = fd.fit(small_mlp(), tiny_images, epochs=5, batch_size=50, verbose=False, callbacks=[halve])
+    assert halve.seen == [("begin", 0), (0, 1, 2), (1, 2, 4), (2, 3, 6)]
+    assert history.epochs_done == 3 and history.stopped_epoch == 2 and history.step == 6
+    # the same run by hand: halving after epoch 0 is what the next epochs started from
+    plain = fd.fit(small_mlp(), tiny_images, epochs=1, batch_size=50, verbose=False)
+    halved = jax.tree.map(lambda a: a / 2, plain.variables)
+    resumed = TrainState(halved, plain.opt_state, jnp.asarray(2, jnp.int32))
+    step = make_train_step(small_mlp(), fd.losses.cross_entropy, fd.optim.get("adam", 1e-3))
+    epoch = jax.jit(make_train_epoch(step, 50))
+    _, train_key = split_seed(0)
+    x, y = (jnp.asarray(a) for a in tiny_images)
+    for e in (1, 2):
+        resumed, _ = epoch(resumed, x, y, epoch_key(train_key, e))
+    assert_trees_equal(resumed.variables, history.variables)
+
+
+def test_callbacks_must_be_callbacks_and_return_what_they_change(tiny_images):
+    class Legacy:
+        def on_epoch_end(self, epoch, logs, run):
+            return True
+    with pytest.raises(ConfigError, match="Callback instances, got Legacy"):
+        fd.fit(small_mlp(), tiny_images, epochs=1, verbose=False, callbacks=[Legacy()])
+
+    class Truthy(Callback):
+        def on_epoch_end(self, epoch, logs, state, history):
+            return True
+    with pytest.raises(ConfigError, match="returned a bool; return None, a TrainState or"):
+        fd.fit(small_mlp(), tiny_images, epochs=1, verbose=False, callbacks=[Truthy()])
+
+
+def test_own_loop_with_the_building_blocks_is_fit(tiny_images):
+    """The loop of ``funcdl.train``'s docstring: the same seed visits the same batches as fit."""
+    x, y = tiny_images
+    optimizer = fd.optim.adam(1e-3)
+    init_key, train_key = split_seed(7)
+    state = TrainState.create(small_mlp().init(init_key, jnp.asarray(x[:1])), optimizer)
+    epoch = jax.jit(make_train_epoch(make_train_step(small_mlp(), fd.losses.cross_entropy, optimizer), batch_size=32))
+    for e in range(3):
+        state, metrics = epoch(state, jnp.asarray(x), jnp.asarray(y), epoch_key(train_key, e))
+    history = fd.fit(small_mlp(), x, y, batch_size=32, epochs=3, optimizer=optimizer, seed=7, verbose=False)
+    assert_trees_equal(state.variables, history.variables)
+    assert_trees_equal(state.opt_state, history.opt_state)
+    loss, count = np.asarray(metrics.loss), np.asarray(metrics.count)  # per step: 4 batches, the last masked
+    assert loss.shape == (4,) and count.tolist() == [32, 32, 32, 4]
+    assert history.history["loss"][-1] == pytest.approx(float((loss * count).sum() / count.sum()))
 
 
 def test_early_stopping_in_fit(tiny_images):

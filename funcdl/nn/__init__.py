@@ -5,10 +5,37 @@ are flax's own; ``variables['params']`` holds the weights and
 ``variables['batch_stats']`` the BatchNorm running statistics.
 """
 from funcdl.nn._activations import (
-    ACTIVATIONS, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh, gelu, gelu_tanh,
-    get_activation, leaky_relu, linear, log_softmax, relu, sigmoid, softmax, softplus, tanh)
-from funcdl.nn._base import REGISTRY, Layer, from_config, to_config
-from funcdl.nn._conv import Conv2D, conv_as_matmul, conv_implementation
+    ACTIVATIONS,
+    GELU,
+    TABLE,
+    Activation,
+    ActivationLayer,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Tanh,
+    activation,
+    activation_layer,
+    activation_of,
+    gelu,
+    gelu_tanh,
+    get_activation,
+    leaky_relu,
+    linear,
+    log_softmax,
+    option_names,
+    relu,
+    sigmoid,
+    softmax,
+    softplus,
+    tanh,
+)
+from funcdl.nn._base import REGISTRY, Layer, takes_train
+from funcdl.nn._config import from_config, to_config
+from funcdl.nn._conv import Conv2D, conv_as_matmul, conv_implementation, explicit_padding, padding_spec, pair
 from funcdl.nn._dense import Dense, Embedding
 from funcdl.nn._init import NAMES as initializers
 from funcdl.nn._norm import BatchNorm, LayerNorm
@@ -16,14 +43,26 @@ from funcdl.nn._pool import AvgPool2D, MaxPool2D
 from funcdl.nn._recurrent import GRU, LSTM, SimpleRNN
 from funcdl.nn._sequential import Sequential
 from funcdl.nn._shape import Dropout, Flatten, ImageRows, Reshape
-from funcdl.nn._summary import count_params, input_dtype, output_shape, summary
+from funcdl.nn._shape_inference import (
+    check_variables,
+    count_params,
+    init_shapes,
+    input_dtype,
+    layer_shapes,
+    output_shape,
+    shape_errors,
+    summary,
+    variable_shapes,
+)
 
 __all__ = [
-    "ACTIVATIONS", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "GELU",
-    "GRU", "ImageRows", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "LogSoftmax", "MaxPool2D", "REGISTRY", "ReLU",
-    "Reshape", "Sequential", "Sigmoid", "SimpleRNN", "Softmax", "Softplus", "Tanh", "conv_as_matmul",
-    "conv_implementation", "count_params",
-    "from_config", "gelu", "input_dtype", "gelu_tanh", "get_activation", "initializers", "leaky_relu", "linear",
-    "log_softmax", "output_shape", "relu", "sigmoid", "softmax", "softplus", "summary", "tanh",
-    "to_config",
+    "ACTIVATIONS", "Activation", "ActivationLayer", "activation", "activation_layer", "activation_of", "option_names",
+    "TABLE",
+    "AvgPool2D", "BatchNorm", "check_variables", "Conv2D", "conv_as_matmul", "conv_implementation",
+    "count_params", "Dense", "Dropout", "Embedding", "explicit_padding", "Flatten", "from_config", "GELU", "gelu",
+    "gelu_tanh", "get_activation", "GRU", "ImageRows", "init_shapes", "initializers", "input_dtype", "Layer",
+    "layer_shapes", "LayerNorm", "leaky_relu", "LeakyReLU", "linear", "log_softmax", "LogSoftmax", "LSTM",
+    "MaxPool2D", "output_shape", "padding_spec", "pair", "REGISTRY", "ReLU", "relu", "Reshape", "Sequential",
+    "shape_errors", "Sigmoid", "sigmoid", "SimpleRNN", "Softmax", "softmax", "Softplus", "softplus", "summary",
+    "takes_train", "Tanh", "tanh", "to_config", "variable_shapes",
 ]

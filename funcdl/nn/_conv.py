@@ -1,4 +1,7 @@
 """2-D convolution on NHWC images."""
+from collections.abc import Sequence
+from typing import Any
+
 import flax.linen as linen
 import jax
 import jax.numpy as jnp
@@ -6,11 +9,14 @@ import jax.numpy as jnp
 from funcdl.errors import ConfigError
 from funcdl.nn._activations import get_activation
 from funcdl.nn._base import Layer, check_last_dim, check_rank
-from funcdl.nn._conv_matmul import conv_matmul, explicit_pads, im2col
+from funcdl.nn._conv_matmul import conv_matmul, im2col
 from funcdl.nn._init import initializer
 
+# a layer's padding: 'valid', 'same', an int, (ph, pw) or ((top, bottom), (left, right)) (checked by padding_spec)
+Padding = Any
 
-def pair(value, what):
+
+def pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
     """(a, b) from an int or a pair."""
     if isinstance(value, int):
         return (value, value)
@@ -19,7 +25,7 @@ def pair(value, what):
     raise ConfigError(f"{what} must be an int or a pair of ints, got {value!r}")
 
 
-def padding_spec(padding):
+def padding_spec(padding: Padding) -> str | tuple[tuple[int, ...], ...]:
     """lax padding from 'valid' / 'same' / int / (ph, pw) / ((top, bottom), (left, right))."""
     if isinstance(padding, str):
         if padding.lower() not in ("valid", "same"):
@@ -35,10 +41,28 @@ def padding_spec(padding):
     raise ConfigError(f"padding must be 'valid', 'same', an int or pairs of ints, got {padding!r}")
 
 
+def explicit_padding(padding: Padding, in_hw: Sequence[int], window: Sequence[int], strides: Sequence[int],
+                     dilation: Sequence[int] = (1, 1)) -> tuple[tuple[int, int], ...]:
+    """((top, bottom), (left, right)) of a funcdl ``padding`` on an input of height and width ``in_hw``.
+
+    'same' is XLA's rule (``lax.padtype_to_pads``: any odd extra pixel goes bottom/right) for the dilated
+    window; explicit paddings come back as pairs.
+    """
+    spec = padding_spec(padding)
+    if not isinstance(spec, str):
+        return tuple((int(low), int(high)) for low, high in spec)
+    if spec == "VALID":
+        return ((0, 0), (0, 0))
+    span = tuple((k - 1) * d + 1 for k, d in zip(window, dilation))
+    pads = jax.lax.padtype_to_pads(tuple(in_hw), span, strides, "SAME")
+    return tuple((int(low), int(high)) for low, high in pads)
+
+
 IMPLEMENTATIONS = ("auto", "xla", "matmul")
 
 
-def conv_as_matmul(x, kernel, strides, padding, dilation, groups=1):
+def conv_as_matmul(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Padding,
+                   dilation: Sequence[int], groups: int = 1) -> jax.Array:
     """NHWC x HWIO convolution as matrix products over the input's shifted windows.
 
     The ``kh * kw`` strided slices of the padded input are concatenated along
@@ -54,15 +78,16 @@ def conv_as_matmul(x, kernel, strides, padding, dilation, groups=1):
       x: (B, H, W, C).
       kernel: (kh, kw, C // groups, F).
       strides, dilation: pairs of ints.
-      padding: 'VALID', 'SAME' or ((top, bottom), (left, right)).
+      padding: any funcdl or lax padding ('valid', 'SAME', an int, pairs; see ``explicit_padding``).
       groups: feature groups.
     Returns:
       (B, out_h, out_w, F).
     """
     kh, kw, group_in, features = kernel.shape
-    pads = explicit_pads(x.shape[1:3], (kh, kw), strides, padding, dilation)
+    (top, bottom), (left, right) = explicit_padding(padding, x.shape[1:3], (kh, kw), strides, dilation)
+    pads = ((top, bottom), (left, right))
     if groups == 1:
-        return conv_matmul(x, kernel, tuple(strides), pads, tuple(dilation))
+        return conv_matmul(x, kernel, (strides[0], strides[1]), pads, (dilation[0], dilation[1]))
     patches = im2col(x, (kh, kw), strides, pads, dilation)
     batch, out_h, out_w, _ = patches.shape
     patches = patches.reshape(batch, out_h, out_w, kh * kw, groups, group_in)
@@ -71,7 +96,7 @@ def conv_as_matmul(x, kernel, strides, padding, dilation, groups=1):
     return y.reshape(batch, out_h, out_w, features)
 
 
-def conv_implementation(name):
+def conv_implementation(name: str) -> str:
     """The implementation ``name`` resolves to on the current default backend."""
     if name not in IMPLEMENTATIONS:
         raise ConfigError(f"unknown convolution implementation {name!r}; choose one of "

@@ -52,21 +52,12 @@ CHUNK_BYTES = 3 << 19
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
 
-def explicit_pads(in_hw: Sequence[int], window: Sequence[int], strides: Sequence[int],
-                  padding: str | Sequence[Sequence[int]], dilation: Sequence[int]) -> Pads:
-    """((top, bottom), (left, right)) from lax padding ('VALID', 'SAME' or pairs) for this window."""
-    if isinstance(padding, str):
-        span = tuple((k - 1) * d + 1 for k, d in zip(window, dilation))
-        padding = jax.lax.padtype_to_pads(tuple(in_hw), span, tuple(strides), padding)
-    (top, bottom), (left, right) = padding
-    return (int(top), int(bottom)), (int(left), int(right))
-
-
 def output_hw(in_hw: Sequence[int], window: Sequence[int], strides: Sequence[int], pads: Pads,
               dilation: Sequence[int]) -> tuple[int, int]:
     """(out_h, out_w) of a convolution."""
-    return tuple((size + low + high - (k - 1) * d - 1) // s + 1
-                 for size, (low, high), k, s, d in zip(in_hw, pads, window, strides, dilation))
+    out_h, out_w = ((size + low + high - (k - 1) * d - 1) // s + 1
+                    for size, (low, high), k, s, d in zip(in_hw, pads, window, strides, dilation))
+    return out_h, out_w
 
 
 def im2col(x: jax.Array, window: Sequence[int], strides: Sequence[int], pads: Pads,
@@ -105,13 +96,13 @@ def col2im(patches: jax.Array, in_hw: Sequence[int], window: Sequence[int], stri
     channels = patches.shape[3] // (kh * kw)
     height, width = in_hw[0] + sum(pads[0]), in_hw[1] + sum(pads[1])
     zero = jnp.zeros((), patches.dtype)
-    total = None
+    pieces = []
     for n, (i, j) in enumerate((i, j) for i in range(kh) for j in range(kw)):
         top, left = i * dh, j * dw
         bottom, right = height - top - (out_h - 1) * sh - 1, width - left - (out_w - 1) * sw - 1
-        piece = jax.lax.pad(patches[..., n * channels:(n + 1) * channels], zero,
-                            ((0, 0, 0), (top, bottom, sh - 1), (left, right, sw - 1), (0, 0, 0)))
-        total = piece if total is None else total + piece
+        pieces.append(jax.lax.pad(patches[..., n * channels:(n + 1) * channels], zero,
+                                  ((0, 0, 0), (top, bottom, sh - 1), (left, right, sw - 1), (0, 0, 0))))
+    total = sum(pieces[1:], start=pieces[0])
     return total[:, pads[0][0]:height - pads[0][1], pads[1][0]:width - pads[1][1], :]
 
 

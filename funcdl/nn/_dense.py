@@ -1,12 +1,11 @@
 """Dense (fully connected) and Embedding layers."""
+import flax.linen as linen
 import jax.numpy as jnp
 
 from funcdl.errors import ShapeError
 from funcdl.nn._activations import get_activation
 from funcdl.nn._base import Layer, check_existing, layer_path
 from funcdl.nn._init import initializer
-
-import flax.linen as linen
 
 
 class Dense(Layer):

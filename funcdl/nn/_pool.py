@@ -3,8 +3,7 @@ import jax
 import jax.numpy as jnp
 
 from funcdl.nn._base import Layer, check_rank
-from funcdl.nn._conv import pair, padding_spec
-from funcdl.nn._conv_matmul import explicit_pads
+from funcdl.nn._conv import explicit_padding, padding_spec, pair
 from funcdl.nn._pool_blocks import max_pool, sum_pool, tiles
 
 
@@ -19,8 +18,7 @@ def _window(layer):
 
 def _disjoint(x: jax.Array, window: tuple[int, ...], strides: tuple[int, ...], pad: str | tuple) -> bool:
     """Whether the pool's windows tile ``x`` without overlap or padding (the reshape fast path)."""
-    pads = explicit_pads(x.shape[1:3], window[1:3], strides[1:3], pad if isinstance(pad, str) else pad[1:3],
-                         (1, 1))
+    pads = explicit_padding(pad if isinstance(pad, str) else pad[1:3], x.shape[1:3], window[1:3], strides[1:3])
     return tiles(window[1:3], strides[1:3], pads)
 
 

@@ -4,7 +4,8 @@ Weights are fused per gate family, in PyTorch's gate order:
 ``{'kernel': (in, G*H), 'recurrent_kernel': (H, G*H), 'bias': (G*H,),
 'recurrent_bias': (G*H,)}`` with G = 1 (SimpleRNN), 4 (LSTM: i, f, g, o) or
 3 (GRU: r, z, n); ``use_recurrent_bias=False`` drops ``recurrent_bias`` (keras'
-single-bias form, which trains differently: one bias moves instead of two). torch's ``weight_ih_l0`` is ``kernel.T``; keras' LSTM gate
+single-bias form, which trains differently: one bias moves instead of two).
+torch's ``weight_ih_l0`` is ``kernel.T``; keras' LSTM gate
 order (i, f, c, o) is the same, keras' GRU order (z, r, h) is permuted by the
 converters. The input projection for every time step is one matmul before the
 scan; only ``h @ recurrent_kernel`` runs inside it.

@@ -1,4 +1,7 @@
 """Sequential: a chain of layers, the container every zoo model and converter uses."""
+from collections.abc import Sequence
+from typing import Any
+
 import flax.linen as linen
 
 from funcdl.nn._activations import activation_layer
@@ -18,7 +21,7 @@ class Sequential(Layer):
         # {'params': {'layers_1': {'kernel': (784, 128), 'bias': (128,)},
         #             'layers_3': {'kernel': (128, 10), 'bias': (10,)}}}
     """
-    layers: tuple = ()
+    layers: Sequence[Any] = ()
 
     def __post_init__(self):
         layers = tuple(layer if isinstance(layer, linen.Module) else activation_layer(layer)

@@ -18,12 +18,24 @@ Example::
     params = optax.apply_updates(params, updates)
 """
 import inspect
+from collections.abc import Callable
+from typing import Any
+
+import optax
 
 from funcdl.errors import ConfigError, choices_message
 from funcdl.optim import _keras, _torch
-from funcdl.optim._common import (FLAVORS, check_decay_rate, check_flavor, check_learning_rate,
-                                  check_non_negative, check_number, default, is_known_nonzero,
-                                  may_be_nonzero)
+from funcdl.optim._common import (
+    FLAVORS,
+    check_decay_rate,
+    check_flavor,
+    check_learning_rate,
+    check_non_negative,
+    check_number,
+    default,
+    is_known_nonzero,
+    may_be_nonzero,
+)
 
 __all__ = ["FLAVORS", "NAMES", "adadelta", "adagrad", "adam", "adamw", "get", "momentum",
            "nesterov", "rmsprop", "sgd"]
@@ -36,8 +48,8 @@ def _check_momentum(optimizer, value):
                         hint="use 0 for none or a value such as 0.9")
 
 
-def sgd(learning_rate, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0,
-        flavor="torch"):
+def sgd(learning_rate: float | optax.Schedule, momentum: float = 0.0, nesterov: bool = False,
+        weight_decay: float = 0.0, dampening: float = 0.0, flavor: str = "torch") -> optax.GradientTransformation:
     """Stochastic gradient descent, optionally with (Nesterov) momentum.
 
     Args:
@@ -72,8 +84,9 @@ def sgd(learning_rate, momentum=0.0, nesterov=False, weight_decay=0.0, dampening
     return _torch.sgd(learning_rate, momentum, bool(nesterov), weight_decay, dampening)
 
 
-def momentum(learning_rate, momentum=0.9, nesterov=False, weight_decay=0.0, dampening=0.0,
-             flavor="torch"):
+def momentum(learning_rate: float | optax.Schedule, momentum: float = 0.9, nesterov: bool = False,
+             weight_decay: float = 0.0, dampening: float = 0.0,
+             flavor: str = "torch") -> optax.GradientTransformation:
     """SGD with heavy-ball momentum: :func:`sgd` with ``momentum=0.9`` by default.
 
     Args:
@@ -88,7 +101,8 @@ def momentum(learning_rate, momentum=0.9, nesterov=False, weight_decay=0.0, damp
                dampening=dampening, flavor=flavor)
 
 
-def nesterov(learning_rate, momentum=0.9, weight_decay=0.0, flavor="torch"):
+def nesterov(learning_rate: float | optax.Schedule, momentum: float = 0.9, weight_decay: float = 0.0,
+             flavor: str = "torch") -> optax.GradientTransformation:
     """SGD with Nesterov momentum: :func:`sgd` with ``nesterov=True, momentum=0.9``.
 
     Args:
@@ -103,8 +117,9 @@ def nesterov(learning_rate, momentum=0.9, weight_decay=0.0, flavor="torch"):
                flavor=flavor)
 
 
-def adagrad(learning_rate, initial_accumulator_value=None, eps=None, weight_decay=0.0,
-            flavor="torch", lr_decay=0.0):
+def adagrad(learning_rate: float | optax.Schedule, initial_accumulator_value: float | None = None,
+            eps: float | None = None, weight_decay: float = 0.0, flavor: str = "torch",
+            lr_decay: float = 0.0) -> optax.GradientTransformation:
     """Adagrad: steps scaled by the root of the sum of all squared gradients.
 
     Args:
@@ -138,7 +153,8 @@ def adagrad(learning_rate, initial_accumulator_value=None, eps=None, weight_deca
     return _torch.adagrad(learning_rate, initial, eps, weight_decay, lr_decay)
 
 
-def adadelta(learning_rate, rho=None, eps=None, weight_decay=0.0, flavor="torch"):
+def adadelta(learning_rate: float | optax.Schedule, rho: float | None = None, eps: float | None = None,
+             weight_decay: float = 0.0, flavor: str = "torch") -> optax.GradientTransformation:
     """Adadelta: steps scaled by the ratio of RMS(updates) to RMS(gradients).
 
     Args:
@@ -165,8 +181,9 @@ def adadelta(learning_rate, rho=None, eps=None, weight_decay=0.0, flavor="torch"
     return build(learning_rate, rho, eps, weight_decay)
 
 
-def rmsprop(learning_rate, rho=None, eps=None, momentum=0.0, centered=False, weight_decay=0.0,
-            flavor="torch"):
+def rmsprop(learning_rate: float | optax.Schedule, rho: float | None = None, eps: float | None = None,
+            momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0,
+            flavor: str = "torch") -> optax.GradientTransformation:
     """RMSprop: steps scaled by the root of a moving average of squared gradients.
 
     Args:
@@ -206,8 +223,8 @@ def _adam_arguments(optimizer, learning_rate, b1, b2, eps, weight_decay, flavor)
     return b1, b2, eps, weight_decay
 
 
-def adam(learning_rate, b1=0.9, b2=0.999, eps=None, weight_decay=0.0, amsgrad=False,
-         flavor="torch"):
+def adam(learning_rate: float | optax.Schedule, b1: float = 0.9, b2: float = 0.999, eps: float | None = None,
+         weight_decay: float = 0.0, amsgrad: bool = False, flavor: str = "torch") -> optax.GradientTransformation:
     """Adam (optionally AMSGrad).
 
     Args:
@@ -235,8 +252,9 @@ def adam(learning_rate, b1=0.9, b2=0.999, eps=None, weight_decay=0.0, amsgrad=Fa
     return _torch.adam(learning_rate, b1, b2, eps, weight_decay, bool(amsgrad), decoupled=False)
 
 
-def adamw(learning_rate, b1=0.9, b2=0.999, eps=None, weight_decay=None, amsgrad=False,
-          flavor="torch"):
+def adamw(learning_rate: float | optax.Schedule, b1: float = 0.9, b2: float = 0.999, eps: float | None = None,
+          weight_decay: float | None = None, amsgrad: bool = False,
+          flavor: str = "torch") -> optax.GradientTransformation:
     """Adam with decoupled weight decay.
 
     Args:
@@ -262,8 +280,10 @@ def adamw(learning_rate, b1=0.9, b2=0.999, eps=None, weight_decay=None, amsgrad=
     return _torch.adam(learning_rate, b1, b2, eps, weight_decay, bool(amsgrad), decoupled=True)
 
 
-_BUILDERS = {"sgd": sgd, "momentum": momentum, "nesterov": nesterov, "adagrad": adagrad,
-             "adadelta": adadelta, "rmsprop": rmsprop, "adam": adam, "adamw": adamw}
+_BUILDERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "sgd": sgd, "momentum": momentum, "nesterov": nesterov, "adagrad": adagrad, "adadelta": adadelta,
+    "rmsprop": rmsprop, "adam": adam, "adamw": adamw,
+}
 
 
 def _options(name):
@@ -271,7 +291,8 @@ def _options(name):
     return sorted(set(inspect.signature(_BUILDERS[name]).parameters) - {"learning_rate", "flavor"})
 
 
-def get(name, learning_rate, flavor="torch", **kwargs):
+def get(name: str, learning_rate: float | optax.Schedule, flavor: str = "torch",
+        **kwargs: Any) -> optax.GradientTransformation:
     """The optimizer called ``name`` (one of NAMES) with the given hyper-parameters.
 
     Args:

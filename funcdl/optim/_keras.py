@@ -7,8 +7,7 @@ folds the learning rate into the momentum buffers of SGD and RMSprop
 """
 import optax
 
-from funcdl.optim._common import (decoupled_weight_decay_keras, may_be_nonzero,
-                                  scale_by_adam_exact)
+from funcdl.optim._common import decoupled_weight_decay_keras, may_be_nonzero, scale_by_adam_exact
 
 
 def _with_weight_decay(update, learning_rate, weight_decay):

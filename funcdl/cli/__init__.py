@@ -1,0 +1,66 @@
+"""The ``funcdl`` command line: one sub-command per registered :class:`~funcdl.cli.registry.Command`.
+
+Every command is ``run(args) -> exit code``; bad input prints one line
+``error: ...`` on stderr and exits 2 (3 for a run stopped by a non-finite loss).
+"""
+import argparse
+import os
+import sys
+
+from funcdl.cli.registry import Command, commands
+from funcdl.errors import FuncdlError, NonFiniteError
+
+__all__ = ["Command", "build_parser", "commands", "entry", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with one sub-parser per registered command."""
+    parser = argparse.ArgumentParser(prog="funcdl", description="pure-functional deep learning on JAX")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in commands().values():
+        command_parser = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(command_parser)
+        command_parser.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad input, 3 non-finite loss)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter, if it is loaded
+    parser = build_parser()
+    _one_line_errors(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        return int(args.run(args) or 0)
+    except NonFiniteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except FuncdlError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a folder that cannot be created or written, a full disk, ...
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}; check the path and permissions", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make argparse report bad arguments as one ``error: ...`` line (with the command's usage hint)."""
+    def error(message, parser=parser):
+        print(f"error: {parser.prog}: {message} (see '{parser.prog} --help')", file=sys.stderr)
+        raise SystemExit(2)
+    parser.error = error  # type: ignore[method-assign]
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for sub in action.choices.values():  # type: ignore[union-attr]
+            sub.error = lambda message, sub=sub: error(message, sub)
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""``python -m funcdl.cli``: the ``funcdl`` command."""
+from funcdl.cli import entry
+
+entry()

@@ -1,0 +1,114 @@
+"""The one epoch loop that ``fit`` and ``sweep`` share.
+
+What runs an epoch differs (one model or a vmapped grid, scanned or stepped,
+on one device or a mesh); what happens around it does not: the key of epoch
+``e``, timing to the device's end, the count of recompiles, the logs, the
+callbacks and the progress bar. An :class:`Epochs` object says how to run an
+epoch and summarise it; :func:`run_epochs` does the rest.
+"""
+import sys
+import time
+from typing import Any, Protocol
+
+import jax
+from tqdm.auto import tqdm
+
+from funcdl.errors import ConfigError
+from funcdl.train.callbacks import Callback, Stop
+from funcdl.train.history import History
+from funcdl.train.step import TrainState
+
+
+class Epochs(Protocol):
+    """How a training run runs one epoch and what it logs for it."""
+
+    def prepare(self, epoch: int) -> Any:
+        """What epoch ``epoch`` (0-based) runs on besides the state (its key), made before the epoch is timed."""
+
+    def run(self, state: Any, prepared: Any) -> tuple[Any, Any]:
+        """Train one epoch from ``state`` on ``prepare(epoch)``; returns ``(state, metrics)`` as device arrays."""
+
+    def logs(self, epoch: int, before: Any, state: Any, metrics: Any, history: History) -> dict[str, Any]:
+        """The logs of the epoch that took ``before`` to ``state`` (``metrics`` on the host).
+
+        May record what it finds in ``history`` (skipped steps) or raise (a non-finite loss).
+        """
+
+
+class CompileCounter:
+    """Counts XLA backend compilations while active (a jax.monitoring listener)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self)
+
+
+def check_callbacks(callbacks: Any) -> tuple[Callback, ...]:
+    """``callbacks`` as a tuple; ConfigError for anything that is not a ``funcdl.train.callbacks.Callback``."""
+    callbacks = tuple(callbacks or ())
+    for callback in callbacks:
+        if not isinstance(callback, Callback):
+            raise ConfigError(f"callbacks must be fd.callbacks.Callback instances, got {type(callback).__name__}")
+    return callbacks
+
+
+def run_epochs(epochs: Epochs, state: Any, history: History, num_epochs: int, callbacks: tuple[Callback, ...] = (),
+               verbose: bool = True, desc: str = "fit") -> Any:
+    """Train from epoch ``history.epochs_done`` up to ``num_epochs``; returns the last state.
+
+    After each epoch: its wall time (to the device's end) into ``history.epoch_seconds``, its logs into
+    ``history``, then the callbacks in order (see ``funcdl.train.callbacks``); a ``Stop`` ends the run.
+    ``history.compiles_after_first_epoch`` counts XLA compilations after this call's first epoch.
+    """
+    for callback in callbacks:
+        callback.on_train_begin(state, history)
+    bar = tqdm(range(history.epochs_done, num_epochs), desc=desc, unit="epoch", file=sys.stderr,
+               disable=not verbose, initial=history.epochs_done, total=num_epochs)
+    first_epoch = history.epochs_done
+    with CompileCounter() as counter:
+        for epoch in bar:
+            before, prepared = state, epochs.prepare(epoch)
+            start = time.perf_counter()
+            state, metrics = epochs.run(state, prepared)
+            state = jax.block_until_ready(state)
+            history.epoch_seconds.append(time.perf_counter() - start)
+            logs = epochs.logs(epoch, before, state, jax.device_get(metrics), history)
+            history.log(logs)
+            history.epochs_done = epoch + 1
+            if epoch == first_epoch:
+                counter.count = 0  # the first epoch of a call may compile small helpers; count from here
+            else:
+                history.compiles_after_first_epoch = counter.count
+            bar.set_postfix({key: f"{value:.4f}" for key, value in logs.items() if isinstance(value, float)})
+            state, stop = _end_of_epoch(callbacks, epoch, logs, state, history)
+            if stop:
+                history.stopped_epoch = epoch
+                break
+    bar.close()
+    return state
+
+
+def _end_of_epoch(callbacks, epoch, logs, state, history):
+    """(state, stop) after every callback's ``on_epoch_end``, each seeing the state the one before returned."""
+    stop = False
+    for callback in callbacks:
+        result = callback.on_epoch_end(epoch, logs, state, history)
+        if isinstance(result, Stop):
+            stop = True
+            state = state if result.state is None else result.state
+        elif isinstance(result, TrainState):
+            state = result
+        elif result is not None:
+            raise ConfigError(f"{type(callback).__name__}.on_epoch_end returned a {type(result).__name__}; "
+                              "return None, a TrainState or fd.callbacks.Stop(...)")
+    return state, stop

@@ -1,0 +1,76 @@
+"""What the torch.fx reader knows about each traced value, shared by the reader and the converters.
+
+A ``Value`` is what funcdl holds for one traced torch value; a ``Spec`` is a
+funcdl layer to build. Layouts: an activation torch holds as a 4-D NCHW image
+is held NHWC by funcdl (``layout='nchw'``). Flattening it gives funcdl features
+in (H, W, C) order, recorded as ``perm`` (``interop.layouts.flatten_permutation``)
+until a Linear absorbs it by permuting its kernel rows (per-feature norms
+permute their vectors on the way).
+"""
+import dataclasses
+import operator
+
+from funcdl import nn
+from funcdl.errors import ConversionError
+
+SUPPORTED = (
+    "modules: Linear, Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d/AdaptiveMaxPool2d (output size dividing "
+    "the input), BatchNorm1d, BatchNorm2d, LayerNorm, Dropout, Flatten, "
+    "Unflatten, Embedding, LSTM, GRU, RNN (batch_first), ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax, "
+    "GELU, Softplus, Identity, ZeroPad2d, Sequential/ModuleList and custom modules built from these; "
+    "functions: F.relu, F.leaky_relu, torch.sigmoid, torch.tanh, torch.softmax, F.log_softmax, F.gelu, "
+    "F.softplus, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg/max_pool2d, F.pad (zeros), torch.flatten, "
+    "x.view/reshape/flatten/squeeze/unsqueeze/permute(0, 2, 3, 1), x.size(), out[:, -1] and h_n[-1] after "
+    "LSTM/GRU/RNN")
+RECURRENT = (nn.LSTM, nn.GRU, nn.SimpleRNN)
+# Layers that act on each time step alone, so out[:, -1] may be taken before them.
+_TIMEWISE = (nn.Dense, nn.Dropout) + tuple(dict.fromkeys(row.layer for row in nn.TABLE
+                                                          if row.elementwise and row.layer is not None))
+
+
+@dataclasses.dataclass
+class Value:
+    """What funcdl holds for one traced torch value."""
+    kind: str  # 'tensor'; 'recurrent' (output, hidden) tuple; 'hidden' LSTM (h_n, c_n); 'state' h_n (L, B, H)
+    shape: tuple  # torch's shape
+    end: int  # number of funcdl layers applied when this value was made
+    layout: str = "plain"  # 'nchw': torch NCHW, funcdl NHWC
+    perm: object = None  # np.ndarray: funcdl feature j is torch feature perm[j]
+    pad: tuple | None = None  # pending (top, bottom, left, right) padding from F.pad / ZeroPad2d
+    pad_value: float = 0.0
+    dtype: object = None
+    rnn: tuple | None = None  # (cell, num_layers) of the recurrent module behind a tuple value
+
+
+@dataclasses.dataclass
+class Spec:
+    """A funcdl layer to build: its class and settings (mutable until the end)."""
+    cls: type
+    kwargs: dict
+
+
+def describe(node):
+    """A readable name of what a node calls."""
+    if node.op == "call_module":
+        return f"module {node.target}"
+    if node.op == "call_method":
+        return f"method .{node.target}()"
+    if node.target is operator.getitem:
+        return f"indexing {node.name}"
+    target = node.target
+    module = getattr(target, "__module__", None) or ""
+    name = getattr(target, "__name__", str(target))
+    return f"function {module + '.' if module else ''}{name}"
+
+
+def last_step(reader, node, value):
+    """``out[:, -1]`` of a sequence: make the recurrent layer behind it return its last step."""
+    reader.take(node, value)
+    for spec in reversed(reader.specs):
+        if spec.cls in RECURRENT and spec.kwargs["return_sequences"]:
+            spec.kwargs["return_sequences"] = False
+            return reader.derive(node, value)
+        axis_ok = spec.kwargs.get("axis", -1) == -1 and spec.kwargs.get("num_axes", 1) == 1
+        if not (spec.cls in _TIMEWISE or (spec.cls in (nn.Softmax, nn.LogSoftmax, nn.LayerNorm) and axis_ok)):
+            break
+    raise ConversionError(f"{describe(node)}: out[:, -1] is supported only on the output sequence of an LSTM/GRU/RNN")

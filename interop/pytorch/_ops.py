@@ -1,0 +1,490 @@
+"""One converter per supported torch module, function and method, for ``interop.pytorch._trace.Reader``.
+
+Each takes the reader, the fx node and the funcdl ``Value`` it consumes, emits
+funcdl layer specs with their weight entries (torch key -> funcdl array), and
+returns the ``Value`` it produces.
+"""
+import operator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn as tnn
+
+from funcdl import nn
+from funcdl.errors import ConversionError
+from interop import layouts
+from interop.pytorch import _modules as tm
+from interop.pytorch._nodes import SUPPORTED, Value, describe, last_step
+
+_INF = float("inf")
+
+
+def _unsupported(what):
+    return ConversionError(f"unsupported PyTorch {what}; from_torch supports {SUPPORTED}")
+
+
+def _image(node, value, what):
+    if value.layout != "nchw":
+        raise ConversionError(f"{describe(node)}: {what} needs a 4-D NCHW image but gets shape {value.shape} (a "
+                              "permuted or non-image tensor)")
+
+
+def _padding(pads):
+    """funcdl padding from (top, bottom, left, right)."""
+    top, bottom, left, right = (int(p) for p in pads)
+    return (top, left) if (top, left) == (bottom, right) else ((top, bottom), (left, right))
+
+
+def _merged_pad(node, value, pads, fill):
+    if value.pad is None:
+        return pads
+    if value.pad_value != fill:
+        raise ConversionError(f"{describe(node)}: padding with {value.pad_value} before this layer has no funcdl "
+                              f"equivalent (it pads with {fill})")
+    return tuple(a + b for a, b in zip(value.pad, pads))
+
+
+def _vector(perm):
+    return (lambda a: a) if perm is None else (lambda a: a[perm])
+
+
+def _key(node, name):
+    return f"{node.target}.{name}"
+
+
+def _activation(reader, node, value, cls, **kwargs):
+    reader.take(node, value)
+    reader.emit(cls, **kwargs)
+    return reader.derive(node, value)
+
+
+def _axis(value, dim):
+    """funcdl axis (negative) of torch's ``dim`` for ``value``; None means torch's legacy implicit dim."""
+    rank = len(value.shape)
+    if dim is None:
+        dim = 0 if rank in (0, 1, 3) else 1
+    dim %= rank
+    if value.layout == "nchw":
+        return {0: -4, 1: -1, 2: -3, 3: -2}[dim]
+    return dim - rank
+
+
+def linear(reader, node, m, value):
+    reader.take(node, value)
+    if value.layout == "nchw":
+        raise ConversionError(f"{describe(node)}: Linear on a 4-D NCHW activation acts on its width; funcdl has no "
+                              "equivalent (flatten first)")
+    perm = value.perm
+    index = reader.emit(nn.Dense, features=m.out_features, use_bias=m.bias is not None, kernel_init="torch",
+                        bias_init="torch")
+    reader.weight(index, "kernel", _key(node, "weight"), layouts.linear_from_torch if perm is None
+                  else (lambda w: layouts.linear_from_torch(w)[perm]))
+    if m.bias is not None:
+        reader.weight(index, "bias", _key(node, "bias"))
+    return reader.derive(node, value, perm=None)
+
+
+def conv2d(reader, node, m, value):
+    reader.take(node, value, pad_ok=True)
+    _image(node, value, "Conv2d")
+    if m.padding_mode != "zeros":
+        raise ConversionError(f"{describe(node)}: Conv2d padding_mode={m.padding_mode!r} is not supported; "
+                              "only 'zeros'")
+    (kh, kw), (dh, dw) = m.kernel_size, m.dilation
+    if m.padding == "same":  # torch's 'same' (stride 1) puts any odd extra pixel bottom/right, as XLA's does
+        (top, bottom), (left, right) = nn.explicit_padding("same", value.shape[2:], (kh, kw), (1, 1), (dh, dw))
+        pads = (top, bottom, left, right)
+    elif m.padding == "valid":
+        pads = (0, 0, 0, 0)
+    else:
+        pads = (m.padding[0], m.padding[0], m.padding[1], m.padding[1])
+    pads = _merged_pad(node, value, pads, 0.0)
+    index = reader.emit(nn.Conv2D, features=m.out_channels, kernel_size=(kh, kw), strides=tuple(m.stride),
+                        padding=_padding(pads), dilation=(dh, dw), groups=m.groups, use_bias=m.bias is not None,
+                        kernel_init="torch", bias_init="torch")
+    reader.weight(index, "kernel", _key(node, "weight"), layouts.conv_from_torch)
+    if m.bias is not None:
+        reader.weight(index, "bias", _key(node, "bias"))
+    return reader.derive(node, value)
+
+
+def max_pool(reader, node, value, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+             return_indices=False):
+    reader.take(node, value, pad_ok=True)
+    _image(node, value, "max_pool2d")
+    if nn.pair(dilation, "dilation") != (1, 1) or ceil_mode or return_indices:
+        raise ConversionError(f"{describe(node)}: max_pool2d with dilation, ceil_mode or return_indices has no funcdl "
+                              "equivalent")
+    size, (ph, pw) = nn.pair(kernel_size, "kernel_size"), nn.pair(padding, "padding")
+    pads = _merged_pad(node, value, (ph, ph, pw, pw), -_INF)
+    strides = nn.pair(stride, "stride") if stride else size
+    reader.emit(nn.MaxPool2D, pool_size=size, strides=strides, padding=_padding(pads))
+    return reader.derive(node, value)
+
+
+def avg_pool(reader, node, value, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+             divisor_override=None):
+    reader.take(node, value, pad_ok=True)
+    _image(node, value, "avg_pool2d")
+    if ceil_mode or divisor_override is not None:
+        raise ConversionError(f"{describe(node)}: avg_pool2d with ceil_mode or divisor_override has no funcdl "
+                              "equivalent")
+    size, (ph, pw) = nn.pair(kernel_size, "kernel_size"), nn.pair(padding, "padding")
+    if value.pad is not None and not count_include_pad and (ph or pw):
+        raise ConversionError(f"{describe(node)}: explicit padding before avg_pool2d(padding>0, "
+                              "count_include_pad=False) has no funcdl equivalent")
+    include = bool(count_include_pad) or value.pad is not None  # explicitly padded zeros count as pixels
+    pads = _merged_pad(node, value, (ph, ph, pw, pw), 0.0)
+    strides = nn.pair(stride, "stride") if stride else size
+    reader.emit(nn.AvgPool2D, pool_size=size, strides=strides, padding=_padding(pads),
+                count_include_pad=include)
+    return reader.derive(node, value)
+
+
+def adaptive_pool(reader, node, value, output_size, return_indices=False, is_max=False):
+    """Adaptive pooling to an output size that divides the input: fixed windows of input // output."""
+    reader.take(node, value)
+    _image(node, value, "adaptive pooling")
+    sizes = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    (height, width), window = value.shape[2:], []
+    for size, out in zip((height, width), sizes):
+        out = size if out is None else out
+        if size % out or return_indices:
+            raise ConversionError(f"{describe(node)}: adaptive pooling of {height}x{width} to {sizes} (or with "
+                                  "indices) has no funcdl equivalent; funcdl pools with fixed windows (the output "
+                                  "must divide the input)")
+        window.append(size // out)
+    reader.emit(nn.MaxPool2D if is_max else nn.AvgPool2D, pool_size=tuple(window), strides=tuple(window),
+                padding=(0, 0))
+    return reader.derive(node, value)
+
+
+def batch_norm(reader, node, m, value, image):
+    reader.take(node, value)
+    name = type(m).__name__
+    if m.running_mean is None or not m.track_running_stats:
+        raise ConversionError(f"{describe(node)}: {name}(track_running_stats=False) normalises with batch "
+                              "statistics in inference; funcdl's BatchNorm uses running statistics")
+    if m.momentum is None:
+        raise ConversionError(f"{describe(node)}: {name}(momentum=None) (cumulative average) has no funcdl equivalent")
+    if image:
+        _image(node, value, name)
+    elif len(value.shape) != 2:
+        raise ConversionError(f"{describe(node)}: {name} on shape {value.shape}: only (batch, features) inputs are "
+                              "supported")
+    index = reader.emit(nn.BatchNorm, momentum=layouts.momentum_from_torch(m.momentum), epsilon=m.eps,
+                        unbiased_running_var=True, use_scale=m.affine, use_bias=m.affine)
+    vector = _vector(value.perm)
+    if m.affine:
+        reader.weight(index, "scale", _key(node, "weight"), vector)
+        reader.weight(index, "bias", _key(node, "bias"), vector)
+    reader.weight(index, "mean", _key(node, "running_mean"), vector, "batch_stats")
+    reader.weight(index, "var", _key(node, "running_var"), vector, "batch_stats")
+    if isinstance(m.num_batches_tracked, torch.Tensor):
+        reader.ignored.add(_key(node, "num_batches_tracked"))  # only used when momentum is None
+    return reader.derive(node, value)
+
+
+def layer_norm(reader, node, m, value):
+    reader.take(node, value)
+    axes = len(m.normalized_shape)
+    if value.layout == "nchw":
+        if axes != 3:
+            raise ConversionError(f"{describe(node)}: LayerNorm over the last {axes} axes of an NCHW image has no "
+                                  "funcdl equivalent (funcdl holds images NHWC); normalise over (C, H, W)")
+        def vector(a):
+            return a.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+    else:
+        vector = _vector(value.perm)
+    weight, bias = m.weight, m.bias
+    index = reader.emit(nn.LayerNorm, epsilon=m.eps, num_axes=axes, use_scale=weight is not None,
+                        use_bias=bias is not None)
+    if weight is not None:
+        reader.weight(index, "scale", _key(node, "weight"), vector)
+    if bias is not None:
+        reader.weight(index, "bias", _key(node, "bias"), vector)
+    return reader.derive(node, value)
+
+
+def embedding(reader, node, m, value):
+    reader.take(node, value)
+    if m.max_norm is not None or m.scale_grad_by_freq:
+        raise ConversionError(f"{describe(node)}: Embedding with max_norm or scale_grad_by_freq has no funcdl "
+                              "equivalent")
+    index = reader.emit(nn.Embedding, num_embeddings=m.num_embeddings, features=m.embedding_dim)
+    reader.weight(index, "embedding", _key(node, "weight"))
+    return reader.derive(node, value, layout="plain", perm=None)
+
+
+def recurrent(reader, node, m, value):
+    reader.take(node, value)
+    name = type(m).__name__
+    if len(node.args) + len(node.kwargs) != 1:
+        raise ConversionError(f"{describe(node)}: {name} called with an initial state; funcdl starts from zeros")
+    if not m.batch_first or m.bidirectional or getattr(m, "proj_size", 0):
+        raise ConversionError(f"{describe(node)}: {name} must have batch_first=True, bidirectional=False and no "
+                              "proj_size (funcdl sequences are (batch, time, features))")
+    if len(value.shape) != 3 or value.layout != "plain" or value.perm is not None:
+        raise ConversionError(f"{describe(node)}: {name} needs a (batch, time, features) input, got shape "
+                              f"{value.shape}")
+    if isinstance(m, torch.nn.LSTM):
+        cls, extra, gates, cell = nn.LSTM, {"unit_forget_bias": False}, 4, "lstm"
+    elif isinstance(m, torch.nn.GRU):
+        cls, extra, gates, cell = nn.GRU, {}, 3, "gru"
+    else:
+        cls, extra, gates, cell = nn.SimpleRNN, {"activation": m.nonlinearity}, 1, "rnn"
+    for k in range(m.num_layers):
+        if k and m.dropout:
+            reader.emit(nn.Dropout, rate=float(m.dropout))
+        index = reader.emit(cls, features=m.hidden_size, return_sequences=True, **extra)
+        reader.weight(index, "kernel", _key(node, f"weight_ih_l{k}"), layouts.linear_from_torch)
+        reader.weight(index, "recurrent_kernel", _key(node, f"weight_hh_l{k}"), layouts.linear_from_torch)
+        for name_funcdl, name_torch in (("bias", f"bias_ih_l{k}"), ("recurrent_bias", f"bias_hh_l{k}")):
+            if m.bias:
+                reader.weight(index, name_funcdl, _key(node, name_torch))
+            else:
+                zeros = np.zeros(gates * m.hidden_size, np.float32)
+                reader.weight(index, name_funcdl, None, lambda _, z=zeros: z)
+    if isinstance(m, tm.RECURRENT):
+        reader.specs[-1].kwargs["return_sequences"] = m.return_sequences
+        return reader.derive(node, value)
+    meta = node.meta["tensor_meta"]
+    return Value("recurrent", tuple(meta[0].shape), len(reader.specs), rnn=(cell, m.num_layers))
+
+
+def getitem(reader, node, value, index):
+    meta = node.meta["tensor_meta"]
+    if value.kind == "recurrent":
+        cell = value.rnn[0]
+        if index == 0:
+            return Value("tensor", tuple(meta.shape), value.end, dtype=meta.dtype)
+        if index == 1:
+            kind = "hidden" if cell == "lstm" else "state"
+            return Value(kind, tuple(meta.shape) if kind == "state" else (), value.end, rnn=value.rnn)
+    elif value.kind == "hidden":
+        if index == 0:
+            return Value("state", tuple(meta.shape), value.end, rnn=value.rnn)
+        raise ConversionError(f"{describe(node)}: the LSTM cell state c_n has no funcdl equivalent; use h_n or the "
+                              "output")
+    elif value.kind == "state":
+        first = index[0] if isinstance(index, tuple) and all(i == slice(None) for i in index[1:]) else index
+        if isinstance(first, int) and first % value.shape[0] == value.shape[0] - 1:
+            return _final_state(reader, node, value)
+    elif len(value.shape) == 3 and isinstance(index, tuple) and len(index) in (2, 3):
+        step = index[1]
+        if (index[0] == slice(None) and all(i == slice(None) for i in index[2:]) and isinstance(step, int)
+                and step % value.shape[1] == value.shape[1] - 1):
+            return last_step(reader, node, value)
+    raise ConversionError(f"{describe(node)}: indexing with {index!r} is not supported; funcdl supports out[0], out[:, "
+                          "-1] of an LSTM/GRU/RNN output sequence and h_n[-1]")
+
+
+def _final_state(reader, node, value):
+    """h_n[-1]: the last layer's final hidden state, i.e. that layer returning its last step."""
+    if value.end != len(reader.specs):
+        raise ConversionError(f"{describe(node)}: h_n used after other layers were applied")
+    reader.specs[-1].kwargs["return_sequences"] = False
+    meta = node.meta["tensor_meta"]
+    return Value("tensor", tuple(meta.shape), value.end, dtype=meta.dtype)
+
+
+def reshape(reader, node, value):
+    """view / reshape / flatten / squeeze / unsqueeze / nn.Flatten: the output shape tells what it does."""
+    out = tuple(node.meta["tensor_meta"].shape)
+    if value.kind == "state" and value.shape[0] == 1 and len(out) == 2:
+        return _final_state(reader, node, value)  # h_n.squeeze(0) of a one-layer RNN
+    reader.take(node, value)
+    if out == value.shape:
+        return reader.derive(node, value)
+    if out[0] != value.shape[0]:
+        raise ConversionError(f"{describe(node)}: reshaping {value.shape} to {out} changes the batch axis")
+    if value.layout == "nchw":
+        _, channels, height, width = value.shape
+        perm = layouts.flatten_permutation(channels, height, width)
+        if perm is not None and len(out) != 2:
+            raise ConversionError(f"{describe(node)}: reshaping an NCHW image {value.shape} to {out}: funcdl holds "
+                                  "images NHWC, so only flattening to (batch, C*H*W) is supported (or x.permute(0, 2, "
+                                  "3, 1) first)")
+    elif value.perm is not None:
+        raise ConversionError(f"{describe(node)}: reshaping a flattened NCHW image again has no funcdl equivalent")
+    else:
+        perm = None
+    if len(out) == 4:
+        raise ConversionError(f"{describe(node)}: reshaping to 4-D {out} makes an NCHW image funcdl would hold NHWC; "
+                              "not supported")
+    if len(out) == 2:
+        reader.emit(nn.Flatten)
+    else:
+        reader.emit(nn.Reshape, shape=tuple(out[1:]))
+    return reader.derive(node, value, layout="plain", perm=perm)
+
+
+def permute(reader, node, value, dims):
+    reader.take(node, value)
+    dims = tuple(d % len(value.shape) for d in dims)
+    if dims == (0, 2, 3, 1) and value.layout == "nchw":
+        return reader.derive(node, value, layout="plain")  # torch now holds what funcdl holds
+    if dims == (0, 3, 1, 2) and value.layout == "plain" and len(value.shape) == 4 and value.perm is None:
+        return reader.derive(node, value, layout="nchw")
+    if dims == tuple(range(len(dims))):
+        return reader.derive(node, value)
+    raise ConversionError(f"{describe(node)}: permute{dims} is not supported; only NCHW <-> NHWC (0, 2, 3, 1) / (0, 3, "
+                          "1, 2)")
+
+
+def pad(reader, node, value, pad, mode="constant", value_=None):
+    reader.take(node, value)
+    fill = 0.0 if value_ is None else float(value_)
+    if mode != "constant" or len(pad) != 4 or value.layout != "nchw" or fill not in (0.0, -_INF) or min(pad) < 0:
+        raise ConversionError(f"{describe(node)}: only constant zero (or -inf before max pooling) padding of the "
+                              f"H and W axes of an NCHW image is supported, got pad={tuple(pad)}, mode={mode!r}, "
+                              f"value={fill}")
+    left, right, top, bottom = pad
+    return reader.derive(node, value, pad=(top, bottom, left, right), pad_value=fill)
+
+
+def dropout(reader, node, value, p=0.5):
+    return _activation(reader, node, value, nn.Dropout, rate=float(p))
+
+
+def identity(reader, node, value):
+    reader.take(node, value)
+    return reader.derive(node, value)
+
+
+def _torch_option(name):
+    """torch's name for a funcdl activation setting (the rest are the same)."""
+    return "dim" if name == "axis" else name
+
+
+def activation_call(kind, reader, node, value, args):
+    """funcdl's layer for torch's activation ``kind`` (an ``nn.TABLE`` name) called with torch's ``args``.
+
+    Settings map by name, except torch's ``dim`` (funcdl's ``axis`` of that dim) and ``approximate``
+    (``'tanh'`` / ``'none'`` in torch, a bool in funcdl); absent ones keep funcdl's defaults (torch's).
+    """
+    row = nn.activation(kind)
+    if args.get("dtype") is not None:
+        raise ConversionError(f"{describe(node)}: {kind} with dtype= is not supported")
+    options = {}
+    for name in nn.option_names(row.function):
+        if name == "axis":
+            options[name] = _axis(value, args.get("dim"))
+        elif name == "approximate":
+            options[name] = args.get("approximate", "none") == "tanh"
+        elif name in args:
+            options[name] = float(args[name])
+    return _activation(reader, node, value, row.layer, **options)
+_ARG_NAMES = {"relu": (), "sigmoid": (), "tanh": (), "leaky_relu": ("negative_slope",), "softmax": ("dim",),
+              "log_softmax": ("dim",), "gelu": ("approximate",), "softplus": ("beta", "threshold")}
+_DROP = ("inplace", "_stacklevel", "training", "train")
+
+
+def _call(kind, reader, node, value, args):
+    args = {k: v for k, v in args.items() if k not in _DROP and k != "input"}
+    if kind in nn.ACTIVATIONS:
+        return activation_call(kind, reader, node, value, args)
+    return {"dropout": dropout, "reshape": lambda r, n, v, **_: reshape(r, n, v), "identity": identity,
+            "max_pool2d": max_pool, "avg_pool2d": avg_pool, "permute": permute, "pad": pad,
+            "adaptive_avg_pool2d": adaptive_pool,
+            "adaptive_max_pool2d": lambda *a, **k: adaptive_pool(*a, **k, is_max=True),
+            "getitem": getitem}[kind](reader, node, value, **args)
+
+
+def _function_table():
+    acts = {F.relu: ("relu", ("inplace",)), torch.relu: ("relu", ()), F.relu_: ("relu", ()),
+            torch.relu_: ("relu", ()), F.leaky_relu: ("leaky_relu", ("negative_slope", "inplace")),
+            torch.sigmoid: ("sigmoid", ()), F.sigmoid: ("sigmoid", ()), torch.tanh: ("tanh", ()),
+            F.tanh: ("tanh", ()), torch.softmax: ("softmax", ("dim", "dtype")),
+            F.softmax: ("softmax", ("dim", "_stacklevel", "dtype")),
+            torch.log_softmax: ("log_softmax", ("dim", "dtype")),
+            F.log_softmax: ("log_softmax", ("dim", "_stacklevel", "dtype")), F.gelu: ("gelu", ("approximate",)),
+            F.softplus: ("softplus", ("beta", "threshold"))}
+    other = {F.dropout: ("dropout", ("p", "training", "inplace")), torch.dropout: ("dropout", ("p", "train")),
+             F.max_pool2d: ("max_pool2d", ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                                           "return_indices")),
+             F.avg_pool2d: ("avg_pool2d", ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                                           "divisor_override")),
+             F.adaptive_avg_pool2d: ("adaptive_avg_pool2d", ("output_size",)),
+             F.adaptive_max_pool2d: ("adaptive_max_pool2d", ("output_size", "return_indices")),
+             torch.flatten: ("reshape", ()), torch.reshape: ("reshape", ()), torch.squeeze: ("reshape", ()),
+             torch.unsqueeze: ("reshape", ()), torch.permute: ("permute", ("dims",)),
+             F.pad: ("pad", ("pad", "mode", "value_")), operator.getitem: ("getitem", ("index",))}
+    return {**acts, **other}
+
+
+_METHODS = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "squeeze": "reshape",
+            "unsqueeze": "reshape", "contiguous": "identity", "relu": "relu", "relu_": "relu", "sigmoid": "sigmoid",
+            "tanh": "tanh", "softmax": "softmax", "log_softmax": "log_softmax", "permute": "permute"}
+
+
+def convert_function(reader, node):
+    table = _function_table()
+    if node.target not in table:
+        name = getattr(node.target, "__name__", str(node.target))
+        raise _unsupported(f"function {name} (node {node.name})")
+    kind, names = table[node.target]
+    value = reader.input_value(node)
+    args = dict(zip(("input",) + names, node.args))
+    args.update({("value_" if k == "value" else k): v for k, v in node.kwargs.items()})
+    return _call(kind, reader, node, value, args)
+
+
+def convert_method(reader, node):
+    if node.target not in _METHODS:
+        raise _unsupported(f"tensor method .{node.target}() (node {node.name})")
+    kind = _METHODS[node.target]
+    value = reader.input_value(node)
+    rest = node.args[1:]
+    if kind == "permute":
+        args = {"dims": tuple(rest[0]) if len(rest) == 1 else tuple(rest)}
+    else:
+        args = dict(zip(_ARG_NAMES.get(kind, ()), rest))
+        args.update(node.kwargs)
+    return _call(kind, reader, node, value, args)
+
+
+def _activation_modules():
+    """torch activation module class -> converter, one per ``nn.TABLE`` row (settings read by torch's names)."""
+    def act(kind, names):
+        return lambda r, n, m, v: _call(kind, r, n, v, {name: getattr(m, name) for name in names})
+    return {getattr(tnn, row.torch): act(row.name, [_torch_option(name) for name in nn.option_names(row.function)])
+            for row in nn.TABLE if row.torch and not row.options}
+
+
+def _module_table():
+    return {
+        **_activation_modules(),
+        tnn.Linear: linear, tnn.Conv2d: conv2d, tnn.Embedding: embedding, tnn.LayerNorm: layer_norm,
+        tnn.LSTM: recurrent, tnn.GRU: recurrent, tnn.RNN: recurrent,
+        tnn.BatchNorm1d: lambda r, n, m, v: batch_norm(r, n, m, v, image=False),
+        tnn.BatchNorm2d: lambda r, n, m, v: batch_norm(r, n, m, v, image=True),
+        tnn.MaxPool2d: lambda r, n, m, v: max_pool(r, n, v, m.kernel_size, m.stride, m.padding, m.dilation,
+                                                   m.ceil_mode, m.return_indices),
+        tnn.AvgPool2d: lambda r, n, m, v: avg_pool(r, n, v, m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                                   m.count_include_pad, m.divisor_override),
+        tnn.AdaptiveAvgPool2d: lambda r, n, m, v: adaptive_pool(r, n, v, m.output_size),
+        tnn.AdaptiveMaxPool2d: lambda r, n, m, v: adaptive_pool(r, n, v, m.output_size, m.return_indices, True),
+        tnn.Dropout: lambda r, n, m, v: dropout(r, n, v, m.p),
+        tnn.Flatten: lambda r, n, m, v: reshape(r, n, v), tnn.Unflatten: lambda r, n, m, v: reshape(r, n, v),
+        tm.Reshape: lambda r, n, m, v: reshape(r, n, v), tnn.Identity: lambda r, n, m, v: identity(r, n, v),
+        tm.Permute: lambda r, n, m, v: permute(r, n, v, m.dims),
+        tnn.ZeroPad2d: lambda r, n, m, v: pad(r, n, v, m.padding),
+        tnn.ConstantPad2d: lambda r, n, m, v: pad(r, n, v, m.padding, value_=m.value),
+    }
+
+
+def check_module(module, name):
+    """Raise the unsupported error for a module before anything runs (an unsupported module may not even run)."""
+    if not any(cls in _module_table() for cls in type(module).__mro__):
+        raise _unsupported(f"module {name} ({type(module).__name__})")
+
+
+def convert_module(reader, node, module):
+    table = _module_table()
+    for cls in type(module).__mro__:
+        if cls in table:
+            return table[cls](reader, node, module, reader.input_value(node))
+    raise _unsupported(f"module {node.target} ({type(module).__name__})")
+

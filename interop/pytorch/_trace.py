@@ -1,0 +1,170 @@
+"""Read a ``torch.nn.Module`` into a funcdl Sequential by tracing its forward with ``torch.fx``.
+
+Every node of the traced graph is mapped to funcdl layers (or to nothing, for
+views that funcdl does not need) by ``interop.pytorch._ops``; anything else is
+refused with a ConversionError naming it. The graph must be a single chain
+from the one input to the output. Imported only once torch is.
+"""
+import contextlib
+import io
+
+import torch
+from torch.fx.passes.shape_prop import ShapeProp
+
+from funcdl.errors import ConversionError, ShapeError
+from interop.pytorch import _ops
+from interop.pytorch._modules import LEAVES
+from interop.pytorch._nodes import SUPPORTED, Spec, Value, describe
+
+
+def torch_array(tensor):
+    """A numpy copy of a torch tensor (bfloat16 widened to float32)."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    return tensor.numpy().copy()
+
+
+class Reader:
+    """Maps a traced torch module, node by node, to funcdl layer specs and weight entries."""
+
+    def __init__(self, module, state_dict):
+        self.module = module
+        self.state_dict = state_dict
+        self.specs = []
+        # (collection, layer index, name, torch key or None, fn(torch array) -> funcdl array)
+        self.entries = []
+        self.values = {}
+        self.called = {}
+        self.ignored = set()  # state-dict keys deliberately not carried over
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def emit(self, cls, **kwargs):
+        self.specs.append(Spec(cls, kwargs))
+        return len(self.specs) - 1
+
+    def weight(self, index, name, key, fn=None, collection="params"):
+        self.entries.append((collection, index, name, key, fn or (lambda a: a)))
+
+    def take(self, node, value, pad_ok=False):
+        """Check that ``value`` is the head of the chain before ``node`` consumes it."""
+        if value.kind != "tensor":
+            raise ConversionError(f"{node.name} ({describe(node)}) gets a tuple; take out[0] / out[:, -1] / h_n[-1] of "
+                                  "an LSTM/GRU/RNN first")
+        if value.end != len(self.specs):
+            raise ConversionError(f"{node.name} ({describe(node)}) uses a value from before other layers were applied; "
+                                  "funcdl converts single chains only (no branches or skip connections)")
+        if value.pad is not None and not pad_ok:
+            raise ConversionError(f"{node.name} ({describe(node)}) follows explicit padding; only Conv2d, MaxPool2d "
+                                  "and AvgPool2d may follow F.pad / ZeroPad2d")
+        return value
+
+    def derive(self, node, value, **changes):
+        meta = node.meta["tensor_meta"]
+        fields = dict(kind="tensor", shape=tuple(meta.shape), end=len(self.specs), layout=value.layout,
+                      perm=value.perm, dtype=meta.dtype, pad=None)
+        fields.update(changes)
+        return Value(**fields)
+
+    def input_value(self, node):
+        inputs = [n for n in node.all_input_nodes if "tensor_meta" in n.meta]
+        if len(inputs) != 1:
+            raise ConversionError(f"{node.name} ({describe(node)}) takes {len(inputs)} tensors; funcdl converts single "
+                                  "chains with one input (no skip connections, extra inputs or initial states)")
+        return self.values[inputs[0]]
+
+    # -- the walk ------------------------------------------------------------------------------
+    def run(self, graph, example):
+        wanted = _ancestors(graph)
+        for node in graph.nodes:
+            if node not in wanted:
+                continue
+            if node.op == "placeholder":
+                if self.values:
+                    raise ConversionError("forward takes more than one input; funcdl models take one")
+                layout = "nchw" if example.ndim == 4 else "plain"
+                self.values[node] = Value("tensor", tuple(example.shape), 0, layout, dtype=example.dtype)
+            elif node.op == "output":
+                return self.finish(node)
+            elif node.op == "get_attr":
+                raise ConversionError(f"forward reads the tensor self.{node.target} directly; only supported modules "
+                                      f"may hold weights ({SUPPORTED})")
+            elif "tensor_meta" in node.meta:
+                self.values[node] = self.convert(node)
+        raise ConversionError("the traced graph has no output")
+
+    def finish(self, node):
+        result = node.args[0]
+        if not hasattr(result, "op") or result not in self.values:
+            raise ConversionError("forward must return one tensor")
+        value = self.take(node, self.values[result])
+        if value.perm is not None:
+            raise ConversionError("the model ends on a flattened NCHW activation; funcdl flattens NHWC images in (H, "
+                                  "W, C) order: end with a Linear, or x.permute(0, 2, 3, 1) before flattening")
+        return value
+
+    def convert(self, node):
+        if node.op == "call_module":
+            target = self.module.get_submodule(node.target)
+            if node.target in self.called and any(True for _ in target.parameters()):
+                raise ConversionError(f"module {node.target} is called twice (shared weights); funcdl layers own their "
+                                      "weights")
+            self.called[node.target] = True
+            return _ops.convert_module(self, node, target)
+        if node.op == "call_function":
+            return _ops.convert_function(self, node)
+        return _ops.convert_method(self, node)
+
+
+def _ancestors(graph):
+    """The nodes the output depends on (the rest is dead code, e.g. an unused c_n)."""
+    output = next(n for n in graph.nodes if n.op == "output")
+    seen, todo = set(), [output]
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(node.all_input_nodes)
+    return seen
+
+
+def trace(module, example):
+    """(gm, graph) of ``module`` traced by torch.fx, with shapes from running ``example`` (eval mode)."""
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m, qualname):
+            return isinstance(m, LEAVES) or super().is_leaf_module(m, qualname)
+
+    modes = {m: m.training for m in module.modules()}
+    try:
+        module.eval()
+        try:
+            graph = Tracer().trace(module)
+        except Exception as err:  # fx raises TraceError, TypeError, ... on data-dependent control flow
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConversionError(f"cannot trace {type(module).__name__}.forward with torch.fx ({first}); funcdl "
+                                  "converts forwards without data-dependent control flow") from None
+        for node in graph.nodes:
+            if node.op == "call_module":
+                _ops.check_module(module.get_submodule(node.target), node.target)
+        gm = torch.fx.GraphModule(module, graph)
+        try:
+            with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks
+                ShapeProp(gm).propagate(example)
+        except Exception as err:  # the module's own error on this input, whatever its type
+            cause = err.__cause__ or err
+            first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            raise ShapeError(f"{type(module).__name__} fails on the example input of shape "
+                             f"{tuple(example.shape)}: {first}") from None
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return gm.graph
+
+
+def read(module, example):
+    """The Reader holding specs and weight entries for ``module`` run on ``example`` (a torch tensor)."""
+    graph = trace(module, example)
+    state_dict = module.state_dict()
+    reader = Reader(module, state_dict)
+    reader.run(graph, example)
+    return reader
