@@ -117,8 +117,8 @@ def matmul_floor(gates, reps=20):
         repeat = jax.jit(lambda a, b: jax.lax.fori_loop(
             0, reps, lambda k, total: total + (a * (1 + 1e-9 * k)) @ b, jnp.zeros((a.shape[0], b.shape[1]))))
         a_torch, b_torch = torch.ones(a_shape), torch.ones(b_shape)
-        times[label] = (_best(lambda: jax.block_until_ready(repeat(a, b))) / reps,
-                        _best(lambda: [a_torch @ b_torch for _ in range(reps)]) / reps)
+        times[label] = (_best(lambda a=a, b=b, repeat=repeat: jax.block_until_ready(repeat(a, b))) / reps,
+                        _best(lambda a=a_torch, b=b_torch: [a @ b for _ in range(reps)]) / reps)
     floor = {label: {"jax": round(jax_s * 1e3, 3), "torch": round(torch_s * 1e3, 3)}
              for label, (jax_s, torch_s) in times.items()}
     floor["total"] = {side: round(sum(row[side] for row in floor.values()), 3) for side in ("jax", "torch")}

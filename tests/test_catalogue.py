@@ -33,6 +33,7 @@ from hostile_files import (
 import funcdl as fd
 from funcdl import checkpoint, nn
 from funcdl.cli import main
+from funcdl.cli import train as cli_train
 from funcdl.errors import ConfigError, DataError, FileFormatError, FuncdlError, ShapeError
 from funcdl.train import History, TrainState
 from interop import pytorch  # imports no torch until a function needs it
@@ -252,6 +253,14 @@ def read_only(c):
     return folder
 
 
+def out_of_memory_in_fit(c, error=None):
+    """Make ``funcdl train``'s fit fail as XLA does when an allocation does not fit (or as Python's MemoryError)."""
+    def fit(*args, **kwargs):
+        raise error or jax.errors.JaxRuntimeError(
+            "RESOURCE_EXHAUSTED: Error dispatching computation: Out of memory allocating 3271828240 bytes.")
+    c.monkeypatch.setattr(cli_train, "fit", fit)
+
+
 # -- the catalogue ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Row:
@@ -465,6 +474,12 @@ ROWS = [
     cli("convert to .keras on a full disk", lambda c: (full_disk_for_keras(c), [
         "convert", c.inputs.path("small.funcdl"), c.tmp / "out.keras"])[1], 2,
         "out.keras: No space left on device; free space", needs=KERAS),
+    # -- out of memory ----------------------------------------------------------------------------------------
+    cli("train: the device runs out of memory", lambda c: (out_of_memory_in_fit(c), train("--batch-size", "64"))[1],
+        2, "out of memory (3,120 MiB requested) with --batch-size 64; lower --batch-size"),
+    cli("train: the host runs out of memory", lambda c: (out_of_memory_in_fit(c, MemoryError()),
+                                                         train("--batch-size", "16"))[1],
+        2, "out of memory with --batch-size 16; lower --batch-size"),
 ]
 
 

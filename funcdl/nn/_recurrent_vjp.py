@@ -32,7 +32,8 @@ Forward-mode autodiff (``jax.jvp``, ``jax.hessian``) is not defined for these
 functions: JAX refuses it with a ``TypeError`` naming ``custom_vjp``.
 """
 import functools
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,12 +46,12 @@ Array = jax.Array
 # Buffers and the pieces every recurrence shares
 
 
-def _read(buffer: Array, t: Array, axis: int = 0) -> Array:
+def _read(buffer: Array, t: Array | int, axis: int = 0) -> Array:
     """``buffer``'s slice ``t`` along ``axis`` (axis dropped); ``t`` is a loop index, never negative."""
     return lax.dynamic_index_in_dim(buffer, t, axis, keepdims=False, allow_negative_indices=False)
 
 
-def _write(buffer: Array, value: Array, t: Array, axis: int = 0) -> Array:
+def _write(buffer: Array, value: Array, t: Array | int, axis: int = 0) -> Array:
     """``buffer`` with its slice ``t`` along ``axis`` replaced by ``value`` (in place under jit)."""
     return lax.dynamic_update_index_in_dim(buffer, value, t, axis, allow_negative_indices=False)
 
@@ -121,7 +122,7 @@ def _input_grad(grads: Array, kernel: Array) -> Array:
     return jnp.einsum("tbg,fg->btf", grads, kernel)
 
 
-def _reverse_in_place(step: Callable, carry, buffers) -> tuple:
+def _reverse_in_place(step: Callable, carry: Any, buffers: Any) -> tuple:
     """Run ``step`` for t = T-1 down to 0, each step replacing what it read at ``t`` in ``buffers``.
 
     Step t's results are written at the start of step t-1, before anything
@@ -151,7 +152,7 @@ def _reverse_in_place(step: Callable, carry, buffers) -> tuple:
     return carry, jax.tree.map(lambda b, p: _write(b, p, 0), buffers, pending)
 
 
-def _outputs(batch: int, steps: int, hidden: int, dtype, return_sequences: bool) -> Array | None:
+def _outputs(batch: int, steps: int, hidden: int, dtype: Any, return_sequences: bool) -> Array | None:
     """The (B, T, H) buffer of every step's output, or None when only the last step is returned."""
     return jnp.zeros((batch, steps, hidden), dtype) if return_sequences else None
 
@@ -171,7 +172,7 @@ def _output_grad(d_out: Array, return_sequences: bool, t: Array, dh: Array) -> A
     return dh + _read(d_out, t, axis=1) if return_sequences else dh
 
 
-def _same_dtype(x, kernel, bias, recurrent_kernel, *more) -> tuple:
+def _same_dtype(x: Any, kernel: Any, bias: Any, recurrent_kernel: Any, *more: Any) -> tuple:
     """Every argument cast to their common dtype, as the matmuls of the plain scans would promote them."""
     dtype = jnp.result_type(x, kernel, bias, recurrent_kernel, *more)
     return tuple(jnp.asarray(a).astype(dtype) for a in (x, kernel, bias, recurrent_kernel, *more))
