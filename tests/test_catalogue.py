@@ -348,13 +348,13 @@ ROWS = [
         "--resume", c.inputs.path("ckpt_other_sizes")), 2, "was written for another model", "has shape (16, 128)"),
     cli("train --resume: checkpoint of another architecture", lambda c: train(
         "--resume", c.inputs.path("ckpt_other_layers"), "--model", "mlp"), 2,
-        "unreadable or was written for another model"),
+        "was written for another model or optimizer"),
     cli("train --resume: checkpoint of another optimizer", lambda c: train(
         "--resume", c.inputs.path("ckpt_mlp"), "--optimizer", "sgd"), 2, "another model or optimizer"),
     cli("train --resume: checkpoint of another seed", lambda c: train(
         "--resume", c.inputs.path("ckpt_mlp"), "--seed", "3"), 2, "with seed 0, not 3"),
     cli("train --resume: damaged checkpoint", lambda c: train("--resume", c.inputs.path("ckpt_garbage")), 2,
-        "is unreadable"),
+        "is damaged (unreadable", "delete it to train from the start"),
     cli("train --out on a full disk", lambda c: (full_disk_for_funcdl(c), train(
         "--epochs", "1", "--out", c.tmp / "run"))[1], 2, "model.funcdl: No space left on device; free space"),
     # -- CLI: hostile files ----------------------------------------------------------------------------------
@@ -411,9 +411,9 @@ ROWS = [
         needs=TORCH),
     cli("convert a text file named .pt", lambda c: [
         "convert", c.inputs.path("notes.pt"), c.tmp / "out.funcdl", "--arch", "mlp"], 2,
-        "notes.pt", needs=TORCH),  # the message calls it a refused pickle, not a damaged file (see the report)
+        "notes.pt is not a model file: it is a text file", needs=TORCH),
     cli("convert a PNG named .keras", lambda c: ["convert", c.inputs.path("picture.keras"), c.tmp / "out.funcdl"],
-        2, "is not a valid .keras file", needs=KERAS),
+        2, "picture.keras is not a model file: it is a PNG image", needs=KERAS),
     cli("convert a .weights.h5 without --arch", lambda c: [
         "convert", c.inputs.path("only.weights.h5"), c.tmp / "out.funcdl"], 2, "holds Keras weights only; pass --arch",
         needs=KERAS),
