@@ -95,8 +95,9 @@ def check_input_shape(shape: Any, what: str, error: type[Exception] = FileFormat
     """``shape`` as a tuple of positive ints; ``error`` naming ``what`` for anything else ([-1, 28], "abc")."""
     if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not all(
             isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in shape):
+        shown = json.dumps(shape) if isinstance(shape, (list, str, int, float)) else repr(shape)
         raise error(f"{what} must be a list of positive integers (one example's shape, e.g. [28, 28, 1]); "
-                    f"got {json.dumps(shape) if isinstance(shape, (list, str, int, float)) else shape!r}")
+                    f"got {shown}")
     return tuple(int(d) for d in shape)
 
 

@@ -92,6 +92,9 @@ def _utf8(head):
     return True
 
 
+# zips whose members name no known format, and the model files that are zips (their readers judge them)
+_ZIPS = ("a zip archive", "a damaged zip archive")
+_ZIPPED = (".keras", ".pt", ".pth", ".pt2")
 # the endings a kind of file may have besides its own
 _ALSO = {".pt": (".pth",), ".h5": (".hdf5",), ".safetensors": (".funcdl",)}
 
@@ -103,6 +106,8 @@ def misnamed(path: str | Path) -> str | None:
     kind = sniff(path)
     if kind is None:
         return None
+    if kind.name in _ZIPS and str(path).lower().endswith(_ZIPPED):
+        return None  # a zip of a layout not recognised here: its reader says what is wrong with it
     if not kind.suffix:
         return f"{path} is not a model file: it is {kind.name}"
     if str(path).lower().endswith((kind.suffix, *_ALSO.get(kind.suffix, ()))):
