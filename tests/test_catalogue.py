@@ -191,6 +191,12 @@ def _safetensors_named_pt(path):
 DEEP = "[" * 100000  # deeper than Python's recursion limit
 
 
+def _deep_keras(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.0.0"}))
+        archive.writestr("config.json", DEEP)
+
+
 def _torch_file(path, obj):
     torch = pytest.importorskip("torch")
     torch.save(obj(torch), path)
@@ -243,6 +249,7 @@ BUILDERS = {
     "weights.pt": lambda p, i: _safetensors_named_pt(p),
     "picture.json": lambda p, i: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256))),
     "deep.json": lambda p, i: p.write_text(DEEP),
+    "deep.keras": lambda p, i: _deep_keras(p),
 }
 
 
@@ -638,6 +645,8 @@ ROWS = [
     cli("--arch JSON nested 100000 deep", lambda c: [
         "convert", c.inputs.path("small.funcdl"), c.tmp / "out.funcdl", "--arch", c.inputs.path("deep.json")], 2,
         "deep.json is not a valid architecture: it is nested too deeply"),
+    cli("inspect a .keras whose config is nested 100000 deep", lambda c: ["inspect", c.inputs.path("deep.keras")],
+        2, "deep.keras is not a valid .keras file: its config is not JSON", needs=KERAS),
     cli("train --data-dir naming a file", lambda c: train("--dataset", "mnist", "--data-dir", user_file(c)), 2,
         "the data dir", "a-file is a file, not a folder"),
 ]
