@@ -733,3 +733,31 @@ def test_failed_export_leaves_no_destination(tmp_path, capsys):
         assert main(["convert", str(source), str(tmp_path / destination)]) == 2
         assert "LayerNorm" in capsys.readouterr().err
     assert [name for name, _ in files_under(tmp_path)] == ["layernorm.funcdl"]
+
+
+OUT_OF_MEMORY = """
+import resource, sys
+import numpy as np
+import funcdl as fd
+size = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (2 << 30), resource.RLIM_INFINITY))  # 2 GiB more than at start
+x, y = np.zeros((2000, 28, 28, 1), np.float32), np.zeros(2000, np.int32)
+try:
+    fd.fit(fd.models.cnn(), (x, y), batch_size=2000, epochs=1, verbose=False)
+except fd.errors.OutOfMemoryError as err:
+    print(err, file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.subprocess
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_out_of_memory_is_one_line_naming_the_batch_size():
+    """A CNN epoch at batch size 2000 needs about 4.5 GB; with 2 GiB of address space to spare it cannot run."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY], capture_output=True, text=True, env=env,
+                          timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 3, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("out of memory training with batch size 2000 ("), done.stderr
+    assert lines[0].endswith("lower the batch size (--batch-size) or free memory on the device"), done.stderr
