@@ -364,10 +364,11 @@ def load_keras_file(path: str | Path,
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"{path} does not exist or is not a file")
+    kind = _kind(path)  # an unknown suffix first: that is what the user named wrongly
     reason = misnamed(path)
     if reason:  # a .pt2 or a picture named .keras: say what it is, not that keras cannot read it
         raise FileFormatError(reason)
-    if _kind(path) == "weights":
+    if kind == "weights":
         raise FileFormatError(f"{path} holds weights only; use load_keras_weights(path, model, input_shape)")
     config = _architecture(path)
     if not unsafe:

@@ -358,10 +358,12 @@ def _read(path):
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"{path} does not exist or is not a file")
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise FileFormatError(f"{path}: unknown PyTorch file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
     reason = misnamed(path)
     if reason:  # a safetensors file named .pt is not a pickle to refuse, a text file not a damaged model
         raise FileFormatError(reason)
-    suffix = path.suffix.lower()
     if suffix in (".pt", ".pth"):
         return _read_pickled(path), {}
     if suffix == ".pt2":
@@ -369,7 +371,6 @@ def _read(path):
     if suffix == ".safetensors":
         _torch()
         return _read_safetensors(path)
-    raise FileFormatError(f"{path}: unknown PyTorch file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
 
 
 def _refused(path, what):
