@@ -126,8 +126,8 @@ def test_a_write_removes_the_stale_temporaries_of_its_own_destination(tmp_path):
     stale.write_bytes(b"partial")
     other.write_bytes(b"partial")
     model = fd.models.mlp()
-    fd.save_model(tmp_path / "m.funcdl", model, model.init(fd.train.split_seed(0)[0], np.zeros((1, 8, 8, 1))),
-                  input_shape=(8, 8, 1))
+    variables = model.init(fd.train.split_seed(0)[0], np.zeros((1, 8, 8, 1), np.float32))
+    fd.save_model(tmp_path / "m.funcdl", model, variables, input_shape=(8, 8, 1))
     assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "m.funcdl"]
 
 
