@@ -214,6 +214,5 @@ def write(record, out_dir=None):
     for kind, text in (("json", json.dumps(record, indent=1) + "\n"), ("md", markdown(record))):
         with atomic_path(paths[kind]) as tmp:
             tmp.write_text(text)
-            tmp.chmod(0o644)
     write_chart(record, paths["png"])
     return paths

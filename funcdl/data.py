@@ -329,6 +329,13 @@ def resolve_data_dir(data_dir: str | pathlib.Path | None = None) -> pathlib.Path
     return pathlib.Path(value).expanduser() if value is not None else None
 
 
+def _check_data_dir(folder: pathlib.Path | None) -> None:
+    """DataError when the data folder names a file (it is not "missing": the user named the wrong thing)."""
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise DataError(f"the data dir {folder} is a file, not a folder; give the folder that holds mnist/ "
+                        "(--data-dir DIR or FUNCDL_DATA_DIR)")
+
+
 def _tfds_default_dir() -> pathlib.Path:
     """TFDS's default data dir, read from the environment now (tfds caches it at import)."""
     return pathlib.Path(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser()
@@ -363,6 +370,8 @@ def load(name: str, data_dir: str | pathlib.Path | None = None, *, validation_sp
     if limit is not None and (int(limit) != limit or limit < 1):
         raise ConfigError(f"limit must be a positive integer or None; got {limit!r}")
     folder = resolve_data_dir(data_dir)
+    if key.lower() != "digits":
+        _check_data_dir(folder)
     if key.lower() == "mnist":
         raw = _load_mnist(folder, limit)
     elif key.lower() == "digits":

@@ -16,12 +16,12 @@ import io
 import os
 import pathlib
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 
-from funcdl.errors import DataError
+from funcdl.errors import DataError, FuncdlError
+from funcdl.io.atomic import atomic_path
 
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
 # SHA-256 of each file's decompressed content (60,000 / 10,000 examples, 28x28 uint8).
@@ -55,25 +55,6 @@ def _verified(payload: bytes, stem: str, checksum: str, url: str) -> bytes:
     return payload
 
 
-def _write_atomic(path: pathlib.Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def download_mnist(data_dir: str | os.PathLike[str], mirrors: Sequence[str] = MIRRORS,
                    checksums: Mapping[str, str] | None = None) -> pathlib.Path:
     """Fetch the four MNIST IDX gz files into ``data_dir/mnist`` (files already there and valid are kept).
@@ -96,7 +77,9 @@ def download_mnist(data_dir: str | os.PathLike[str], mirrors: Sequence[str] = MI
             with contextlib.suppress(DataError):
                 _verified(target.read_bytes(), stem, checksum, str(target))
                 continue
-        _write_atomic(target, _download_one(stem, checksum, mirrors))
+        payload = _download_one(stem, checksum, mirrors)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(payload)
     return folder
 
 
@@ -123,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         folder = download_mnist(target)
-    except (DataError, OSError) as err:
+    except (FuncdlError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"MNIST is in {folder} (checksums verified)")

@@ -44,6 +44,10 @@ class MissingDependencyError(FuncdlError, ImportError):
     """An optional library a feature needs (PyTorch, TensorFlow/Keras, tensorboardX) is not installed."""
 
 
+class OutOfMemoryError(FuncdlError, MemoryError):
+    """The device or host ran out of memory compiling or running a program (too large a batch, as a rule)."""
+
+
 class NonFiniteError(FuncdlError, FloatingPointError):
     """Training produced a non-finite loss or gradient.
 

@@ -1,6 +1,7 @@
 """``funcdl convert``, ``funcdl inspect`` and ``funcdl compare``, registered in ``funcdl.commands``."""
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -8,13 +9,14 @@ from funcdl import models, nn
 from funcdl.cli.registry import Command
 from funcdl.errors import ConfigError, FileFormatError
 from funcdl.io import formats, load_model
+from funcdl.io.sniff import sniff
 from interop import parity
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:
-    """(28, 28, 1) from '28,28,1' (or '28x28x1')."""
+    """(28, 28, 1) from '28,28,1' (or '28x28x1'); every part must be a positive integer ('28,x' is refused)."""
     try:
-        shape = tuple(int(part) for part in str(text).replace("x", ",").split(",") if part.strip())
+        shape = tuple(int(part) for part in re.split(r"[,x]", str(text).strip()))
     except ValueError:
         shape = ()
     if not shape or any(d < 1 for d in shape):
@@ -31,12 +33,23 @@ def architecture(arch: str, input_shape: tuple[int, ...] | None = None, num_clas
         raise ConfigError(f"--arch must be a zoo model ({', '.join(models.MODELS)}), a .funcdl file or an "
                           f"architecture .json file; {arch!r} is none of these")
     if path.suffix == ".json":
-        try:
-            return nn.from_config(json.loads(path.read_text())), input_shape
-        except json.JSONDecodeError as err:
-            raise FileFormatError(f"{path} is not valid JSON: {err}") from None
+        return _architecture_json(path), input_shape
     model, _, recorded = load_model(path)
     return model, tuple(input_shape or recorded or ())
+
+
+def _architecture_json(path: Path) -> Any:
+    """The model an architecture ``.json`` describes; one FileFormatError line for binary, broken or deep JSON."""
+    try:
+        return nn.from_config(json.loads(path.read_text(encoding="utf-8")))
+    except UnicodeDecodeError:
+        kind = sniff(path)
+        raise FileFormatError(f"{path} is not valid JSON: it is {kind.name if kind else 'binary, not text'}; give "
+                              "an architecture .json (what funcdl.nn.to_config writes)") from None
+    except json.JSONDecodeError as err:
+        raise FileFormatError(f"{path} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise FileFormatError(f"{path} is not a valid architecture: it is nested too deeply") from None
 
 
 def _common(parser):
@@ -61,18 +74,36 @@ def _load(args, path):
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``funcdl convert``."""
     parser.add_argument("source", help="model file to read")
-    parser.add_argument("destination", help="file to write (its name picks the format) or a SavedModel folder")
+    parser.add_argument("destination", help="file to write (its name picks the format) or a SavedModel folder: "
+                        "a new one, or an existing SavedModel, which is replaced; any other folder is refused")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing SavedModel folder even if it holds other files too")
     _common(parser)
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    """Read SOURCE, write DESTINATION; prints one line saying what was written."""
-    formats.check_destination(args.destination)  # fail before reading when the output cannot be written
+    """Read SOURCE, write DESTINATION; prints one line saying what was written and what metadata it kept."""
+    # fail before reading when the output cannot be written or would replace something of the user's
+    formats.check_destination(args.destination, source=args.source, force=args.force)
     model, variables, input_shape = _load(args, args.source)
-    kind = formats.save(args.destination, model, variables, input_shape)
+    metadata = formats.metadata(args.source)
+    kind, kept = formats.save(args.destination, model, variables, input_shape, metadata, source=args.source,
+                              force=args.force)
     print(f"wrote {args.destination} ({kind}): {len(getattr(model, 'layers', [model]))} layers, "
-          f"{nn.count_params(variables.get('params', {})):,} parameters, input shape {tuple(input_shape)}")
+          f"{nn.count_params(variables.get('params', {})):,} parameters, input shape {tuple(input_shape)}"
+          f"{_metadata_note(metadata, kept, args.destination)}")
     return 0
+
+
+def _metadata_note(metadata: dict[str, str], kept: bool, destination: str) -> str:
+    """What became of the source's metadata (normalisation, dataset, classes), for the output line."""
+    if not metadata:
+        return ""
+    names = ", ".join(sorted(metadata))
+    if kept:
+        return f"; kept its metadata ({names})"
+    return (f"; dropped its metadata ({names}): {Path(destination).suffix or 'such'} files cannot carry it "
+            "(.funcdl, .safetensors, .pt2, .keras, .h5 and SavedModel folders can)")
 
 
 def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:

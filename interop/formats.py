@@ -9,11 +9,16 @@
 | ``*.weights.h5`` | Keras weights | yes |
 | a folder (output) | TensorFlow SavedModel | - |
 
+Every format but a ``.pt`` / ``.pth`` state dict also keeps the metadata funcdl records beside a model
+(normalisation mean and std, dataset, classes): ``.pt2`` in its ``funcdl.json`` extra file, ``.safetensors``
+in its header, ``.keras`` as a ``funcdl.json`` member of the zip, ``.h5`` / ``.weights.h5`` as an HDF5
+attribute, a SavedModel in ``assets.extra/funcdl.json``.
+
 Each is a :class:`funcdl.io.formats.Format` named in the ``funcdl.formats``
 entry-point group of ``pyproject.toml``; frameworks are imported only when a
 file needs them.
 """
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +45,27 @@ def _read_keras_weights(path: Path, model: Any, input_shape: Sequence[int] | Non
     return model, variables, input_shape
 
 
-def _write_saved_model(path: Path, model: Any, variables: Any, input_shape: Sequence[int]) -> None:
-    tensorflow.to_saved_model(model, variables, path, input_shape)
+def _write_torch(path: Path, model: Any, variables: Any, input_shape: Sequence[int],
+                 metadata: Mapping[str, str]) -> bool:
+    pytorch.save_torch_file(path, model, variables, input_shape, metadata=metadata)
+    return pytorch.keeps_metadata(path)
 
 
-TORCH = Format("torch", pytorch.SUFFIXES, _read_torch, pytorch.save_torch_file)
-KERAS = Format("keras", (".keras", ".h5", ".hdf5"), _read_keras, keras.save_keras_file)
-KERAS_WEIGHTS = Format("keras-weights", (".weights.h5",), _read_keras_weights, keras.save_keras_weights)
-SAVED_MODEL = Format("savedmodel", write=_write_saved_model, folder=True)
+def _write_keras(path: Path, model: Any, variables: Any, input_shape: Sequence[int],
+                 metadata: Mapping[str, str]) -> bool:
+    keras.save_keras_file(path, model, variables, input_shape, metadata=metadata)
+    return True
+
+
+def _write_keras_weights(path: Path, model: Any, variables: Any, input_shape: Sequence[int],
+                         metadata: Mapping[str, str]) -> bool:
+    keras.save_keras_weights(path, model, variables, input_shape, metadata=metadata)
+    return True
+
+
+TORCH = Format("torch", pytorch.SUFFIXES, _read_torch, _write_torch, metadata=pytorch.read_metadata)
+KERAS = Format("keras", (".keras", ".h5", ".hdf5"), _read_keras, _write_keras, metadata=keras.read_metadata)
+KERAS_WEIGHTS = Format("keras-weights", (".weights.h5",), _read_keras_weights, _write_keras_weights,
+                       metadata=keras.read_metadata)
+SAVED_MODEL = Format("savedmodel", write=tensorflow.write_saved_model, folder=True, entries=tensorflow.ENTRIES,
+                     metadata=tensorflow.read_metadata, title="SavedModel")

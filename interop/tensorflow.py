@@ -13,7 +13,13 @@ The module keeps the variables in ``loaded.funcdl_variables`` (named by
 pytree path, e.g. ``params/layers_1/kernel``; batch_stats are not trainable)
 and serves ``signatures['serving_default'](x=...) -> {'output': y}``.
 """
-from collections.abc import Sequence
+import contextlib
+import errno
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,7 @@ import numpy as np
 from funcdl import nn
 from funcdl.errors import FileFormatError
 from funcdl.io import atomic_path
+from funcdl.io.atomic import check_folder
 from interop import frameworks
 
 
@@ -55,29 +62,107 @@ def _module(tf, model, variables, input_shape, batch_size, platforms):
     return module
 
 
+# what a SavedModel folder holds; the first marks it (an existing folder is replaced only if it is one)
+ENTRIES = ("saved_model.pb", "variables", "assets", "assets.extra", "fingerprint.pb", "saved_model.pbtxt",
+           "keras_metadata.pb")
+METADATA = "assets.extra/funcdl.json"  # assets.extra: TensorFlow's place for files a library keeps beside a model
+
+
 def to_saved_model(model: Any, variables: Any, path: str | Path, input_shape: Sequence[int],
-                   batch_size: int | None = None, platforms: Sequence[str] | None = None) -> Path:
+                   batch_size: int | None = None, platforms: Sequence[str] | None = None,
+                   metadata: Mapping[str, str] | None = None, force: bool = False) -> Path:
     """Export ``model`` with ``variables`` as a TensorFlow SavedModel folder, atomically.
 
     Args:
       model: a funcdl layer or Sequential.
       variables: its ``{'params': ..., 'batch_stats': ...}``; each tensor becomes a ``tf.Variable``.
-      path: the SavedModel folder to write (replaced only once the new one is complete).
+      path: the SavedModel folder to write. An existing folder is replaced (swapped in one step once the new
+        one is complete) only if it is a SavedModel, or empty; one that also holds other files needs ``force``;
+        any other folder is refused (``funcdl.io.atomic.check_folder``).
       input_shape: one example's shape without the batch axis (NHWC images).
       batch_size: None for a symbolic batch axis, or a fixed batch size.
       platforms: jax lowering platforms, e.g. ``("cpu", "cuda")``; None is jax's default backend.
+      metadata: str -> str entries kept in ``assets.extra/funcdl.json`` (normalisation, dataset, classes).
+      force: replace a SavedModel folder that holds other files too.
     Returns:
       the path written.
+    """
+    check_folder(path, "SavedModel", ENTRIES, force)  # before anything is traced
+    with atomic_path(path, folder=True, kind="SavedModel", entries=ENTRIES, force=force) as tmp:
+        write_saved_model(tmp, model, variables, input_shape, metadata, batch_size, platforms)
+    return Path(path)
+
+
+def write_saved_model(folder: Path, model: Any, variables: Any, input_shape: Sequence[int],
+                      metadata: Mapping[str, str] | None = None, batch_size: int | None = None,
+                      platforms: Sequence[str] | None = None) -> bool:
+    """Write the SavedModel of ``to_saved_model`` into ``folder``, a new empty folder; returns True (metadata kept).
+
+    TensorFlow's own write errors (a full disk, a file size limit) become OSErrors, which the atomic writer
+    reports as one line.
     """
     tf = frameworks.tensorflow()
     input_shape = tuple(int(d) for d in input_shape)
     sample = jax.ShapeDtypeStruct((batch_size or 1,) + input_shape, nn.input_dtype(model))
-    jax.eval_shape(lambda v, x: model.apply(v, x), variables, sample)  # ShapeError now, before anything exists
+    jax.eval_shape(lambda v, x: model.apply(v, x), variables, sample)  # ShapeError now, before anything is written
     module = _module(tf, model, variables, input_shape, batch_size, platforms)
-    concrete = module.serve.get_concrete_function()  # traces and lowers before the folder exists
-    with atomic_path(path, folder=True) as tmp:
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": concrete})
-    return Path(path)
+    concrete = module.serve.get_concrete_function()  # traces and lowers before anything is written
+    try:
+        with _native_log_held_back():
+            tf.saved_model.save(module, str(folder), signatures={"serving_default": concrete})
+    except tf.errors.OpError as err:
+        raise _os_error(err, folder) from None
+    if metadata:
+        (folder / METADATA).parent.mkdir(exist_ok=True)
+        (folder / METADATA).write_text(json.dumps(dict(metadata), indent=1))
+    return True
+
+
+@contextlib.contextmanager
+def _native_log_held_back() -> Iterator[None]:
+    """Hold back what TensorFlow's C++ code writes to stderr (file descriptor 2) while the block runs.
+
+    A failed write is logged there beside the exception TensorFlow raises, which funcdl reports as one line;
+    if the block succeeds, what was held back is written out as it would have been.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    succeeded = False
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+            succeeded = True
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if succeeded:
+                held.seek(0)
+                os.write(2, held.read())
+
+
+def _os_error(err: Any, folder: Path) -> OSError:
+    """The OSError a TensorFlow write error stands for (TensorFlow reports errno as text)."""
+    message = (str(getattr(err, "message", "")) or str(err)).strip().splitlines()[0]
+    for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EROFS):
+        if os.strerror(code).lower() in message.lower():
+            return OSError(code, os.strerror(code), str(folder))
+    return OSError(errno.EIO, f"TensorFlow could not write the SavedModel: {message[:200]}", str(folder))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata ``to_saved_model`` kept in the SavedModel folder ``path`` (``{}`` when none)."""
+    file = Path(path) / METADATA
+    if not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise FileFormatError(f"{file} is not a JSON object of strings")
+    return data
 
 
 def load_saved_model_outputs(path: str | Path, x: Any) -> np.ndarray:

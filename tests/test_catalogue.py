@@ -6,15 +6,18 @@ destination, no temporary file) and that no hostile payload ran: the malicious f
 loading would create a marker file, Keras Lambda layers that create it when run) are proven live when built.
 """
 import errno
+import fcntl
 import functools
+import hashlib
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import numpy as np
@@ -33,8 +36,8 @@ from hostile_files import (
 import funcdl as fd
 from funcdl import checkpoint, nn
 from funcdl.cli import main
-from funcdl.cli import train as cli_train
 from funcdl.errors import ConfigError, DataError, FileFormatError, FuncdlError, ShapeError
+from funcdl.io import run_folder
 from funcdl.train import History, TrainState
 from interop import pytorch  # imports no torch until a function needs it
 
@@ -154,6 +157,46 @@ def _checkpoint(folder, model, x, optimizer="adam"):
     checkpoint.save(folder, TrainState(variables, opt_state, 0), History(seed=0))
 
 
+def _checkpoint_with(folder, settings=None, nan=False):
+    """A checkpoint of the mlp on digits, recording ``settings``, or holding NaN weights."""
+    model = fd.models.mlp(10)
+    variables = model.init(jax.random.key(0), DIGIT)
+    if nan:
+        variables = jax.tree.map(lambda leaf: leaf * np.nan, variables)
+    opt_state = fd.optim.get("adam", 1e-3, flavor="torch").init(variables["params"])
+    checkpoint.save(folder, TrainState(variables, opt_state, 0), History(seed=0), settings)
+
+
+def _changed_after_writing(folder, inputs):
+    shutil.copytree(inputs.path("ckpt_mlp"), folder)
+    data = bytearray((folder / checkpoint.FILENAME).read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte at the end of the body
+    (folder / checkpoint.FILENAME).write_bytes(bytes(data))
+
+
+def _raw_funcdl(path, input_shape="[4, 4, 1]", architecture=None, dtype=np.float32):
+    """A .funcdl written by hand (save_model refuses to write these): its header and tensors as given."""
+    from safetensors.numpy import save_file
+    flat = {k: v.astype(dtype) for k, v in fd.io.model_file.flatten_variables(small_variables()).items()}
+    header = {"funcdl.format": "1", "funcdl.input_shape": input_shape,
+              "funcdl.architecture": architecture or json.dumps(nn.to_config(small_model()))}
+    save_file(flat, str(path), metadata=header)
+
+
+def _safetensors_named_pt(path):
+    from safetensors.numpy import save_file
+    save_file({"weight": np.zeros((3, 2), np.float32)}, str(path))
+
+
+DEEP = "[" * 100000  # deeper than Python's recursion limit
+
+
+def _deep_keras(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.0.0"}))
+        archive.writestr("config.json", DEEP)
+
+
 def _torch_file(path, obj):
     torch = pytest.importorskip("torch")
     torch.save(obj(torch), path)
@@ -195,6 +238,18 @@ BUILDERS = {
     "ckpt_other_sizes": lambda p, i: _checkpoint(p, fd.models.mlp(10), X),  # same names, 4x4 images
     "ckpt_other_layers": lambda p, i: _checkpoint(p, small_model(), DIGIT),
     "ckpt_garbage": lambda p, i: (p.mkdir(), (p / checkpoint.FILENAME).write_bytes(b"\x93not msgpack")),
+    "ckpt_lr": lambda p, i: _checkpoint_with(p, {"--lr": 0.01}),
+    "ckpt_nan": lambda p, i: _checkpoint_with(p, nan=True),
+    "ckpt_changed": _changed_after_writing,
+    "negative_shape.funcdl": lambda p, i: _raw_funcdl(p, input_shape="[-1, 4]"),
+    "text_shape.funcdl": lambda p, i: _raw_funcdl(p, input_shape='"abc"'),
+    "deep.funcdl": lambda p, i: _raw_funcdl(p, architecture=DEEP),
+    "int_weights.funcdl": lambda p, i: _raw_funcdl(p, dtype=np.int32),
+    "complex_weights.funcdl": lambda p, i: _raw_funcdl(p, dtype=np.complex64),
+    "weights.pt": lambda p, i: _safetensors_named_pt(p),
+    "picture.json": lambda p, i: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256))),
+    "deep.json": lambda p, i: p.write_text(DEEP),
+    "deep.keras": lambda p, i: _deep_keras(p),
 }
 
 
@@ -253,12 +308,41 @@ def read_only(c):
     return folder
 
 
-def out_of_memory_in_fit(c, error=None):
-    """Make ``funcdl train``'s fit fail as XLA does when an allocation does not fit (or as Python's MemoryError)."""
-    def fit(*args, **kwargs):
-        raise error or jax.errors.JaxRuntimeError(
-            "RESOURCE_EXHAUSTED: Error dispatching computation: Out of memory allocating 3271828240 bytes.")
-    c.monkeypatch.setattr(cli_train, "fit", fit)
+# -- what a user already has ------------------------------------------------------------------------------------
+def user_folder(c, *names):
+    """The user's folder ``runs``: a model (a copy of small.funcdl), notes, and empty files named ``names``."""
+    folder = c.tmp / "runs"
+    folder.mkdir()
+    shutil.copy(c.inputs.path("small.funcdl"), folder / "model.funcdl")
+    (folder / "notes.txt").write_text("the user's notes\n")
+    for name in names:
+        (folder / name).write_bytes(b"the user's")
+    return folder
+
+
+def user_file(c, name="a-file"):
+    (c.tmp / name).write_text("the user's file, not a folder\n")
+    return c.tmp / name
+
+
+def in_use(c, folder):
+    """``folder``, locked as a running ``funcdl train`` holds it (released when the row ends)."""
+    folder.mkdir()
+    handle = os.open(folder / run_folder.LOCK, os.O_RDWR | os.O_CREAT)
+    os.write(handle, b"pid 1234, started 2026-01-01T00:00:00: funcdl train --out runs\n")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    c.cleanup.append(lambda: os.close(handle))
+    return folder
+
+
+def full_disk_for_saved_model(c):
+    """TensorFlow's own report of a full disk: an OpError after writing part of the folder."""
+    tf = pytest.importorskip("tensorflow")
+
+    def save(module, folder, **kwargs):
+        (pathlib.Path(folder) / "saved_model.pb").write_bytes(b"partial")
+        raise tf.errors.ResourceExhaustedError(None, None, f"{folder}/variables; No space left on device")
+    c.monkeypatch.setattr(tf.saved_model, "save", save)
 
 
 # -- the catalogue ----------------------------------------------------------------------------------------------
@@ -279,7 +363,7 @@ def cli(name, argv, code, *message, needs=()):
     return Row(name, argv, code, message, needs)
 
 
-TORCH, KERAS = ("torch",), ("keras",)
+TORCH, KERAS, TF = ("torch",), ("keras",), ("tensorflow",)
 STRINGS = np.array(["a"] * 20)
 
 ROWS = [
@@ -357,13 +441,13 @@ ROWS = [
         "--resume", c.inputs.path("ckpt_other_sizes")), 2, "was written for another model", "has shape (16, 128)"),
     cli("train --resume: checkpoint of another architecture", lambda c: train(
         "--resume", c.inputs.path("ckpt_other_layers"), "--model", "mlp"), 2,
-        "unreadable or was written for another model"),
+        "was written for another model or optimizer"),
     cli("train --resume: checkpoint of another optimizer", lambda c: train(
         "--resume", c.inputs.path("ckpt_mlp"), "--optimizer", "sgd"), 2, "another model or optimizer"),
     cli("train --resume: checkpoint of another seed", lambda c: train(
         "--resume", c.inputs.path("ckpt_mlp"), "--seed", "3"), 2, "with seed 0, not 3"),
     cli("train --resume: damaged checkpoint", lambda c: train("--resume", c.inputs.path("ckpt_garbage")), 2,
-        "is unreadable"),
+        "is damaged (unreadable", "delete it to train from the start"),
     cli("train --out on a full disk", lambda c: (full_disk_for_funcdl(c), train(
         "--epochs", "1", "--out", c.tmp / "run"))[1], 2, "model.funcdl: No space left on device; free space"),
     # -- CLI: hostile files ----------------------------------------------------------------------------------
@@ -420,9 +504,9 @@ ROWS = [
         needs=TORCH),
     cli("convert a text file named .pt", lambda c: [
         "convert", c.inputs.path("notes.pt"), c.tmp / "out.funcdl", "--arch", "mlp"], 2,
-        "notes.pt", needs=TORCH),  # the message calls it a refused pickle, not a damaged file (see the report)
+        "notes.pt is not a model file: it is a text file", needs=TORCH),
     cli("convert a PNG named .keras", lambda c: ["convert", c.inputs.path("picture.keras"), c.tmp / "out.funcdl"],
-        2, "is not a valid .keras file", needs=KERAS),
+        2, "picture.keras is not a model file: it is a PNG image", needs=KERAS),
     cli("convert a .weights.h5 without --arch", lambda c: [
         "convert", c.inputs.path("only.weights.h5"), c.tmp / "out.funcdl"], 2, "holds Keras weights only; pass --arch",
         needs=KERAS),
@@ -474,12 +558,97 @@ ROWS = [
     cli("convert to .keras on a full disk", lambda c: (full_disk_for_keras(c), [
         "convert", c.inputs.path("small.funcdl"), c.tmp / "out.keras"])[1], 2,
         "out.keras: No space left on device; free space", needs=KERAS),
-    # -- out of memory ----------------------------------------------------------------------------------------
-    cli("train: the device runs out of memory", lambda c: (out_of_memory_in_fit(c), train("--batch-size", "64"))[1],
-        2, "out of memory (3,120 MiB requested) with --batch-size 64; lower --batch-size"),
-    cli("train: the host runs out of memory", lambda c: (out_of_memory_in_fit(c, MemoryError()),
-                                                         train("--batch-size", "16"))[1],
-        2, "out of memory with --batch-size 16; lower --batch-size"),
+    # -- never destroy a user's files: convert replaces only what it created ------------------------------------
+    cli("convert into an existing folder that is not a SavedModel", lambda c: [
+        "convert", c.inputs.path("small.funcdl"), f"{user_folder(c)}/"], 2,
+        "runs: it exists and is not a SavedModel (it holds model.funcdl, notes.txt)", "give a new folder name"),
+    cli("convert a file onto itself", lambda c: [
+        "convert", user_folder(c) / "model.funcdl", c.tmp / "runs" / ".." / "runs" / "model.funcdl"], 2,
+        "is the file being converted", "give another output name"),
+    cli("convert onto a hard link of the source", lambda c: (
+        user_folder(c), os.link(c.tmp / "runs" / "model.funcdl", c.tmp / "link.funcdl"),
+        ["convert", c.tmp / "runs" / "model.funcdl", c.tmp / "link.funcdl"])[-1], 2, "is the file being converted"),
+    cli("convert into . where the source is", lambda c: (
+        user_folder(c), c.monkeypatch.chdir(c.tmp / "runs"), ["convert", "model.funcdl", "."])[-1], 2,
+        "cannot write .: it holds the file being converted (model.funcdl)"),
+    cli("convert into . (the current folder)", lambda c: (
+        c.monkeypatch.chdir(user_folder(c, "saved_model.pb")), ["convert", c.inputs.path("small.funcdl"), "."])[-1],
+        2, "it is the current folder or holds it"),
+    cli("convert into a SavedModel folder that holds other files", lambda c: [
+        "convert", c.inputs.path("small.funcdl"), user_folder(c, "saved_model.pb", "variables")], 2,
+        "it also holds model.funcdl, notes.txt", "pass --force"),
+    cli("convert --force into the SavedModel folder holding the source", lambda c: [
+        "convert", user_folder(c, "saved_model.pb") / "model.funcdl", c.tmp / "runs", "--force"], 2,
+        "it holds the file being converted", "give a new folder name"),
+    cli("convert to a SavedModel on a full disk", lambda c: (full_disk_for_saved_model(c), [
+        "convert", c.inputs.path("small.funcdl"), c.tmp / "saved"])[1], 2,
+        "saved: No space left on device; free space", needs=TF),
+    # -- never destroy a user's files: run folders ----------------------------------------------------------
+    cli("train --out naming a file", lambda c: train("--out", user_file(c)), 2,
+        "--out", "a-file exists and is not a folder"),
+    cli("train --report under a file (checked before training)", lambda c: train(
+        "--out", c.tmp / "run", "--report", user_file(c) / "report"), 2,
+        "--report", "cannot be created", "a-file is a file, not a folder"),
+    cli("train --tensorboard in a read-only folder", lambda c: train(
+        "--tensorboard", read_only(c) / "tb"), 2, "--tensorboard", "is not writable"),
+    cli("train --out on a folder another run uses", lambda c: train("--out", in_use(c, c.tmp / "runs")), 2,
+        "runs is in use by another funcdl run (pid 1234", "wait for it to end"),
+    cli("train --resume on a folder another run uses", lambda c: train("--resume", in_use(c, c.tmp / "runs")), 2,
+        "--resume", "is in use by another funcdl run"),
+    cli("train --resume changing a recorded setting", lambda c: train("--resume", c.inputs.path("ckpt_lr")), 2,
+        "was written with --lr 0.01, this run has --lr 0.001", "resume with the same settings"),
+    cli("train --resume: checkpoint changed after writing", lambda c: train(
+        "--resume", shutil.copytree(c.inputs.path("ckpt_changed"), c.tmp / "ckpt")), 2,
+        "is damaged (its checksum does not match", "delete it to train from the start"),
+    cli("train --resume: checkpoint holding NaN", lambda c: train(
+        "--resume", shutil.copytree(c.inputs.path("ckpt_nan"), c.tmp / "ckpt")), 2,
+        "is damaged", "holds NaN or infinite values"),
+    # -- one line, never a traceback ----------------------------------------------------------------------------
+    cli("train --seed 2**70", lambda c: train("--seed", str(2 ** 70)), 2,
+        "--seed must be an integer from -2**63 to 2**63-1"),
+    api("fit: seed 2**70", lambda c: fd.fit(small_model(), (X, Y), epochs=1, batch_size=10, seed=2 ** 70,
+                                             verbose=False), ConfigError, "seed must be an integer from -2**63"),
+    api("fit: a keras callback", lambda c: fd.fit(
+        small_model(), (X, Y), epochs=1, batch_size=10, verbose=False,
+        callbacks=[__import__("keras").callbacks.EarlyStopping()]), ConfigError,
+        "callbacks must be fd.callbacks.Callback instances, got EarlyStopping", needs=KERAS),
+    api("fit: validation labels past the model's classes", lambda c: fd.fit(
+        small_model(), (X, Y), validation_data=(X, np.where(Y == 9, 12, Y)), epochs=1, batch_size=10,
+        verbose=False), DataError, "validation data: labels must be integers in [0, 10)", "max=12"),
+    api("save_model: another model's variables", lambda c: fd.save_model(
+        c.tmp / "m.funcdl", nn.Sequential((nn.Flatten(), nn.Dense(3))), small_variables(), input_shape=(4, 4, 1)),
+        ShapeError, "save_model: variables: tensor params/layers_1/", "the architecture needs"),
+    api("load_model: recorded input shape [-1, 4]", lambda c: fd.load_model(
+        c.inputs.path("negative_shape.funcdl")), FileFormatError, "recorded input shape must be a list of positive",
+        "got [-1, 4]"),
+    api("load_model: recorded input shape \"abc\"", lambda c: fd.load_model(
+        c.inputs.path("text_shape.funcdl")), FileFormatError, "must be a list of positive integers", '"abc"'),
+    api("load_model: architecture nested 100000 deep", lambda c: fd.load_model(
+        c.inputs.path("deep.funcdl")), FileFormatError, "has an invalid architecture", "nested too deeply"),
+    api("load_model: integer weights", lambda c: fd.load_model(c.inputs.path("int_weights.funcdl")),
+        FileFormatError, "has dtype int32; weights must be floating point"),
+    api("load_model: complex weights", lambda c: fd.load_model(c.inputs.path("complex_weights.funcdl")),
+        FileFormatError, "has dtype complex64; weights must be floating point"),
+    api("load_model on a .pt2", lambda c: fd.load_model(c.inputs.path("clean.pt2")), FileFormatError,
+        "is not a funcdl model file: it is a torch.export .pt2 archive", "funcdl convert", needs=TORCH),
+    api("load_model on a .keras", lambda c: fd.load_model(c.inputs.path("conv3d.keras")), FileFormatError,
+        "is not a funcdl model file: it is a Keras .keras archive", "funcdl convert", needs=KERAS),
+    cli("convert a safetensors file named .pt", lambda c: [
+        "convert", c.inputs.path("weights.pt"), c.tmp / "out.funcdl", "--arch", "mlp"], 2,
+        "weights.pt is a safetensors file, not what its name says; rename it to end in .safetensors"),
+    cli("--input-shape 28,x", lambda c: [
+        "convert", c.inputs.path("small.funcdl"), c.tmp / "out.funcdl", "--input-shape", "28,x"], 2,
+        "--input-shape must be positive integers like 28,28,1; got '28,x'"),
+    cli("--arch that is a binary file", lambda c: [
+        "convert", c.inputs.path("weights.pt"), c.tmp / "out.funcdl", "--arch", c.inputs.path("picture.json")], 2,
+        "picture.json is not valid JSON: it is a PNG image"),
+    cli("--arch JSON nested 100000 deep", lambda c: [
+        "convert", c.inputs.path("small.funcdl"), c.tmp / "out.funcdl", "--arch", c.inputs.path("deep.json")], 2,
+        "deep.json is not a valid architecture: it is nested too deeply"),
+    cli("inspect a .keras whose config is nested 100000 deep", lambda c: ["inspect", c.inputs.path("deep.keras")],
+        2, "deep.keras is not a valid .keras file: its config is not JSON", needs=KERAS),
+    cli("train --data-dir naming a file", lambda c: train("--dataset", "mnist", "--data-dir", user_file(c)), 2,
+        "the data dir", "a-file is a file, not a folder"),
 ]
 
 
@@ -488,10 +657,13 @@ class Context:
     tmp: pathlib.Path
     inputs: Inputs
     monkeypatch: pytest.MonkeyPatch
+    cleanup: list = field(default_factory=list)
 
 
 def files_under(folder):
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    """Every file under ``folder`` with a hash of its content: a row must leave the user's files as they were."""
+    return sorted((str(p.relative_to(folder)), hashlib.sha256(p.read_bytes()).hexdigest())
+                  for p in folder.rglob("*") if p.is_file())
 
 
 def test_catalogue_is_large_and_names_are_unique():
@@ -527,6 +699,8 @@ def test_bad_input(row, tmp_path, inputs, monkeypatch, capsys):
         assert files_under(tmp_path) == before  # no destination and no temporary file
         assert not inputs.marker.exists()  # no hostile payload ran
     finally:
+        for release in c.cleanup:
+            release()
         for folder in [tmp_path, *tmp_path.rglob("*")]:
             if folder.is_dir():
                 folder.chmod(0o755)
@@ -547,7 +721,7 @@ def test_real_write_failure_leaves_nothing(tmp_path):
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and lines[0].startswith("error: cannot write"), done.stderr
     assert "File too large; free space or choose another output" in lines[0]
-    assert files_under(tmp_path) == ["wide.funcdl"]
+    assert [name for name, _ in files_under(tmp_path)] == ["wide.funcdl"]
 
 
 def test_failed_export_leaves_no_destination(tmp_path, capsys):
@@ -558,4 +732,32 @@ def test_failed_export_leaves_no_destination(tmp_path, capsys):
     for destination in ("out.pt", "out.pt2", "out.safetensors"):
         assert main(["convert", str(source), str(tmp_path / destination)]) == 2
         assert "LayerNorm" in capsys.readouterr().err
-    assert files_under(tmp_path) == ["layernorm.funcdl"]
+    assert [name for name, _ in files_under(tmp_path)] == ["layernorm.funcdl"]
+
+
+OUT_OF_MEMORY = """
+import resource, sys
+import numpy as np
+import funcdl as fd
+size = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (2 << 30), resource.RLIM_INFINITY))  # 2 GiB more than at start
+x, y = np.zeros((2000, 28, 28, 1), np.float32), np.zeros(2000, np.int32)
+try:
+    fd.fit(fd.models.cnn(), (x, y), batch_size=2000, epochs=1, verbose=False)
+except fd.errors.OutOfMemoryError as err:
+    print(err, file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.subprocess
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_out_of_memory_is_one_line_naming_the_batch_size():
+    """A CNN epoch at batch size 2000 needs about 4.5 GB; with 2 GiB of address space to spare it cannot run."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY], capture_output=True, text=True, env=env,
+                          timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 3, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("out of memory training with batch size 2000 ("), done.stderr
+    assert lines[0].endswith("lower the batch size (--batch-size) or free memory on the device"), done.stderr

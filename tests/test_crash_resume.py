@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import funcdl as fd
+from funcdl.io import run_folder
 
 ARGS = ["train", "--model", "cnn", "--dataset", "digits", "--epochs", "6", "--batch-size", "32", "--seed", "3",
         "--quiet"]
@@ -40,9 +41,11 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     victim.wait()
     assert victim.returncode == -signal.SIGKILL
     assert not (tmp_path / "resumed" / "model.funcdl").exists()
-    assert not [p for p in checkpoints.iterdir() if p.name != "checkpoint.msgpack"]  # no temp files left
+    # no temporary files left; the lock file stays (a killed run cannot remove it), but the kernel released its lock
+    assert {p.name for p in checkpoints.iterdir()} <= {"checkpoint.msgpack", run_folder.LOCK}
     resumed = _train(["--resume", str(checkpoints), "--out", str(tmp_path / "resumed")])
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    assert [p.name for p in checkpoints.iterdir()] == ["checkpoint.msgpack"]  # the run that ended removed it
     assert whole.wait(timeout=300) == 0, whole.stderr.read().decode()
     expected, actual = _params(tmp_path / "whole"), _params(tmp_path / "resumed")
     assert expected.keys() == actual.keys()

@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     except FuncdlError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except MemoryError:  # out of host memory outside a compiled program (fit names the batch size itself)
+        size = f" with batch size {args.batch_size}" if getattr(args, "batch_size", None) else ""
+        print(f"error: out of memory{size}; lower --batch-size, use --limit, or free memory", file=sys.stderr)
+        return 2
     except OSError as err:  # a folder that cannot be created or written, a full disk, ...
         where = f" ({err.filename})" if err.filename else ""
         print(f"error: {err.strerror or err}{where}; check the path and permissions", file=sys.stderr)

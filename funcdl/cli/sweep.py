@@ -18,8 +18,9 @@ import jax
 from funcdl import models
 from funcdl.cli import options
 from funcdl.cli.registry import Command
-from funcdl.io import atomic_path
+from funcdl.io import atomic_path, run_folder
 from funcdl.train import sweep as sweep_lib
+from funcdl.train.epoch import check_seed
 
 
 def _numbers(kind, convert):
@@ -97,4 +98,15 @@ def _table(ranking):
     return "\n".join(lines)
 
 
-COMMAND = Command("sweep", "train many hyper-parameter settings at once with jax.vmap", add_arguments, run)
+def run_guarded(args: argparse.Namespace) -> int:
+    """``run``, with ``--seeds`` and the ``--out`` folder checked before anything is loaded, and ``--out`` locked
+    while the sweep runs."""
+    for seed in args.seeds:
+        check_seed(seed, "--seeds")
+    if args.out:
+        run_folder.check_output_folder(args.out, "--out")
+    with run_folder.locked([("--out", args.out)] if args.out else []):
+        return run(args)
+
+
+COMMAND = Command("sweep", "train many hyper-parameter settings at once with jax.vmap", add_arguments, run_guarded)

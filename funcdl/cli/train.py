@@ -10,8 +10,9 @@ from funcdl import data, models, nn, optim
 from funcdl.cli import options
 from funcdl.cli.registry import Command
 from funcdl.errors import ConfigError, NonFiniteError
-from funcdl.io import atomic_path, save_model
+from funcdl.io import atomic_path, run_folder, save_model
 from funcdl.train import callbacks, checkpoint, monitor, parallel, precision
+from funcdl.train.epoch import check_seed
 from funcdl.train.fit import evaluate, fit
 from funcdl.train.program import LOOPS
 
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.early_stopping:
         cbs.append(callbacks.EarlyStopping("val_loss", patience=args.early_stopping))
     if args.resume:
-        cbs.append(callbacks.ModelCheckpoint(args.resume, every=args.checkpoint_every))
+        cbs.append(callbacks.ModelCheckpoint(args.resume, every=args.checkpoint_every, settings=_settings(args)))
     resume = args.resume if args.resume and checkpoint.exists(args.resume) else None
     try:
         history = fit(model, _train_data(args, datasets), loss=args.loss, optimizer=optimizer,
@@ -185,4 +186,30 @@ def _report(result, as_json):
         print(json.dumps({k: v for k, v in result.items()}))
 
 
-COMMAND = Command("train", "train a zoo model on a dataset with a jit-compiled epoch", add_arguments, run)
+def run_guarded(args: argparse.Namespace) -> int:
+    """``run``, with its output folders checked before anything is loaded, its run folders (``--out``,
+    ``--resume``) locked while it runs, and a resume refused before training if it changes a recorded setting."""
+    check_seed(args.seed, "--seed")
+    outputs = [(flag, getattr(args, name)) for flag, name in _OUTPUTS if getattr(args, name)]
+    for flag, folder in outputs:
+        run_folder.check_output_folder(folder, flag)
+    writer = args.coordinator is None or args.process_id == 0  # other processes of a multi-host run write nothing
+    with run_folder.locked([(flag, folder) for flag, folder in outputs if flag in ("--out", "--resume")]
+                           if writer else []):
+        if args.resume and checkpoint.exists(args.resume):
+            checkpoint.check_settings(args.resume, _settings(args))
+        return run(args)
+
+
+_OUTPUTS = (("--out", "out"), ("--resume", "resume"), ("--tensorboard", "tensorboard"), ("--report", "report"))
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """The command line's settings a ``--resume`` must repeat (``fit`` records its own: data, batch size, ...)."""
+    return {"--model": args.model, "--dataset": args.dataset, "--limit": args.limit,
+            "--validation-split": args.validation_split, "--normalize": args.normalize, "--optimizer": args.optimizer,
+            "--lr": args.lr, "--flavor": args.flavor, "--loss": args.loss, "--batch-size": args.batch_size,
+            "--seed": args.seed, "--precision": args.precision, "--skip-nonfinite": args.skip_nonfinite}
+
+
+COMMAND = Command("train", "train a zoo model on a dataset with a jit-compiled epoch", add_arguments, run_guarded)

@@ -16,11 +16,15 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save
 
 from funcdl import nn
-from funcdl.errors import ConfigError, FileFormatError
+from funcdl.errors import ConfigError, FileFormatError, ShapeError
 from funcdl.io.atomic import atomic_path
+from funcdl.io.sniff import misnamed, sniff
 
 FORMAT = "1"
 SUFFIX = ".funcdl"
+_RECORDS = ("funcdl.format", "funcdl.architecture", "funcdl.input_shape")  # the model itself, not metadata
+
+
 def flatten_variables(variables: Any) -> dict[str, np.ndarray]:
     """{'params/layers_1/kernel': np.ndarray, ...} from a nested variables dict."""
     flat = traverse_util.flatten_dict(dict(variables), sep="/")
@@ -41,8 +45,13 @@ def save_model(path: str | Path, model: Any, variables: Any, input_shape: Sequen
       model: a funcdl layer (usually Sequential); must be serialisable.
       variables: the model's variables dict (``{'params': ..., 'batch_stats': ...}``).
       input_shape: one example's shape without the batch axis, recorded for inspect/convert.
-      metadata: extra str -> str entries.
+      metadata: extra str -> str entries (``read_metadata`` gives them back).
+    Raises:
+      ShapeError: ``variables`` are not ``model``'s (checked when ``input_shape`` is given, before writing).
     """
+    if input_shape is not None:
+        input_shape = check_input_shape(input_shape, "input_shape", ShapeError)
+        nn.check_variables(model, variables, input_shape, "save_model: variables")
     header = {"funcdl.format": FORMAT, "funcdl.architecture": json.dumps(nn.to_config(model))}
     if input_shape is not None:
         header["funcdl.input_shape"] = json.dumps(list(input_shape))
@@ -61,7 +70,35 @@ def read_header(path: str | Path) -> tuple[dict[str, str], list[str]]:
         with safe_open(str(path), framework="numpy") as handle:
             return handle.metadata() or {}, list(handle.keys())
     except Exception as err:  # safetensors raises its own SafetensorError / OSError for bad headers
-        raise FileFormatError(f"{path} is not a valid safetensors file: {str(err).splitlines()[0]}") from None
+        reason = misnamed(path)
+        raise FileFormatError(reason or f"{path} is not a valid safetensors file: {str(err).splitlines()[0]}") \
+            from None
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """What ``save_model`` recorded beside the model (``metadata=``: dataset, mean, std, num_classes, ...)."""
+    return {key: value for key, value in read_header(path)[0].items() if key not in _RECORDS}
+
+
+def _check_is_safetensors(path):
+    """FileFormatError naming what ``path`` is when its content is another kind of file (a .pt2, a .keras, ...)."""
+    kind = sniff(path) if Path(path).is_file() else None
+    if kind is None or kind.suffix == ".safetensors":
+        return
+    arch = " --arch MODEL" if kind.suffix == ".pt" else ""
+    convert = (f"; convert it with `funcdl convert {path} model.funcdl{arch}` (in Python: interop.pytorch or "
+               "interop.keras)") if kind.suffix in (".pt2", ".pt", ".keras", ".h5") else ""
+    raise FileFormatError(f"{path} is not a funcdl model file: it is {kind.name}{convert}")
+
+
+def check_input_shape(shape: Any, what: str, error: type[Exception] = FileFormatError) -> tuple[int, ...]:
+    """``shape`` as a tuple of positive ints; ``error`` naming ``what`` for anything else ([-1, 28], "abc")."""
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in shape):
+        shown = json.dumps(shape) if isinstance(shape, (list, str, int, float)) else repr(shape)
+        raise error(f"{what} must be a list of positive integers (one example's shape, e.g. [28, 28, 1]); "
+                    f"got {shown}")
+    return tuple(int(d) for d in shape)
 
 
 def load_model(path: str | Path) -> tuple[Any, dict[str, Any], tuple[int, ...] | None]:
@@ -69,7 +106,11 @@ def load_model(path: str | Path) -> tuple[Any, dict[str, Any], tuple[int, ...] |
 
     Returns:
       ``(model, variables, input_shape)``; ``input_shape`` is None when not recorded.
+    Raises:
+      FileFormatError: the file is not a funcdl model file (another framework's is named, with how to convert
+        it), or its architecture, input shape or tensors are invalid.
     """
+    _check_is_safetensors(path)
     metadata, _ = read_header(path)
     if "funcdl.architecture" not in metadata:
         raise FileFormatError(f"{path} holds weights but no funcdl architecture; "
@@ -79,12 +120,15 @@ def load_model(path: str | Path) -> tuple[Any, dict[str, Any], tuple[int, ...] |
         input_shape = json.loads(metadata["funcdl.input_shape"]) if "funcdl.input_shape" in metadata else None
     except (json.JSONDecodeError, ConfigError, TypeError) as err:
         raise FileFormatError(f"{path} has an invalid architecture: {err}") from None
+    except RecursionError:
+        raise FileFormatError(f"{path} has an invalid architecture: it is nested too deeply") from None
     try:
         flat = load_file(str(path))
     except Exception as err:
         raise FileFormatError(f"{path} is not a valid safetensors file: {str(err).splitlines()[0]}") from None
     variables = unflatten_variables(flat)
     if input_shape is not None:
+        input_shape = check_input_shape(input_shape, f"{path}: its recorded input shape")
         nn.check_variables(model, variables, input_shape, str(path), error=FileFormatError)
-        input_shape = tuple(input_shape)
+    nn.check_dtypes(variables, str(path), error=FileFormatError)
     return model, variables, input_shape

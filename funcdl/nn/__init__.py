@@ -44,6 +44,7 @@ from funcdl.nn._recurrent import GRU, LSTM, SimpleRNN
 from funcdl.nn._sequential import Sequential
 from funcdl.nn._shape import Dropout, Flatten, ImageRows, Reshape
 from funcdl.nn._shape_inference import (
+    check_dtypes,
     check_variables,
     count_params,
     init_shapes,
@@ -58,7 +59,7 @@ from funcdl.nn._shape_inference import (
 __all__ = [
     "ACTIVATIONS", "Activation", "ActivationLayer", "activation", "activation_layer", "activation_of", "option_names",
     "TABLE",
-    "AvgPool2D", "BatchNorm", "check_variables", "Conv2D", "conv_as_matmul", "conv_implementation",
+    "AvgPool2D", "BatchNorm", "check_dtypes", "check_variables", "Conv2D", "conv_as_matmul", "conv_implementation",
     "count_params", "Dense", "Dropout", "Embedding", "explicit_padding", "Flatten", "from_config", "GELU", "gelu",
     "gelu_tanh", "get_activation", "GRU", "ImageRows", "init_shapes", "initializers", "input_dtype", "Layer",
     "layer_shapes", "LayerNorm", "leaky_relu", "LeakyReLU", "linear", "log_softmax", "LogSoftmax", "LSTM",

@@ -134,3 +134,18 @@ def check_variables(model: Any, variables: Any, input_shape: ShapeLike, source: 
     for key, shape in expected.items():
         if actual[key] != shape:
             raise error(f"{source}: tensor {key} has shape {actual[key]}, the architecture needs {shape}")
+    check_dtypes(variables, source, error)
+
+
+def check_dtypes(variables: Any, source: str = "variables", error: type[FuncdlError] = ShapeError) -> None:
+    """Raise ``error`` naming the first tensor of ``variables`` that is not floating point (int, bool, complex).
+
+    Weights are floating point: a layer computing in float32 would round an integer tensor silently and drop a
+    complex one's imaginary part. float16, bfloat16 and float64 tensors are accepted (layers compute in their
+    ``dtype``, float32 by default).
+    """
+    for key, value in traverse_util.flatten_dict(dict(variables), sep="/").items():
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
+            raise error(f"{source}: tensor {key} has dtype {jnp.dtype(dtype).name}; weights must be floating point "
+                        "(float32, or float16/bfloat16/float64): convert them explicitly, e.g. to float32")

@@ -80,14 +80,18 @@ class EarlyStopping(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Write a resumable checkpoint (see ``funcdl.train.checkpoint``) every ``every`` epochs into ``directory``."""
+    """Write a resumable checkpoint (see ``funcdl.train.checkpoint``) every ``every`` epochs into ``directory``.
 
-    def __init__(self, directory: str | Path, every: int = 1):
+    ``settings`` (JSON-able) are recorded beside the run's own (``History.settings``); a resume must repeat them
+    (the command line records its model, optimizer, learning rate, dataset, ...).
+    """
+
+    def __init__(self, directory: str | Path, every: int = 1, settings: dict[str, Any] | None = None):
         if every < 1:
             raise ConfigError(f"ModelCheckpoint every must be >= 1, got {every}")
-        self.directory, self.every = Path(directory), every
+        self.directory, self.every, self.settings = Path(directory), every, dict(settings or {})
 
     def on_epoch_end(self, epoch, logs, state, history):
         if (epoch + 1) % self.every == 0:
-            checkpoint.save(self.directory, state, history)
+            checkpoint.save(self.directory, state, history, self.settings)
         return None

@@ -1,4 +1,6 @@
 """Checks run on the host before training, so bad input fails with one clear line."""
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -7,7 +9,7 @@ import numpy as np
 
 from funcdl import nn
 from funcdl.data import ArrayDataset, check_class_labels
-from funcdl.errors import ConfigError, DataError, ShapeError
+from funcdl.errors import ConfigError, DataError, OutOfMemoryError, ShapeError
 
 
 def as_arrays(x: Any, y: Any = None, what: str = "training data") -> tuple[np.ndarray, np.ndarray]:
@@ -77,11 +79,13 @@ def init_variables(model: Any, key: jax.Array, x: np.ndarray) -> Any:
         return model.init(key, jnp.asarray(x[:1]))
 
 
-def check_model_fits(model: Any, variables: Any, x: np.ndarray, y: np.ndarray, label_kind: str) -> Any:
+def check_model_fits(model: Any, variables: Any, x: np.ndarray, y: np.ndarray, label_kind: str,
+                     what: str = "") -> Any:
     """Run the model abstractly on one example; check its output against the labels.
 
     Raises ShapeError naming the problem when the input does not fit the model
-    or the model's outputs cannot be scored against ``y``.
+    or the model's outputs cannot be scored against ``y`` (DataError for class labels past its outputs;
+    ``what`` names the data in that message, e.g. ``'validation data'``).
 
     Returns:
       the ShapeDtypeStruct of the model's output for one example (batch axis 1).
@@ -95,9 +99,39 @@ def check_model_fits(model: Any, variables: Any, x: np.ndarray, y: np.ndarray, l
                              "a vector of class scores per example")
         top = int(y.max())
         if top >= out.shape[-1]:
-            raise DataError(f"labels must be integers in [0, {out.shape[-1]}) for a model with "
-                            f"{out.shape[-1]} outputs; found max={top}")
+            raise DataError(f"{what + ': ' if what else ''}labels must be integers in [0, {out.shape[-1]}) for a "
+                            f"model with {out.shape[-1]} outputs; found max={top}")
     elif out.shape[1:] != y.shape[1:]:
         raise ShapeError(f"the model outputs shape {out.shape[1:]} per example but the targets have "
                          f"shape {y.shape[1:]}")
     return out
+
+
+_RUNTIME_ERRORS = tuple(error for error in (getattr(jax.errors, "JaxRuntimeError", None),) if error is not None)
+
+
+@contextlib.contextmanager
+def out_of_memory(batch_size: int, what: str = "training") -> Iterator[None]:
+    """Turn running out of device or host memory inside the block into one OutOfMemoryError naming the batch size.
+
+    XLA reports it as a runtime error (``RESOURCE_EXHAUSTED`` on GPU and TPU, "Out of memory allocating ..." on
+    the CPU), at compile time or while running; numpy as MemoryError.
+    """
+    try:
+        yield
+    except MemoryError as err:
+        if isinstance(err, OutOfMemoryError):
+            raise
+        raise _out_of_memory(batch_size, what, str(err) or "host memory") from None
+    except _RUNTIME_ERRORS as err:
+        message = str(err)
+        if "RESOURCE_EXHAUSTED" not in message and "out of memory" not in message.lower():
+            raise
+        raise _out_of_memory(batch_size, what, message) from None
+
+
+def _out_of_memory(batch_size, what, message):
+    detail = " ".join(message.split())
+    detail = detail if len(detail) <= 120 else detail[:117] + "..."
+    return OutOfMemoryError(f"out of memory {what} with batch size {batch_size} ({detail}); lower the batch size "
+                            "(--batch-size) or free memory on the device")

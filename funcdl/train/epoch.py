@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from funcdl.errors import ConfigError
 from funcdl.train.step import StepMetrics, TrainState, TrainStep, apply_model, count_correct
@@ -28,9 +29,17 @@ TrainEpoch = Callable[[TrainState, Any, Any, jax.Array], tuple[TrainState, StepM
 
 
 def split_seed(seed: int) -> tuple[jax.Array, jax.Array]:
-    """(init_key, train_key) of a run seeded with ``seed``."""
-    init_key, train_key = jax.random.split(jax.random.key(seed))
+    """(init_key, train_key) of a run seeded with ``seed`` (``check_seed``: a 64-bit integer)."""
+    init_key, train_key = jax.random.split(jax.random.key(check_seed(seed)))
     return init_key, train_key
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """``seed`` as an int; ConfigError unless it is an integer a PRNG key can hold: -2**63 <= seed < 2**63."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not -2 ** 63 <= int(seed) < 2 ** 63:
+        raise ConfigError(f"{what} must be an integer from -2**63 to 2**63-1 (a PRNG key holds 64 bits), "
+                          f"got {seed!r}")
+    return int(seed)
 
 
 def epoch_key(train_key: jax.Array, epoch: Any) -> jax.Array:

@@ -18,7 +18,15 @@ from funcdl.errors import ConfigError, DataError, NonFiniteError
 from funcdl.train import checkpoint, parallel
 from funcdl.train import precision as precision_lib
 from funcdl.train.callbacks import Callback
-from funcdl.train.checks import as_arrays, check_batch_size, check_data, check_epochs, check_model_fits, init_variables
+from funcdl.train.checks import (
+    as_arrays,
+    check_batch_size,
+    check_data,
+    check_epochs,
+    check_model_fits,
+    init_variables,
+    out_of_memory,
+)
 from funcdl.train.epoch import TrainEpoch, epoch_key, make_eval, make_predict, split_seed
 from funcdl.train.history import History
 from funcdl.train.loop import check_callbacks, run_epochs
@@ -76,18 +84,21 @@ def fit(model: Any, x: Any, y: Any = None, *, batch_size: int = 32, epochs: int 
     init_key, train_key = split_seed(seed)
     variables = init_variables(model, init_key, x) if variables is None else variables
     check_model_fits(model, variables, x, y, label_kind)
-    state, history = TrainState.create(variables, optimizer), History(seed=seed)
+    settings = checkpoint.run_settings(x, y, batch_size=batch_size, loss=loss, seed=seed, precision=precision,
+                                       shuffle=shuffle, skip_nonfinite=skip_nonfinite)
+    state, history = TrainState.create(variables, optimizer), History(seed=seed, settings=settings)
     if resume is not None:
-        state, history = checkpoint.restore(resume, state, seed)
+        state, history = checkpoint.restore(resume, state, seed, settings)
     validate = None if validation_data is None else _evaluator(
         model, loss_fn, label_kind, validation_data, eval_batch_size, eager, state.variables, "validation data")
     mesh = _data_mesh(batch_size, eager) if data_parallel else None
     history.loop = choose_loop(loop, model, state.variables, x, eager, mesh is not None)
     state, data, train_key, validate = _place(mesh, state, x, y, train_key, validate)
     builder = EpochBuilder(model, loss_fn, optimizer, batch_size, shuffle, history.loop, eager, mesh)
-    epoch, history.compile_seconds = build_epoch(builder, skip_nonfinite, state, *data, train_key)
-    fit_epochs = FitEpochs(epoch, data, train_key, eager, validate, skip_nonfinite)
-    history.state = run_epochs(fit_epochs, state, history, epochs, callbacks, verbose)
+    with out_of_memory(batch_size):  # one line naming the batch size, at compile time or while running
+        epoch, history.compile_seconds = build_epoch(builder, skip_nonfinite, state, *data, train_key)
+        fit_epochs = FitEpochs(epoch, data, train_key, eager, validate, skip_nonfinite)
+        history.state = run_epochs(fit_epochs, state, history, epochs, callbacks, verbose)
     return history
 
 
@@ -162,12 +173,15 @@ def _evaluator(model, loss_fn, label_kind, data, batch_size, eager, variables, w
     """``variables -> {'loss', 'accuracy', 'predicted', 'labels'}`` over ``data``, compiled once."""
     check_batch_size(batch_size)
     x, y = check_data(*as_arrays(data, what=what), label_kind, what)
-    xd, yd = jnp.asarray(x), jnp.asarray(y)
-    fn = make_eval(model, loss_fn, min(batch_size, len(x)))
-    fn = fn if eager else jax.jit(fn).lower(variables, xd, yd).compile()
+    check_model_fits(model, variables, x, y, label_kind, what)  # labels past the model's outputs would give NaN
+    batch = min(batch_size, len(x))
+    with out_of_memory(batch, f"evaluating the {what}"):
+        xd, yd = jnp.asarray(x), jnp.asarray(y)
+        fn = make_eval(model, loss_fn, batch)
+        fn = fn if eager else jax.jit(fn).lower(variables, xd, yd).compile()
 
     def evaluate(variables):
-        with eager_context(eager):
+        with eager_context(eager), out_of_memory(batch, f"evaluating the {what}"):
             loss_sum, correct, predicted = fn(variables, xd, yd)
         return {"loss": float(loss_sum) / len(x), "accuracy": float(correct) / len(x),
                 "predicted": np.asarray(predicted), "labels": y}
@@ -184,7 +198,6 @@ def evaluate(model: Any, variables: Any, data: Any, *, loss: str | Callable = "c
     """
     loss_fn, label_kind = losses_lib.get(loss), losses_lib.label_kind(loss)
     x, y = check_data(*as_arrays(data, what="evaluation data"), label_kind, "evaluation data")
-    check_model_fits(model, variables, x, y, label_kind)
     result = _evaluator(model, loss_fn, label_kind, (x, y), batch_size, eager, variables,
                         "evaluation data")(variables)
     matrix = None

@@ -24,6 +24,8 @@ class History:
       stopped_epoch: the epoch a callback stopped the run after, or None.
       epochs_done: epochs trained so far (including those of a resumed run).
       seed: the run's seed.
+      settings: what the run was started with (batch size, loss, data, ...), recorded in its checkpoints so that
+        a resume that changes one is refused (``funcdl.train.checkpoint``).
       loop: ``'scan'`` (each epoch one XLA program) or ``'steps'`` (one compiled call per step).
       state: the final TrainState.
     """
@@ -35,6 +37,7 @@ class History:
     stopped_epoch: int | None = None
     epochs_done: int = 0
     seed: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
     loop: str = "scan"
     state: TrainState | None = None
 

@@ -225,6 +225,9 @@ def sweep(model: Any, x: Any, y: Any = None, *, lrs: Sequence[float], seeds: Seq
     init_keys, train_keys = jnp.stack([key[0] for key in keys]), jnp.stack([key[1] for key in keys])
     states = _initial_states(model, make_optimizer, init_keys, lr_grid, x)
     check_model_fits(model, jax.tree.map(lambda leaf: leaf[0], states.variables), x, y, label_kind)
+    if validation is not None:
+        check_model_fits(model, jax.tree.map(lambda leaf: leaf[0], states.variables), *validation, label_kind,
+                         "validation data")
     program = _make_program(model, loss_fn, make_optimizer, batch_size, shuffle, eval_batch_size)
     sweep_epochs, seconds = SweepEpochs.build(program, lr_grid, states, x, y, train_keys, validation)
     history = History(compile_seconds=seconds)

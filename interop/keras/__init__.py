@@ -24,7 +24,7 @@ import io
 import json
 import math
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from flax import traverse_util
 from funcdl import nn
 from funcdl.errors import ConfigError, ConversionError, FileFormatError, FuncdlError
 from funcdl.io import atomic_path, check_size, max_bytes
+from funcdl.io.sniff import misnamed
 from interop import frameworks
 from interop.keras._layers import FROM_KERAS, KERAS_SUPPORTED, PADDED, TO_KERAS, layer_tensors
 from interop.layouts import KERAS_WEIGHTS, checked, weights_from_keras, weights_to_keras
@@ -363,7 +364,11 @@ def load_keras_file(path: str | Path,
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"{path} does not exist or is not a file")
-    if _kind(path) == "weights":
+    kind = _kind(path)  # an unknown suffix first: that is what the user named wrongly
+    reason = misnamed(path)
+    if reason:  # a .pt2 or a picture named .keras: say what it is, not that keras cannot read it
+        raise FileFormatError(reason)
+    if kind == "weights":
         raise FileFormatError(f"{path} holds weights only; use load_keras_weights(path, model, input_shape)")
     config = _architecture(path)
     if not unsafe:
@@ -380,12 +385,14 @@ def load_keras_file(path: str | Path,
 
 
 def save_keras_file(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int],
-                    strict: bool = True) -> None:
+                    strict: bool = True, metadata: Mapping[str, str] | None = None) -> None:
     """Write ``model`` as a keras model file (``.keras``, or legacy ``.h5``), atomically.
 
     Args:
       path: output file; its suffix picks the format.
       model, variables, input_shape, strict: as in ``to_keras``.
+      metadata: str -> str entries kept beside the model (``read_metadata`` gives them back): a ``funcdl.json``
+        member of the ``.keras`` zip, which keras does not read, or an attribute of the ``.h5`` file.
     """
     kind = _kind(path)
     if kind == "weights":
@@ -393,16 +400,63 @@ def save_keras_file(path: str | Path, model: Any, variables: Any, input_shape: S
     keras_model = to_keras(model, variables, input_shape, strict)
     with atomic_path(path, suffix=kind) as tmp:
         keras_model.save(str(tmp))
+        _write_metadata(tmp, kind, metadata)
 
 
 def save_keras_weights(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int],
-                       strict: bool = True) -> None:
-    """Write the keras ``.weights.h5`` of ``model`` (layers named ``layers_{i}``), atomically."""
+                       strict: bool = True, metadata: Mapping[str, str] | None = None) -> None:
+    """Write the keras ``.weights.h5`` of ``model`` (layers named ``layers_{i}``), atomically; ``metadata`` as in
+    ``save_keras_file``."""
     if _kind(path) != "weights":
         raise FileFormatError(f"{path}: a keras weights file name must end in .weights.h5")
     keras_model = to_keras(model, variables, input_shape, strict)
     with atomic_path(path, suffix=".weights.h5") as tmp:
         keras_model.save_weights(str(tmp))
+        _write_metadata(tmp, "weights", metadata)
+
+
+_METADATA_MEMBER, _METADATA_ATTRIBUTE = "funcdl.json", "funcdl_metadata"
+
+
+def _write_metadata(path, kind, metadata):
+    if not metadata:
+        return
+    text = json.dumps({str(k): str(v) for k, v in metadata.items()})
+    if kind == ".keras":
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr(_METADATA_MEMBER, text)
+        return
+    import h5py  # lazily, like keras: installed with the [tf] extra
+    with h5py.File(path, "a") as handle:
+        handle.attrs[_METADATA_ATTRIBUTE] = text
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata ``save_keras_file`` / ``save_keras_weights`` kept in ``path`` (``{}`` when none).
+
+    Only that JSON is read: the zip member, size-checked, or the HDF5 attribute.
+    """
+    path = Path(path)
+    try:
+        if _kind(path) == ".keras":
+            with zipfile.ZipFile(path) as archive:
+                if _METADATA_MEMBER not in archive.namelist():
+                    return {}
+                check_size(f"{path}: {_METADATA_MEMBER}", archive.getinfo(_METADATA_MEMBER).file_size,
+                           min(max_bytes(), 1 << 20))
+                text = archive.read(_METADATA_MEMBER)
+        else:
+            import h5py  # lazily, like keras: installed with the [tf] extra
+            with h5py.File(path, "r") as handle:
+                text = handle.attrs.get(_METADATA_ATTRIBUTE)
+        if text is None:
+            return {}
+        metadata = json.loads(text)
+    except (zipfile.BadZipFile, OSError, ValueError, RecursionError):
+        metadata = None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FileFormatError(f"{path}: its funcdl metadata is not a JSON object of strings")
+    return metadata
 
 
 def _count_tensors(path):

@@ -28,13 +28,14 @@ import numpy as np
 from funcdl import nn
 from funcdl.errors import ConfigError, ConversionError, FileFormatError
 from funcdl.io import atomic_path, check_size, flatten_variables, max_bytes, read_header, unflatten_variables
+from funcdl.io.sniff import misnamed
 from interop import frameworks
 from interop.layouts import checked
 from interop.pytorch import _pt2
 from interop.pytorch._nodes import SUPPORTED
 
-__all__ = ["SUPPORTED", "from_state_dict", "from_torch", "load_torch_file", "load_torch_model", "read_pt2",
-           "save_torch_file", "to_state_dict", "to_torch"]
+__all__ = ["SUPPORTED", "from_state_dict", "from_torch", "keeps_metadata", "load_torch_file", "load_torch_model",
+           "read_metadata", "read_pt2", "save_torch_file", "to_state_dict", "to_torch"]
 SUFFIXES = (".pt", ".pth", ".pt2", ".safetensors")
 _META = "funcdl.torch"  # metadata prefix in .pt2 extra files and .safetensors headers
 _RNN_KEY = re.compile(r"^(.*)\.(weight|bias)_(ih|hh)_l(\d+)$")
@@ -262,13 +263,16 @@ def load_torch_model(path: str | Path, model: Any | None = None,
     return model, from_state_dict(state, model, input_shape, source=str(path)), tuple(input_shape)
 
 
-def save_torch_file(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int]) -> None:
+def save_torch_file(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int],
+                    metadata: Mapping[str, str] | None = None) -> None:
     """Write ``model`` for PyTorch, atomically, by suffix.
 
     ``.pt`` / ``.pth``: the state dict (``torch.save``); ``.pt2``: the
     ``torch.export`` program of ``to_torch(...)`` (batch axis dynamic);
     ``.safetensors``: the state dict with torch names. ``.pt2`` and
-    ``.safetensors`` also record the funcdl architecture and input shape.
+    ``.safetensors`` also record the funcdl architecture and input shape, and
+    ``metadata`` (str -> str, e.g. normalisation; ``read_metadata`` gives it back);
+    a state dict has no place for it (``keeps_metadata``).
     """
     torch = _torch()
     path = Path(path)
@@ -279,6 +283,8 @@ def save_torch_file(path: str | Path, model: Any, variables: Any, input_shape: S
     state = OrderedDict((k, v.detach().contiguous()) for k, v in module.state_dict().items())
     header = {f"{_META}.architecture": json.dumps(nn.to_config(model)),
               f"{_META}.input_shape": json.dumps(list(input_shape)), f"{_META}.keys": json.dumps(list(state))}
+    if metadata:
+        header[f"{_META}.metadata"] = json.dumps({str(k): str(v) for k, v in metadata.items()})
     with atomic_path(path) as tmp:
         if suffix in (".pt", ".pth"):
             torch.save(state, str(tmp))
@@ -291,6 +297,50 @@ def save_torch_file(path: str | Path, model: Any, variables: Any, input_shape: S
             buffer = io.BytesIO()
             torch.export.save(program, buffer, extra_files={"funcdl.json": json.dumps(header)})
             tmp.write_bytes(buffer.getvalue())
+
+
+def keeps_metadata(path: str | Path) -> bool:
+    """Whether a PyTorch file of this name keeps funcdl's metadata (``.pt2``, ``.safetensors``; not a state dict)."""
+    return Path(path).suffix.lower() in (".pt2", ".safetensors")
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata ``save_torch_file`` recorded in ``path`` (``{}`` for a state dict or a file funcdl did not write).
+
+    Only the JSON that holds it is read: the ``.safetensors`` header, or the ``.pt2``'s ``funcdl.json`` extra file.
+    """
+    path = Path(path)
+    if not keeps_metadata(path):
+        return {}
+    header = read_header(path)[0] if path.suffix.lower() == ".safetensors" else _pt2_funcdl_json(path)
+    text = header.get(f"{_META}.metadata")
+    if text is None:
+        return {}
+    try:
+        metadata = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        metadata = None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FileFormatError(f"{path}: its funcdl metadata is not a JSON object of strings")
+    return metadata
+
+
+def _pt2_funcdl_json(path):
+    """The ``funcdl.json`` extra file of a ``.pt2`` (``{}`` when absent), read alone: JSON only, size-checked."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [info for info in archive.infolist()
+                       if info.filename.endswith(("/extra/funcdl.json", "extra_files/funcdl.json"))]
+            if not members:
+                return {}
+            check_size(f"{path}: funcdl.json", members[0].file_size, min(max_bytes(), 1 << 20))
+            text = archive.read(members[0]).decode("utf-8")
+        header = json.loads(text)
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        header = None
+    if not isinstance(header, dict):
+        raise FileFormatError(f"{path}: its funcdl.json extra file is not a JSON object")
+    return header
 
 
 def _export(module, input_shape, dtype):
@@ -309,6 +359,11 @@ def _read(path):
     if not path.is_file():
         raise FileFormatError(f"{path} does not exist or is not a file")
     suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise FileFormatError(f"{path}: unknown PyTorch file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
+    reason = misnamed(path)
+    if reason:  # a safetensors file named .pt is not a pickle to refuse, a text file not a damaged model
+        raise FileFormatError(reason)
     if suffix in (".pt", ".pth"):
         return _read_pickled(path), {}
     if suffix == ".pt2":
@@ -316,7 +371,6 @@ def _read(path):
     if suffix == ".safetensors":
         _torch()
         return _read_safetensors(path)
-    raise FileFormatError(f"{path}: unknown PyTorch file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
 
 
 def _refused(path, what):
