@@ -5,10 +5,7 @@ Every command is ``run(args) -> exit code``; bad input prints one line
 """
 import argparse
 import os
-import re
 import sys
-
-import jax
 
 from funcdl.cli.registry import Command, commands
 from funcdl.errors import FuncdlError, NonFiniteError
@@ -52,28 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({err.filename})" if err.filename else ""
         print(f"error: {err.strerror or err}{where}; check the path and permissions", file=sys.stderr)
         return 2
-    except (MemoryError, jax.errors.JaxRuntimeError) as err:
-        if not out_of_memory(err):
-            raise
-        print(f"error: {out_of_memory_message(err, args)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-
-
-def out_of_memory(err: BaseException) -> bool:
-    """Whether ``err`` says that host or device memory ran out (XLA's RESOURCE_EXHAUSTED / "Out of memory")."""
-    return isinstance(err, MemoryError) or bool(re.search(r"RESOURCE_EXHAUSTED|out of memory", str(err), re.I))
-
-
-def out_of_memory_message(err: BaseException, args: argparse.Namespace) -> str:
-    """One line for an out-of-memory failure: how much was asked for and the batch size to lower."""
-    asked = re.search(r"allocating (\d+) bytes", str(err))
-    size = f" ({int(asked.group(1)) / 2**20:,.0f} MiB requested)" if asked else ""
-    batch = getattr(args, "batch_size", None)
-    advice = f" with --batch-size {batch}; lower --batch-size" if batch else "; use a smaller model or input"
-    return f"out of memory{size}{advice} (or free memory: other processes, ulimit -v)"
 
 
 def _one_line_errors(parser: argparse.ArgumentParser) -> None:
