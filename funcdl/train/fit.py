@@ -18,7 +18,15 @@ from funcdl.errors import ConfigError, DataError, NonFiniteError
 from funcdl.train import checkpoint, parallel
 from funcdl.train import precision as precision_lib
 from funcdl.train.callbacks import Callback
-from funcdl.train.checks import as_arrays, check_batch_size, check_data, check_epochs, check_model_fits, init_variables
+from funcdl.train.checks import (
+    as_arrays,
+    check_batch_size,
+    check_data,
+    check_epochs,
+    check_model_fits,
+    check_one_input,
+    init_variables,
+)
 from funcdl.train.epoch import TrainEpoch, epoch_key, make_eval, make_predict, split_seed
 from funcdl.train.history import History
 from funcdl.train.loop import check_callbacks, run_epochs
@@ -196,10 +204,14 @@ def evaluate(model: Any, variables: Any, data: Any, *, loss: str | Callable = "c
     return {"loss": result["loss"], "accuracy": result["accuracy"], "confusion_matrix": matrix}
 
 
-def predict(model: Any, variables: Any, x: Any, *, batch_size: int = 1024) -> np.ndarray:
-    """Model outputs (N, ...) for every example of ``x`` (inference mode), batched under one compiled call."""
+def predict(model: Any, variables: Any, x: Any, *, batch_size: int = 1024) -> Any:
+    """Model outputs (N, ...) for every example of ``x`` (inference mode), batched under one compiled call.
+
+    Numpy arrays: one, or a tuple / dict of them for a graph with several outputs.
+    """
     check_batch_size(batch_size)
+    check_one_input(model)
     x = np.asarray(x, np.float32) if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x)
     if x.ndim == 0 or len(x) == 0:
         raise DataError("predict needs at least one example")
-    return np.asarray(jax.jit(make_predict(model, min(batch_size, len(x))))(variables, jnp.asarray(x)))
+    return jax.tree.map(np.asarray, jax.jit(make_predict(model, min(batch_size, len(x))))(variables, jnp.asarray(x)))
