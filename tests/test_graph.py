@@ -311,6 +311,9 @@ def test_symbolic_building_errors():
         nn.Dropout(0.5)(x, train=True)
     with pytest.raises(ConfigError, match="Graph outputs must be what layers returned"):
         nn.Graph(inputs=x, outputs=[nn.Dense(2)(x), jnp.ones(3)])
+    for arithmetic in (lambda y: y + x, lambda y: 2 * y, lambda y: -y, np.asarray):
+        with pytest.raises(ConfigError, match=r"holds no values: call funcdl layers on it, e.g. nn.ReLU\(\)\(x\)"):
+            arithmetic(nn.Dense(3)(x))
 
 
 # -- shape inference and summary -----------------------------------------------------------------------------

@@ -93,6 +93,21 @@ class Symbol:
         return f"Symbol({type(self.call.layer).__name__}{suffix})"
 
 
+_NOT_AN_ARRAY = ("a symbolic tensor (a graph being built) holds no values: call funcdl layers on it, e.g. "
+                 "nn.ReLU()(x) rather than nn.relu(x), nn.Add()([a, b]) rather than a + b")
+
+
+def _refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
+    raise ConfigError(_NOT_AN_ARRAY)
+
+
+# numpy and operators on a symbolic tensor get one clear line instead of a TypeError from deep inside
+for _method in ("__array__", "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+                "__truediv__", "__rtruediv__", "__matmul__", "__rmatmul__", "__neg__", "__pow__"):
+    setattr(Input, _method, _refuse)
+    setattr(Symbol, _method, _refuse)
+
+
 def is_symbolic(value: Any) -> bool:
     """Whether ``value`` is an Input or a Symbol, or a non-empty list/tuple of them."""
     if isinstance(value, (list, tuple)):
