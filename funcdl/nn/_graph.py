@@ -36,7 +36,7 @@ from funcdl.errors import ConfigError, ShapeError
 from funcdl.nn._activations import activation_layer
 from funcdl.nn._base import Layer, takes_train
 from funcdl.nn._config import from_config, to_config
-from funcdl.nn._symbolic import Call, Input, Symbol
+from funcdl.nn._symbolic import Call, Input, Symbol, short
 
 # '/' joins pytree paths and ':' selects an output, so neither may appear in a name.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
@@ -48,7 +48,7 @@ MAX_FAN_IN = 10_000     # inputs of one node, of the graph, and outputs of the g
 def check_name(name: Any, what: str) -> str:
     """``name`` if it can name a graph input, node or output key, else ConfigError."""
     if not isinstance(name, str) or len(name) > MAX_NAME or not _NAME.fullmatch(name):
-        raise ConfigError(f"{what} name {_short(name)} is invalid: use letters, digits, '_', '.' and '-' "
+        raise ConfigError(f"{what} name {short(name)} is invalid: use letters, digits, '_', '.' and '-' "
                           f"(not starting with '.' or '-'), at most {MAX_NAME} characters")
     if name == "params" or name.startswith("__"):  # flax reads these as a variables collection / method
         raise ConfigError(f"{what} name {name!r} is reserved: pick another (not 'params', not starting with '__')")
@@ -59,7 +59,7 @@ def parse_ref(ref: str) -> tuple[str, int | str | None]:
     """``('conv1', None)`` from ``'conv1'``; ``('encoder', 0)`` from ``'encoder:0'``; ``('heads', 'aux')`` from
     ``'heads:aux'``."""
     if not isinstance(ref, str):
-        raise ConfigError(f"a node input must be a name, got {_short(ref)}")
+        raise ConfigError(f"a node input must be a name, got {short(ref)}")
     name, colon, selector = ref.partition(":")
     check_name(name, "referenced")
     if not colon:
@@ -93,7 +93,7 @@ class Node:
         inputs = (self.inputs,) if isinstance(self.inputs, str) else self.inputs
         if not isinstance(inputs, (tuple, list)) or not 1 <= len(inputs) <= MAX_FAN_IN:
             raise ConfigError(f"node {self.name!r} needs a list of 1 to {MAX_FAN_IN} input names, "
-                              f"got {_short(self.inputs)}")
+                              f"got {short(self.inputs)}")
         for ref in inputs:
             parse_ref(ref)
         object.__setattr__(self, "layer", layer)
@@ -107,10 +107,10 @@ class Node:
     def from_config(cls, config: Any) -> "Node":
         """The Node of ``to_config`` output, checked (it may come from a file)."""
         if not isinstance(config, dict) or set(config) != {"name", "layer", "inputs"}:
-            raise ConfigError(f"a graph node must be {{'name', 'layer', 'inputs'}}, got {_short(config)}")
+            raise ConfigError(f"a graph node must be {{'name', 'layer', 'inputs'}}, got {short(config)}")
         name = check_name(config["name"], "node")
         if not isinstance(config["inputs"], list):
-            raise ConfigError(f"node {name!r}: inputs must be a list of names, got {_short(config['inputs'])}")
+            raise ConfigError(f"node {name!r}: inputs must be a list of names, got {short(config['inputs'])}")
         try:
             layer = from_config(config["layer"])
         except ConfigError as err:
@@ -262,12 +262,7 @@ def _outputs_from_json(outputs: Any) -> Any:
     if isinstance(outputs, list):
         return tuple(outputs)
     raise ConfigError(f"a graph's outputs must be a name, a list of names or a dict of names, got "
-                      f"{_short(outputs)}")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+                      f"{short(outputs)}")
 
 
 # -- checking a graph: names, references, order, cycles, unused nodes -------------------------------------------
@@ -302,9 +297,9 @@ def checked(inputs: Any, nodes: Any, outputs: Any) -> tuple[tuple[Input, ...], t
 def _checked_inputs(inputs: Any) -> tuple[Input, ...]:
     specs = [inputs] if isinstance(inputs, Input) else inputs
     if not isinstance(specs, (tuple, list)) or not 1 <= len(specs) <= MAX_FAN_IN:
-        raise ConfigError(f"a graph needs 1 to {MAX_FAN_IN} inputs (funcdl.nn.Input), got {_short(inputs)}")
+        raise ConfigError(f"a graph needs 1 to {MAX_FAN_IN} inputs (funcdl.nn.Input), got {short(inputs)}")
     if not all(isinstance(spec, Input) for spec in specs):
-        raise ConfigError(f"a graph's inputs must be funcdl.nn.Input objects, got {_short(inputs)}")
+        raise ConfigError(f"a graph's inputs must be funcdl.nn.Input objects, got {short(inputs)}")
     taken = {spec.name for spec in specs if spec.name is not None}
     named = []
     for spec in specs:
@@ -324,7 +319,7 @@ def _checked_outputs(outputs: Any, names: set[str]) -> Any:
         outputs = tuple(outputs)
     if not isinstance(outputs, (str, tuple, FrozenDict)) or not 1 <= len(_refs(outputs)) <= MAX_FAN_IN:
         raise ConfigError(f"a graph needs 1 to {MAX_FAN_IN} outputs: a node name, a list or a dict of them; "
-                          f"got {_short(outputs)}")
+                          f"got {short(outputs)}")
     for ref in _refs(outputs):
         if parse_ref(ref)[0] not in names:
             raise ConfigError(f"output {ref!r} is no input or node of the graph")
@@ -399,7 +394,7 @@ def trace(inputs: Any, outputs: Any) -> tuple[tuple[Input, ...], tuple[Node, ...
     specs = (inputs,) if isinstance(inputs, Input) else tuple(inputs) if isinstance(inputs, (tuple, list)) else ()
     if not specs or not all(isinstance(spec, Input) for spec in specs):
         raise ConfigError(f"Graph(inputs=..., outputs=...) takes the Input objects the outputs were built from; "
-                          f"got inputs={_short(inputs)}")
+                          f"got inputs={short(inputs)}")
     specs = _checked_inputs(specs)
     ids = {id(original): spec for original, spec in zip((inputs,) if isinstance(inputs, Input) else inputs, specs)}
     calls = _calls(_symbols(outputs))
@@ -437,7 +432,7 @@ def _symbols(outputs: Any) -> list[Any]:
         list(outputs) if isinstance(outputs, (tuple, list)) else [outputs])
     for value in values:
         if not isinstance(value, (Input, Symbol)):
-            raise ConfigError(f"Graph outputs must be what layers returned (symbolic tensors), got {_short(value)}")
+            raise ConfigError(f"Graph outputs must be what layers returned (symbolic tensors), got {short(value)}")
     return values
 
 

@@ -59,7 +59,7 @@ class Input:
     def from_config(cls, config: Any) -> "Input":
         """The Input of ``to_config`` output, checked (it may come from a file)."""
         if not isinstance(config, dict) or not set(config) <= {"name", "shape", "dtype"}:
-            raise ConfigError(f"a graph input must be {{'name', 'shape', 'dtype'}}, got {_short(config)}")
+            raise ConfigError(f"a graph input must be {{'name', 'shape', 'dtype'}}, got {short(config)}")
         shape = config.get("shape")
         return cls(tuple(shape) if isinstance(shape, list) else shape, config.get("name"),
                    config.get("dtype", "float32"))
@@ -127,6 +127,7 @@ def symbolic_call(layer: Any, x: Any, args: tuple, kwargs: Mapping[str, Any]) ->
     return structure(lambda index: Symbol(call, index))
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
+    """``repr(value)``, cut to 80 characters, for error messages about values read from files."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
