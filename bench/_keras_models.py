@@ -2,7 +2,8 @@
 
 Used for the ResNet (``interop.keras.to_keras`` converts Sequential chains
 only) and as the fallback when ``to_keras`` fails. Keras layers are named
-after the funcdl module path they mirror, joined with ``__`` (``layers_3__conv1``).
+after the funcdl module path they mirror, joined with ``__`` (``layers_1``; the
+ResNet's graph nodes by their node names, ``stage2_block1_conv1``).
 Images are NHWC in both, so kernels copy as they are; the recurrent layers'
 single bias and GRU gate order are ``interop.layouts``'. A stride-2 3x3 conv
 is ZeroPadding2D(1) + a 'valid' conv (keras 'same' pads bottom/right only);
@@ -28,33 +29,35 @@ def _sequential_model(keras, name):
     return [L.Reshape((28, 28)), recurrent, L.Dense(10, name="layers_2")]
 
 
-def _conv_bn(keras, x, features, strides, name, conv="conv1", bn="bn1", kernel=3):
+def _conv_bn(keras, x, features, strides, conv, bn, kernel=3):
     L = keras.layers
     if kernel == 3 and strides != 1:
         x = L.ZeroPadding2D(1)(x)
     padding = "same" if kernel == 3 and strides == 1 else "valid"
-    x = L.Conv2D(features, kernel, strides, padding=padding, use_bias=False, name=f"{name}__{conv}")(x)
-    return L.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}__{bn}")(x)
+    x = L.Conv2D(features, kernel, strides, padding=padding, use_bias=False, name=conv)(x)
+    return L.BatchNormalization(momentum=0.9, epsilon=1e-5, name=bn)(x)
 
 
 def _residual(keras, x, features, strides, name):
+    """``fd.models.basic_block``'s nodes as keras layers of the same names."""
     L = keras.layers
-    y = L.ReLU()(_conv_bn(keras, x, features, strides, name))
-    y = _conv_bn(keras, y, features, 1, name, "conv2", "bn2")
+    y = L.ReLU(name=f"{name}_relu1")(_conv_bn(keras, x, features, strides, f"{name}_conv1", f"{name}_bn1"))
+    y = _conv_bn(keras, y, features, 1, f"{name}_conv2", f"{name}_bn2")
     shortcut = x
     if strides != 1 or x.shape[-1] != features:
-        shortcut = _conv_bn(keras, x, features, strides, name, "proj_conv", "proj_bn", kernel=1)
-    return L.ReLU()(L.Add()([y, shortcut]))
+        shortcut = _conv_bn(keras, x, features, strides, f"{name}_proj_conv", f"{name}_proj_bn", kernel=1)
+    return L.ReLU(name=f"{name}_out")(L.Add(name=f"{name}_add")([y, shortcut]))
 
 
-def _resnet(keras):
+def _resnet(keras, depth=8, width=16):
+    """Keras twin of ``fd.models.resnet(depth)`` on 32x32x3 images, layers named as the funcdl nodes."""
     L = keras.layers
-    inputs = keras.Input((32, 32, 3))
-    x = L.Conv2D(16, 3, padding="same", use_bias=False, name="layers_0")(inputs)
-    x = L.ReLU()(L.BatchNormalization(momentum=0.9, epsilon=1e-5, name="layers_1")(x))
-    for index, (features, strides) in zip((3, 4, 5), ((16, 1), (32, 2), (64, 2))):
-        x = _residual(keras, x, features, strides, f"layers_{index}")
-    outputs = L.Dense(10, name="layers_8")(L.GlobalAveragePooling2D()(x))
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = L.ReLU(name="stem_relu")(_conv_bn(keras, inputs, width, 1, "stem_conv", "stem_bn"))
+    for stage, features in enumerate((width, 2 * width, 4 * width), start=1):
+        for block in range(1, (depth - 2) // 6 + 1):
+            x = _residual(keras, x, features, 2 if stage > 1 and block == 1 else 1, f"stage{stage}_block{block}")
+    outputs = L.Dense(10, name="logits")(L.GlobalAveragePooling2D(name="pool")(x))
     return keras.Model(inputs, outputs, name="resnet")
 
 
@@ -82,7 +85,7 @@ def keras_weights(kind, tensors):
 
 
 def _by_module(variables):
-    """{'layers_3__conv1': {'params/kernel': array, ...}} from funcdl variables."""
+    """{'stage1_block1_conv1': {'params/kernel': array, ...}} from funcdl variables."""
     grouped = {}
     for path, array in flatten_variables(variables).items():
         collection, *owner, leaf = path.split("/")

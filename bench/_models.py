@@ -13,20 +13,18 @@ Models:
   cnn     conv32-conv64-pool-dense128 (``fd.models.cnn``), MNIST, batch 64.
   lstm    image rows as a 28-step sequence, LSTM(128) (``fd.models.lstm``), MNIST, batch 64.
   gru     the same with GRU(128) (``fd.models.gru``), MNIST, batch 64.
-  resnet  a ResNet-8 (16-32-64 channels, one residual block a stage) on
-          synthetic 32x32x3 images with random labels, batch 128.
+  resnet  the zoo's CIFAR ResNet-8 (``fd.models.resnet(depth=8)``: 16-32-64 channels, one
+          residual block a stage, a Graph) on synthetic 32x32x3 images with random labels, batch 128.
 """
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import flax.linen as linen
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import funcdl as fd
-from funcdl import nn
 from funcdl.io import flatten_variables, unflatten_variables
 from funcdl.train import epoch_key, epoch_plan, split_seed
 
@@ -34,41 +32,9 @@ SYNTHETIC_EXAMPLES = 10240  # a full "epoch" of the synthetic CIFAR-shaped set (
 PROBE_EXAMPLES = 8          # examples whose logits check that every framework got the same weights
 
 
-class ResidualBlock(nn.Layer):
-    """conv3x3-BN-relu-conv3x3-BN plus a skip (1x1 conv + BN when the shape changes), then relu.
-
-    Params: ``{'conv1': {'kernel'}, 'bn1': {'scale', 'bias'}, 'conv2': ..., 'bn2': ...,
-    ['proj_conv', 'proj_bn']}``; ``batch_stats`` holds ``bn1``, ``bn2`` (and ``proj_bn``).
-    Padding is explicit (1 on every side) so torch's ``padding=1`` matches exactly.
-
-    Args:
-      features: output channels.
-      strides: stride of the first conv and of the projection.
-    """
-    features: int
-    strides: int = 1
-
-    @linen.compact
-    def __call__(self, x, train=False):
-        pad = ((1, 1), (1, 1))
-        y = nn.Conv2D(self.features, 3, self.strides, padding=pad, use_bias=False, name="conv1")(x)
-        y = nn.relu(nn.BatchNorm(name="bn1")(y, train=train))
-        y = nn.Conv2D(self.features, 3, padding=pad, use_bias=False, name="conv2")(y)
-        y = nn.BatchNorm(name="bn2")(y, train=train)
-        shortcut = x
-        if self.strides != 1 or x.shape[-1] != self.features:
-            shortcut = nn.Conv2D(self.features, 1, self.strides, use_bias=False, name="proj_conv")(x)
-            shortcut = nn.BatchNorm(name="proj_bn")(shortcut, train=train)
-        return nn.relu(y + shortcut)
-
-
 def resnet(num_classes=10):
-    """ResNet-8 for 32x32x3 images: stem conv16, blocks 16 / 32 (stride 2) / 64 (stride 2), pool, dense."""
-    return nn.Sequential([
-        nn.Conv2D(16, 3, padding=((1, 1), (1, 1)), use_bias=False), nn.BatchNorm(), nn.relu,
-        ResidualBlock(16), ResidualBlock(32, 2), ResidualBlock(64, 2),
-        nn.AvgPool2D(8), nn.Flatten(), nn.Dense(num_classes),
-    ])
+    """ResNet-8 of the zoo (``fd.models.resnet(depth=8)``) for 32x32x3 images: 16 / 32 / 64 channels."""
+    return fd.models.resnet(depth=8, num_classes=num_classes, input_shape=(32, 32, 3))
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Used for the ResNet (``interop.pytorch.to_torch`` converts Sequential chains
 only) and as the fallback when ``to_torch`` fails. Each torch module is named
-after the funcdl pytree path it mirrors (``layers_3.conv1`` <-> funcdl
-``params['layers_3']['conv1']``); the layouts (kernel transposes, recurrent
+after the funcdl pytree path it mirrors (``layers_1`` <-> funcdl
+``params['layers_1']``; the ResNet's graph nodes ``stage2_block1_conv1`` <->
+``params['stage2_block1_conv1']``); the layouts (kernel transposes, recurrent
 names and gate order) are ``interop.layouts``', and every tensor's shape is
 checked before it is copied.
 
@@ -53,25 +54,46 @@ class LastGRU(nn.GRU):
         return super().forward(x)[0][:, -1]
 
 
-class ResidualBlock(nn.Module):
-    """Torch twin of ``bench._models.ResidualBlock`` (same submodule names)."""
+class ResNet(nn.Module):
+    """Torch twin of ``fd.models.resnet(depth)``: one submodule per funcdl graph node, under the node's name.
 
-    def __init__(self, in_channels, features, strides=1):
+    The forward pass follows the graph: stem conv-BN-relu; per block conv1-bn1-relu-conv2-bn2 plus the
+    shortcut (``proj_conv``-``proj_bn`` where the shape changes), relu; global average pooling; ``logits``.
+    """
+
+    def __init__(self, depth=8, num_classes=10, width=16, in_channels=3):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, features, 3, strides, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(features)
-        self.conv2 = nn.Conv2d(features, features, 3, 1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(features)
-        self.project = strides != 1 or in_channels != features
-        if self.project:
-            self.proj_conv = nn.Conv2d(in_channels, features, 1, strides, bias=False)
-            self.proj_bn = nn.BatchNorm2d(features)
+        self.add_module("stem_conv", nn.Conv2d(in_channels, width, 3, padding=1, bias=False))
+        self.add_module("stem_bn", nn.BatchNorm2d(width))
+        self.blocks = []  # (node name prefix, projects)
+        features = width
+        for stage, stage_features in enumerate((width, 2 * width, 4 * width), start=1):
+            for block in range(1, (depth - 2) // 6 + 1):
+                strides = 2 if stage > 1 and block == 1 else 1
+                self._block(f"stage{stage}_block{block}", features, stage_features, strides)
+                features = stage_features
+        self.add_module("logits", nn.Linear(features, num_classes))
+
+    def _block(self, name, in_features, features, strides):
+        self.add_module(f"{name}_conv1", nn.Conv2d(in_features, features, 3, strides, padding=1, bias=False))
+        self.add_module(f"{name}_bn1", nn.BatchNorm2d(features))
+        self.add_module(f"{name}_conv2", nn.Conv2d(features, features, 3, 1, padding=1, bias=False))
+        self.add_module(f"{name}_bn2", nn.BatchNorm2d(features))
+        project = strides != 1 or in_features != features
+        if project:
+            self.add_module(f"{name}_proj_conv", nn.Conv2d(in_features, features, 1, strides, bias=False))
+            self.add_module(f"{name}_proj_bn", nn.BatchNorm2d(features))
+        self.blocks.append((name, project))
 
     def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        shortcut = self.proj_bn(self.proj_conv(x)) if self.project else x
-        return torch.relu(y + shortcut)
+        x = torch.relu(self.stem_bn(self.stem_conv(x)))
+        for name, project in self.blocks:
+            node = self.get_submodule
+            y = torch.relu(node(f"{name}_bn1")(node(f"{name}_conv1")(x)))
+            y = node(f"{name}_bn2")(node(f"{name}_conv2")(y))
+            shortcut = node(f"{name}_proj_bn")(node(f"{name}_proj_conv")(x)) if project else x
+            x = torch.relu(y + shortcut)
+        return self.logits(x.mean((2, 3)))
 
 
 def _layers(*named):
@@ -95,10 +117,7 @@ def build(name):
         return _layers(("layers_0", Rows()), ("layers_1", cell(28, 128, batch_first=True)),
                        ("layers_2", nn.Linear(128, 10)))
     if name == "resnet":
-        return _layers(("layers_0", nn.Conv2d(3, 16, 3, padding=1, bias=False)), ("layers_1", nn.BatchNorm2d(16)),
-                       ("layers_2", nn.ReLU()), ("layers_3", ResidualBlock(16, 16)),
-                       ("layers_4", ResidualBlock(16, 32, 2)), ("layers_5", ResidualBlock(32, 64, 2)),
-                       ("layers_6", nn.AvgPool2d(8)), ("layers_7", nn.Flatten()), ("layers_8", nn.Linear(64, 10)))
+        return ResNet(depth=8)
     raise KeyError(f"no torch model {name!r}")
 
 

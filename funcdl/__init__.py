@@ -8,9 +8,10 @@
 from funcdl import data, errors, io, losses, models, nn, optim, train
 from funcdl.errors import FuncdlError
 from funcdl.io import load_model, save_model
+from funcdl.nn import summary
 from funcdl.train import History, callbacks, checkpoint, evaluate, fit, monitor, parallel, precision, predict, sweep
 
 __version__ = "0.1.0"
 __all__ = ["FuncdlError", "History", "callbacks", "checkpoint", "data", "errors", "evaluate", "fit", "io",
            "load_model", "losses", "models", "monitor", "nn", "optim", "parallel", "precision", "predict",
-           "save_model", "sweep", "train"]
+           "save_model", "summary", "sweep", "train"]

@@ -81,6 +81,13 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
 
 
+def _shape_text(input_shape: Any) -> str:
+    """One input's shape as a tuple, several (a graph's) as a tuple or dict of tuples."""
+    if isinstance(input_shape, dict):
+        return str({name: tuple(shape) for name, shape in input_shape.items()})
+    return str(tuple(input_shape))
+
+
 def run_convert(args: argparse.Namespace) -> int:
     """Read SOURCE, write DESTINATION; prints one line saying what was written and what metadata it kept."""
     # fail before reading when the output cannot be written or would replace something of the user's
@@ -89,8 +96,9 @@ def run_convert(args: argparse.Namespace) -> int:
     metadata = formats.metadata(args.source)
     kind, kept = formats.save(args.destination, model, variables, input_shape, metadata, source=args.source,
                               force=args.force)
-    print(f"wrote {args.destination} ({kind}): {len(getattr(model, 'layers', [model]))} layers, "
-          f"{nn.count_params(variables.get('params', {})):,} parameters, input shape {tuple(input_shape)}"
+    layers = getattr(model, "layers", None) or getattr(model, "nodes", None) or [model]  # a Graph's are its nodes
+    print(f"wrote {args.destination} ({kind}): {len(layers)} layers, "
+          f"{nn.count_params(variables.get('params', {})):,} parameters, input shape {_shape_text(input_shape)}"
           f"{_metadata_note(metadata, kept, args.destination)}")
     return 0
 
@@ -114,23 +122,31 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    """Print the file's layers, output shapes and parameter counts."""
+    """Print the file's layers, output shapes and parameter counts (``funcdl.nn.summary``'s table)."""
     model, variables, input_shape = _load(args, args.file)
-    rows: list[dict[str, Any]] = nn.summary(model, input_shape) if input_shape else [
+    table = nn.summary(model, input_shape, print_fn=None, variables=variables) if input_shape else None
+    rows: list[dict[str, Any]] = table.rows if table else [
         {"name": "-", "type": type(model).__name__, "output_shape": None, "params": nn.count_params(variables)}]
     total = nn.count_params(variables.get("params", {}))
     if args.json:
         print(json.dumps({"file": str(args.file), "format": formats.find(args.file).name,
-                          "input_shape": list(input_shape or []), "params": total,
-                          "layers": [{**r, "output_shape": list(r["output_shape"] or [])} for r in rows]}))
+                          "input_shape": _jsonable(input_shape or []), "params": total,
+                          "layers": [{**r, "output_shape": _jsonable(r["output_shape"] or [])} for r in rows]}))
         return 0
-    print(f"{args.file}: {formats.find(args.file).name} model, input shape {tuple(input_shape or ())}")
-    print(f"{'layer':<12}{'type':<14}{'output shape':<20}{'params':>12}")
-    for row in rows:
-        shape = str(tuple(row["output_shape"])) if row["output_shape"] is not None else "-"
-        print(f"{row['name']:<12}{row['type']:<14}{shape:<20}{row['params']:>12,}")
-    print(f"{'total':<46}{total:>12,}")
+    print(f"{args.file}: {formats.find(args.file).name} model, input shape {nn.describe_shape(input_shape or ())}")
+    if table is None:
+        print(f"{type(model).__name__}: {total:,} parameters (no input shape recorded: give --input-shape "
+              "for the layer table)")
+    else:
+        print(table.text)
     return 0
+
+
+def _jsonable(shape: Any) -> Any:
+    """A shape (or a tuple / dict of shapes) as JSON lists."""
+    if isinstance(shape, dict):
+        return {key: _jsonable(value) for key, value in shape.items()}
+    return [_jsonable(value) if isinstance(value, (tuple, list, dict)) else value for value in shape]
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:

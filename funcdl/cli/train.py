@@ -99,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     optimizer = optim.get(args.optimizer, args.lr, flavor=args.flavor)
     datasets = options.load_data(args, seed=args.seed)
     model = models.get(args.model, datasets.num_classes)
+    if not args.quiet:
+        nn.summary(model, datasets.input_shape)  # also fails early, in one line, when the data does not fit
     validation = datasets.validation or datasets.test
     watchers = _monitors(args, datasets)
     cbs = list(watchers)

@@ -1,9 +1,11 @@
 """funcdl's model file: architecture + variables in one safetensors file, written atomically.
 
 Tensors are stored under their pytree path joined by '/', e.g.
-``params/layers_1/kernel``; the metadata holds ``funcdl.architecture`` (the
-JSON of ``nn.to_config``), ``funcdl.input_shape`` and ``funcdl.format``.
-No pickle is involved, so loading a file never runs code.
+``params/layers_1/kernel`` (a Sequential) or ``params/stage1_block1_conv1/kernel``
+(a Graph's node); the metadata holds ``funcdl.architecture`` (the JSON of
+``nn.to_config``), ``funcdl.input_shape`` (one example's shape as a JSON list;
+for a graph with several inputs a list of them, or an object by input name)
+and ``funcdl.format``. No pickle is involved, so loading a file never runs code.
 """
 import json
 from collections.abc import Mapping, Sequence
@@ -44,21 +46,30 @@ def save_model(path: str | Path, model: Any, variables: Any, input_shape: Sequen
       path: output file (conventionally ``*.funcdl`` or ``*.safetensors``).
       model: a funcdl layer (usually Sequential); must be serialisable.
       variables: the model's variables dict (``{'params': ..., 'batch_stats': ...}``).
-      input_shape: one example's shape without the batch axis, recorded for inspect/convert.
+      input_shape: one example's shape without the batch axis, recorded for inspect/convert (a tuple or
+        dict of shapes for a graph with several inputs).
       metadata: extra str -> str entries (``read_metadata`` gives them back).
     Raises:
       ShapeError: ``variables`` are not ``model``'s (checked when ``input_shape`` is given, before writing).
     """
     if input_shape is not None:
-        input_shape = check_input_shape(input_shape, "input_shape", ShapeError)
+        input_shape = check_input_shapes(input_shape, "input_shape", ShapeError)
         nn.check_variables(model, variables, input_shape, "save_model: variables")
     header = {"funcdl.format": FORMAT, "funcdl.architecture": json.dumps(nn.to_config(model))}
     if input_shape is not None:
-        header["funcdl.input_shape"] = json.dumps(list(input_shape))
+        header["funcdl.input_shape"] = json.dumps(_shape_to_json(input_shape))
     header.update({str(k): str(v) for k, v in (metadata or {}).items()})
     payload = save(flatten_variables(variables), metadata=header)
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)  # Python's write, so a full disk is an OSError atomic_path reports
+
+
+def _shape_to_json(shape: Any) -> Any:
+    if isinstance(shape, Mapping):
+        return {str(key): _shape_to_json(value) for key, value in shape.items()}
+    if all(isinstance(d, (int, np.integer)) for d in shape):
+        return [int(d) for d in shape]
+    return [_shape_to_json(value) for value in shape]
 
 
 def read_header(path: str | Path) -> tuple[dict[str, str], list[str]]:
@@ -101,11 +112,23 @@ def check_input_shape(shape: Any, what: str, error: type[Exception] = FileFormat
     return tuple(int(d) for d in shape)
 
 
-def load_model(path: str | Path) -> tuple[Any, dict[str, Any], tuple[int, ...] | None]:
+def check_input_shapes(shape: Any, what: str, error: type[Exception] = FileFormatError) -> Any:
+    """:func:`check_input_shape` of one shape or, for a graph with several inputs, of each in a tuple or dict."""
+    if isinstance(shape, Mapping) and shape:
+        return {str(key): check_input_shape(value, f"{what}[{key!r}]", error) for key, value in shape.items()}
+    nested = isinstance(shape, Sequence) and not isinstance(shape, (str, bytes)) and len(shape) > 0 and all(
+        isinstance(item, Sequence) and not isinstance(item, (str, bytes)) for item in shape)
+    if nested:
+        return tuple(check_input_shape(item, f"{what}[{index}]", error) for index, item in enumerate(shape))
+    return check_input_shape(shape, what, error)
+
+
+def load_model(path: str | Path) -> tuple[Any, dict[str, Any], Any]:
     """Read a funcdl model file.
 
     Returns:
-      ``(model, variables, input_shape)``; ``input_shape`` is None when not recorded.
+      ``(model, variables, input_shape)``; ``input_shape`` is a tuple (a tuple or dict of them for a graph with
+      several inputs), None when not recorded.
     Raises:
       FileFormatError: the file is not a funcdl model file (another framework's is named, with how to convert
         it), or its architecture, input shape or tensors are invalid.
@@ -117,18 +140,18 @@ def load_model(path: str | Path) -> tuple[Any, dict[str, Any], tuple[int, ...] |
                               "convert it with --arch or load it with interop")
     try:
         model = nn.from_config(json.loads(metadata["funcdl.architecture"]))
-        input_shape = json.loads(metadata["funcdl.input_shape"]) if "funcdl.input_shape" in metadata else None
+        recorded = json.loads(metadata["funcdl.input_shape"]) if "funcdl.input_shape" in metadata else None
+    except RecursionError:
+        raise FileFormatError(f"{path} has an invalid architecture: JSON nested too deeply") from None
     except (json.JSONDecodeError, ConfigError, TypeError) as err:
         raise FileFormatError(f"{path} has an invalid architecture: {err}") from None
-    except RecursionError:
-        raise FileFormatError(f"{path} has an invalid architecture: it is nested too deeply") from None
+    input_shape = None if recorded is None else check_input_shapes(recorded, f"{path}: its recorded input shape")
     try:
         flat = load_file(str(path))
     except Exception as err:
         raise FileFormatError(f"{path} is not a valid safetensors file: {str(err).splitlines()[0]}") from None
     variables = unflatten_variables(flat)
     if input_shape is not None:
-        input_shape = check_input_shape(input_shape, f"{path}: its recorded input shape")
         nn.check_variables(model, variables, input_shape, str(path), error=FileFormatError)
     nn.check_dtypes(variables, str(path), error=FileFormatError)
     return model, variables, input_shape

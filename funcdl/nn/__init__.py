@@ -37,7 +37,15 @@ from funcdl.nn._base import REGISTRY, Layer, takes_train
 from funcdl.nn._config import from_config, to_config
 from funcdl.nn._conv import Conv2D, conv_as_matmul, conv_implementation, explicit_padding, padding_spec, pair
 from funcdl.nn._dense import Dense, Embedding
+from funcdl.nn._global_pool import (
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
+    GlobalMaxPooling1D,
+    GlobalMaxPooling2D,
+)
+from funcdl.nn._graph import Graph, Node, as_graph, parse_ref
 from funcdl.nn._init import NAMES as initializers
+from funcdl.nn._merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from funcdl.nn._norm import BatchNorm, LayerNorm
 from funcdl.nn._pool import AvgPool2D, MaxPool2D
 from funcdl.nn._recurrent import GRU, LSTM, SimpleRNN
@@ -47,18 +55,26 @@ from funcdl.nn._shape_inference import (
     check_dtypes,
     check_variables,
     count_params,
+    describe_shape,
     init_shapes,
     input_dtype,
+    input_specs,
     layer_shapes,
+    node_shapes,
     output_shape,
+    sample_input,
     shape_errors,
-    summary,
     variable_shapes,
 )
+from funcdl.nn._summary import Summary, summary
+from funcdl.nn._symbolic import Input, Symbol
 
 __all__ = [
     "ACTIVATIONS", "Activation", "ActivationLayer", "activation", "activation_layer", "activation_of", "option_names",
     "TABLE",
+    "Add", "as_graph", "Average", "Concatenate", "describe_shape", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Graph", "Input", "Maximum", "Minimum", "Multiply", "Node",
+    "input_specs", "node_shapes", "parse_ref", "sample_input", "Subtract", "Summary", "Symbol",
     "AvgPool2D", "BatchNorm", "check_dtypes", "check_variables", "Conv2D", "conv_as_matmul", "conv_implementation",
     "count_params", "Dense", "Dropout", "Embedding", "explicit_padding", "Flatten", "from_config", "GELU", "gelu",
     "gelu_tanh", "get_activation", "GRU", "ImageRows", "init_shapes", "initializers", "input_dtype", "Layer",

@@ -5,12 +5,14 @@ fields of JSON-able values. Every subclass of :class:`Layer` registers itself
 by class name, so an architecture round-trips through ``to_config`` /
 ``from_config`` (``funcdl.nn._config``) and a model file can carry it.
 """
+import functools
 import inspect
 from typing import Any
 
 import flax.linen as linen
 
 from funcdl.errors import ConfigError, ShapeError
+from funcdl.nn._symbolic import is_symbolic, symbolic_call
 
 REGISTRY: dict[str, type["Layer"]] = {}
 _BUILTIN: set[str] = set()
@@ -22,16 +24,30 @@ class Layer(linen.Module):
     A subclass is registered under its class name so that ``to_config`` /
     ``from_config`` and model files can name it. Layers that behave differently
     in training (dropout, batch norm) take a ``train`` keyword in ``__call__``.
+    Called on a symbolic tensor (``funcdl.nn.Input`` or a layer's output while a
+    graph is built) a layer records the call instead of computing.
     """
 
     def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
+        super().__init_subclass__(**kwargs)  # flax makes the class a dataclass and wraps its methods
         name = cls.__name__
         if name in _BUILTIN and cls.__module__ != REGISTRY[name].__module__:
             raise ConfigError(f"layer name {name!r} is taken by a built-in funcdl layer; rename your class")
         REGISTRY[name] = cls
         if cls.__module__.startswith("funcdl."):
             _BUILTIN.add(name)
+        if "__call__" in cls.__dict__:
+            cls.__call__ = _symbolic_or_computed(cls.__dict__["__call__"])
+
+
+def _symbolic_or_computed(call):
+    """``call`` (flax's wrapped ``__call__``), except that a call on symbolic tensors is recorded for a graph."""
+    @functools.wraps(call)
+    def dispatch(self, *args, **kwargs):
+        if args and is_symbolic(args[0]):
+            return symbolic_call(self, args[0], args[1:], kwargs)
+        return call(self, *args, **kwargs)
+    return dispatch
 
 
 def takes_train(layer: Any) -> bool:

@@ -1,5 +1,12 @@
-"""Architectures as JSON-able data: ``to_config`` / ``from_config`` through the layer registry."""
+"""Architectures as JSON-able data: ``to_config`` / ``from_config`` through the layer registry.
+
+``from_config`` reads configs from files written by anyone, so it imports
+nothing, builds only registered layers, and bounds how deeply layers may nest
+(``MAX_DEPTH``); a graph checks its own nodes (``funcdl.nn._graph``).
+"""
+import contextvars
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as linen
@@ -9,11 +16,17 @@ from funcdl.nn._activations import activation_layer
 from funcdl.nn._base import REGISTRY, Layer
 
 _SKIP_FIELDS = ("parent", "name")
+MAX_DEPTH = 32  # layers inside layers (a Sequential in a Graph in a Graph ...): far beyond any real model
+_DEPTH = contextvars.ContextVar("funcdl_config_depth", default=0)
 
 
 def _encode(value):
     if isinstance(value, linen.Module):
         return to_config(value)
+    if hasattr(value, "to_config"):  # a graph's Input and Node
+        return value.to_config()
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_encode(v) for v in value]
     if callable(value):
@@ -42,19 +55,39 @@ def _decode(value):
 
 
 def from_config(config: dict[str, Any]) -> Layer:
-    """Rebuild a layer (and its sub-layers) from ``to_config`` output."""
+    """Rebuild a layer (and its sub-layers) from ``to_config`` output.
+
+    Raises:
+      ConfigError: one line naming what is wrong (unknown layer or setting, a graph's bad node, nesting
+        deeper than ``MAX_DEPTH``).
+    """
     if not isinstance(config, dict) or "type" not in config:
         raise ConfigError(f"an architecture must be a dict with a 'type' key, got {type(config).__name__}")
+    depth = _DEPTH.get()
+    if depth >= MAX_DEPTH:
+        raise ConfigError(f"the architecture nests layers more than {MAX_DEPTH} deep; funcdl refuses it")
+    token = _DEPTH.set(depth + 1)
+    try:
+        return _build(config)
+    except RecursionError:  # lists nested thousands deep inside a setting
+        raise ConfigError("the architecture is nested too deeply to read") from None
+    finally:
+        _DEPTH.reset(token)
+
+
+def _build(config: dict[str, Any]) -> Layer:
     kind = config["type"]
-    if kind not in REGISTRY:
+    if not isinstance(kind, str) or kind not in REGISTRY:
         raise ConfigError(choices_message("layer", kind, REGISTRY))
     cls = REGISTRY[kind]
     names = {f.name for f in dataclasses.fields(cls)} - set(_SKIP_FIELDS)
-    kwargs = {k: _decode(v) for k, v in config.items() if k != "type"}
-    unknown = set(kwargs) - names
+    unknown = set(config) - names - {"type"}
     if unknown:
         raise ConfigError(f"layer {kind} has no setting {sorted(unknown)[0]!r}; it takes: {', '.join(sorted(names))}")
+    fields = {k: v for k, v in config.items() if k != "type"}
+    custom = getattr(cls, "from_config_fields", None)  # a Graph reads its nodes itself
+    kwargs = fields if custom is not None else {k: _decode(v) for k, v in fields.items()}
     try:
-        return cls(**kwargs)
+        return custom(kwargs) if custom is not None else cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"cannot build layer {kind} from {kwargs}: {err}") from None

@@ -73,8 +73,18 @@ def check_epochs(epochs: int) -> None:
         raise ConfigError(f"epochs must be an integer >= 0, got {epochs!r}")
 
 
+def check_one_input(model: Any) -> None:
+    """ConfigError for a graph with several inputs, which ``fit``, ``evaluate`` and ``predict`` cannot feed."""
+    specs = nn.input_specs(getattr(model, "model", model))  # a precision policy wraps the model as .model
+    if specs is not None and len(specs) > 1:
+        raise ConfigError(f"fit, evaluate and predict feed models with one input; this graph takes "
+                          f"{len(specs)} ({', '.join(spec.name or '?' for spec in specs)}): train it with "
+                          "funcdl.train.make_train_step and a loss of your own")
+
+
 def init_variables(model: Any, key: jax.Array, x: np.ndarray) -> Any:
     """``model.init`` on the first example of ``x``; ShapeError when the input does not fit the model."""
+    check_one_input(model)
     with nn.shape_errors(x.shape[1:]):
         return model.init(key, jnp.asarray(x[:1]))
 
@@ -90,9 +100,14 @@ def check_model_fits(model: Any, variables: Any, x: np.ndarray, y: np.ndarray, l
     Returns:
       the ShapeDtypeStruct of the model's output for one example (batch axis 1).
     """
+    check_one_input(model)
     sample = jax.ShapeDtypeStruct((1,) + x.shape[1:], jnp.asarray(x[:1]).dtype)
     with nn.shape_errors(x.shape[1:]):
         out = jax.eval_shape(lambda v, s: model.apply(v, s), variables, sample)
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise ConfigError(f"fit and evaluate score models with one output; this one returns "
+                          f"{nn.describe_shape(jax.tree.map(lambda a: tuple(a.shape[1:]), out))} per example: train it "
+                          "with funcdl.train.make_train_step and a loss of your own")
     if label_kind == "integer":
         if out.ndim != 2:
             raise ShapeError(f"the model outputs shape {out.shape[1:]} per example; class labels need "

@@ -167,9 +167,12 @@ def make_eval(model: Any, loss_fn: Callable, batch_size: int) -> Callable:
 
 
 def make_predict(model: Any, batch_size: int) -> Callable:
-    """``predict(variables, x) -> outputs (N, ...)`` in inference mode, batched under one ``lax.map``."""
+    """``predict(variables, x) -> outputs (N, ...)`` in inference mode, batched under one ``lax.map``.
+
+    A model with several outputs gives them as its tuple or dict of (N, ...) arrays.
+    """
     def predict(variables, x):
         indices, _ = epoch_indices(None, x.shape[0], batch_size, shuffle=False)
         outputs = jax.lax.map(lambda index: model.apply(variables, x[index]), indices)
-        return outputs.reshape((-1,) + outputs.shape[2:])[:x.shape[0]]
+        return jax.tree.map(lambda out: out.reshape((-1,) + out.shape[2:])[:x.shape[0]], outputs)
     return predict

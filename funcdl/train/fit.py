@@ -24,6 +24,7 @@ from funcdl.train.checks import (
     check_data,
     check_epochs,
     check_model_fits,
+    check_one_input,
     init_variables,
     out_of_memory,
 )
@@ -209,10 +210,14 @@ def evaluate(model: Any, variables: Any, data: Any, *, loss: str | Callable = "c
     return {"loss": result["loss"], "accuracy": result["accuracy"], "confusion_matrix": matrix}
 
 
-def predict(model: Any, variables: Any, x: Any, *, batch_size: int = 1024) -> np.ndarray:
-    """Model outputs (N, ...) for every example of ``x`` (inference mode), batched under one compiled call."""
+def predict(model: Any, variables: Any, x: Any, *, batch_size: int = 1024) -> Any:
+    """Model outputs (N, ...) for every example of ``x`` (inference mode), batched under one compiled call.
+
+    Numpy arrays: one, or a tuple / dict of them for a graph with several outputs.
+    """
     check_batch_size(batch_size)
+    check_one_input(model)
     x = np.asarray(x, np.float32) if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x)
     if x.ndim == 0 or len(x) == 0:
         raise DataError("predict needs at least one example")
-    return np.asarray(jax.jit(make_predict(model, min(batch_size, len(x))))(variables, jnp.asarray(x)))
+    return jax.tree.map(np.asarray, jax.jit(make_predict(model, min(batch_size, len(x))))(variables, jnp.asarray(x)))

@@ -54,8 +54,11 @@ def masked_mean(per_example: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def count_correct(outputs: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
-    """Correct classifications among masked examples (argmax of (B, C) outputs vs integer or one-hot targets)."""
-    if outputs.ndim != 2 or outputs.shape[-1] < 2:
+    """Correct classifications among masked examples (argmax of (B, C) outputs vs integer or one-hot targets).
+
+    0 for outputs that are no class scores: other shapes, or several outputs (a tuple or dict).
+    """
+    if not hasattr(outputs, "ndim") or outputs.ndim != 2 or outputs.shape[-1] < 2:
         return jnp.zeros((), jnp.float32)
     labels = targets if targets.ndim == 1 else jnp.argmax(targets, -1)
     return jnp.sum((jnp.argmax(outputs, -1) == labels) * mask)

@@ -190,7 +190,9 @@ def from_keras(keras_model: Any) -> tuple[nn.Sequential, dict[str, Any]]:
 def _keras_layers(keras, model, variables, input_shape, strict):
     """[(index, funcdl layer, [keras layers])]; ConversionError for anything keras cannot express exactly."""
     if not isinstance(model, nn.Sequential):
-        raise ConversionError(f"to_keras converts a funcdl.nn.Sequential, got {type(model).__name__}")
+        raise ConversionError(f"to_keras converts a funcdl.nn.Sequential (a chain of layers), got a "
+                              f"{type(model).__name__}: graph models cannot be written as Keras files yet; save "
+                              "it as .funcdl or as a SavedModel folder")
     shapes = nn.layer_shapes(model, input_shape, variables=variables)[:-1]
     plan = []
     for index, (layer, shape) in enumerate(zip(model.layers, shapes)):

@@ -315,7 +315,9 @@ _WITH_WEIGHTS = {nn.Dense: _dense, nn.Conv2D: _conv, nn.MaxPool2D: _pool, nn.Avg
 def plan(model, input_shape, dtype):
     """(torch modules, entries) of ``model`` on inputs of ``input_shape`` (funcdl layout, no batch axis)."""
     if not isinstance(model, nn.Sequential):
-        raise ConversionError(f"to_torch converts a funcdl Sequential, got {type(model).__name__}")
+        raise ConversionError(f"to_torch converts a funcdl Sequential (a chain of layers), got a "
+                              f"{type(model).__name__}: graph models cannot be written as PyTorch files yet; save "
+                              "it as .funcdl or as a SavedModel folder")
     layers = list(model.layers)
     shapes = nn.layer_shapes(model, input_shape, dtype)
     p = Planner(image_input=len(input_shape) == 3)
