@@ -22,6 +22,7 @@ from funcdl.train.checks import as_arrays, check_batch_size, check_data, check_e
 from funcdl.train.epoch import TrainEpoch, epoch_key, make_eval, make_predict, split_seed
 from funcdl.train.history import History
 from funcdl.train.loop import check_callbacks, run_epochs
+from funcdl.train.objective import resolve as resolve_loss
 from funcdl.train.program import EpochBuilder, build_epoch, choose_loop, eager_context
 from funcdl.train.step import StepMetrics, TrainState
 
@@ -39,7 +40,8 @@ def fit(model: Any, x: Any, y: Any = None, *, batch_size: int = 32, epochs: int 
       x, y: training inputs (N, ...) and targets (N, ...), numpy arrays; or ``x`` alone as an
         ``(x, y)`` pair or a ``funcdl.data.ArrayDataset``. Images NHWC.
       batch_size, epochs: as in Keras; the last partial batch is padded and masked.
-      loss: a loss name from ``funcdl.losses`` or a function ``(outputs, targets) -> (B,)``.
+      loss: a loss name from ``funcdl.losses`` or a function ``(outputs, targets) -> (B,)``. A named loss is
+        matched to the model's last layer (``from_logits`` from it; see ``funcdl.train.objective``).
       optimizer: an optax GradientTransformation (e.g. ``fd.optim.adam(1e-3)``) or a name.
       verbose: show a progress bar.
       callbacks: ``fd.callbacks.Callback`` objects (``EarlyStopping``, ``ModelCheckpoint``, monitors).
@@ -66,7 +68,8 @@ def fit(model: Any, x: Any, y: Any = None, *, batch_size: int = 32, epochs: int 
     Raises:
       FuncdlError subclasses for bad input; NonFiniteError (holding the last good variables).
     """
-    loss_fn, label_kind = losses_lib.get(loss), losses_lib.label_kind(loss)
+    objective = resolve_loss(loss, model)
+    loss_fn, label_kind = objective.loss_fn, objective.label_kind
     optimizer = optim_lib.get(optimizer, 1e-3) if isinstance(optimizer, str) else optimizer
     model = precision_lib.apply_policy(model, precision)
     x, y = check_data(*as_arrays(x, y), label_kind)
@@ -79,6 +82,7 @@ def fit(model: Any, x: Any, y: Any = None, *, batch_size: int = 32, epochs: int 
     state, history = TrainState.create(variables, optimizer), History(seed=seed)
     if resume is not None:
         state, history = checkpoint.restore(resume, state, seed)
+    history.loss = objective.description
     validate = None if validation_data is None else _evaluator(
         model, loss_fn, label_kind, validation_data, eval_batch_size, eager, state.variables, "validation data")
     mesh = _data_mesh(batch_size, eager) if data_parallel else None
@@ -182,18 +186,30 @@ def evaluate(model: Any, variables: Any, data: Any, *, loss: str | Callable = "c
       ``{'loss': float, 'accuracy': float, 'confusion_matrix': (K, K) int array or None}``;
       rows are true classes, columns predicted classes.
     """
-    loss_fn, label_kind = losses_lib.get(loss), losses_lib.label_kind(loss)
+    objective = resolve_loss(loss, model)
+    loss_fn, label_kind = objective.loss_fn, objective.label_kind
     x, y = check_data(*as_arrays(data, what="evaluation data"), label_kind, "evaluation data")
     check_model_fits(model, variables, x, y, label_kind)
     result = _evaluator(model, loss_fn, label_kind, (x, y), batch_size, eager, variables,
                         "evaluation data")(variables)
-    matrix = None
-    if label_kind in ("integer", "one_hot"):
-        labels = result["labels"] if label_kind == "integer" else np.argmax(result["labels"], -1)
-        classes = int(max(labels.max(), result["predicted"].max())) + 1
-        matrix = np.bincount(labels * classes + result["predicted"], minlength=classes * classes)
-        matrix = matrix.reshape(classes, classes)
-    return {"loss": result["loss"], "accuracy": result["accuracy"], "confusion_matrix": matrix}
+    binary = losses_lib.binary_threshold(loss_fn) is not None and y.shape[1:] == (1,)
+    return {"loss": result["loss"], "accuracy": result["accuracy"],
+            "confusion_matrix": _confusion_matrix(result, label_kind, binary)}
+
+
+def _confusion_matrix(result, label_kind, binary):
+    """(K, K) counts, rows true classes, columns predicted; None for targets that are not classes."""
+    if label_kind == "integer":
+        labels = result["labels"]
+    elif label_kind == "one_hot":
+        labels = np.argmax(result["labels"], -1)
+    elif binary:  # one binary output (B, 1): classes 0 and 1
+        labels = (result["labels"][:, 0] > 0.5).astype(np.int32)
+    else:
+        return None
+    classes = int(max(labels.max(), result["predicted"].max())) + 1
+    matrix = np.bincount(labels * classes + result["predicted"], minlength=classes * classes)
+    return matrix.reshape(classes, classes)
 
 
 def predict(model: Any, variables: Any, x: Any, *, batch_size: int = 1024) -> np.ndarray:

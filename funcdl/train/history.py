@@ -25,6 +25,7 @@ class History:
       epochs_done: epochs trained so far (including those of a resumed run).
       seed: the run's seed.
       loop: ``'scan'`` (each epoch one XLA program) or ``'steps'`` (one compiled call per step).
+      loss: the loss trained on and how it was matched to the model (``funcdl.train.objective``).
       state: the final TrainState.
     """
     history: dict[str, list] = field(default_factory=dict)
@@ -36,6 +37,7 @@ class History:
     epochs_done: int = 0
     seed: int = 0
     loop: str = "scan"
+    loss: str = ""
     state: TrainState | None = None
 
     def log(self, logs: dict[str, Any]) -> None:

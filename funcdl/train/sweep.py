@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcdl import losses as losses_lib
 from funcdl import nn
 from funcdl import optim as optim_lib
 from funcdl.errors import ConfigError, DataError
@@ -37,6 +36,7 @@ from funcdl.train.checks import as_arrays, check_batch_size, check_data, check_e
 from funcdl.train.epoch import epoch_key, make_eval, make_train_epoch, split_seed
 from funcdl.train.history import History
 from funcdl.train.loop import run_epochs
+from funcdl.train.objective import resolve as resolve_loss
 from funcdl.train.step import TrainState, make_train_step
 
 
@@ -215,7 +215,8 @@ def sweep(model: Any, x: Any, y: Any = None, *, lrs: Sequence[float], seeds: Seq
     """
     lr_grid, seed_grid = grid(lrs, seeds)
     make_optimizer = _optimizer_factory(optimizer, flavor)
-    loss_fn, label_kind = losses_lib.get(loss), losses_lib.label_kind(loss)
+    objective = resolve_loss(loss, model)
+    loss_fn, label_kind = objective.loss_fn, objective.label_kind
     x, y = check_data(*as_arrays(x, y), label_kind)
     check_batch_size(batch_size, len(x))
     check_epochs(epochs)
