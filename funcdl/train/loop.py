@@ -58,8 +58,33 @@ def check_callbacks(callbacks: Any) -> tuple[Callback, ...]:
     callbacks = tuple(callbacks or ())
     for callback in callbacks:
         if not isinstance(callback, Callback):
-            raise ConfigError(f"callbacks must be fd.callbacks.Callback instances, got {type(callback).__name__}")
+            raise ConfigError(_not_a_callback(callback))
     return callbacks
+
+
+# what a Keras user reaches for, and funcdl's way of doing it
+KERAS_CALLBACKS = {
+    "EarlyStopping": "fd.callbacks.EarlyStopping (the same arguments and defaults)",
+    "ModelCheckpoint": "fd.callbacks.ModelCheckpoint (the same arguments; it writes a resumable checkpoint folder)",
+    "BackupAndRestore": "fd.callbacks.ModelCheckpoint(dir) and fit(resume=dir)",
+    "TensorBoard": "fd.monitor.TensorBoard(logdir)",
+    "ReduceLROnPlateau": "optax.contrib.reduce_on_plateau chained after the optimizer",
+    "LearningRateScheduler": "an optax schedule as the optimizer's learning rate (e.g. optax.cosine_decay_schedule)",
+    "TerminateOnNaN": "nothing: fit stops on a non-finite loss by itself",
+    "CSVLogger": "history.history after fit, or a fd.callbacks.Callback subclass",
+    "ProgbarLogger": "verbose=True",
+    "History": "the History that fit returns",
+}
+
+
+def _not_a_callback(callback: Any) -> str:
+    """One line saying what to pass instead of ``callback`` (a Keras callback, or anything else)."""
+    kind, module = type(callback).__name__, type(callback).__module__
+    if module.split(".")[0] in ("keras", "tf_keras", "tensorflow"):
+        instead = KERAS_CALLBACKS.get(kind, "a fd.callbacks.Callback subclass (override on_epoch_end)")
+        return f"fit got keras.callbacks.{kind}, a Keras callback, which cannot see a funcdl run; use {instead}"
+    return (f"callbacks must be fd.callbacks.Callback instances (subclass it and override on_epoch_end), "
+            f"got {kind}")
 
 
 def run_epochs(epochs: Epochs, state: Any, history: History, num_epochs: int, callbacks: tuple[Callback, ...] = (),
@@ -95,6 +120,18 @@ def run_epochs(epochs: Epochs, state: Any, history: History, num_epochs: int, ca
                 history.stopped_epoch = epoch
                 break
     bar.close()
+    return _end_of_training(callbacks, state, history)
+
+
+def _end_of_training(callbacks, state, history):
+    """The state after every callback's ``on_train_end``, each seeing the state the one before returned."""
+    for callback in callbacks:
+        result = callback.on_train_end(state, history)
+        if isinstance(result, TrainState):
+            state = result
+        elif result is not None:
+            raise ConfigError(f"{type(callback).__name__}.on_train_end returned a {type(result).__name__}; "
+                              "return None or a TrainState")
     return state
 
 
