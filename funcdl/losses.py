@@ -486,7 +486,7 @@ def binary_threshold(name_or_fn: str | Callable) -> float | None:
       0.0 for ``binary_crossentropy_with_logits`` and ``binary_crossentropy(from_logits=True)``, 0.5 for
       ``binary_crossentropy``, None for every other loss (not a binary task).
     """
-    fn, options = get(name_or_fn), {}
+    fn, options = get(name_or_fn), dict[str, Any]()
     while isinstance(fn, functools.partial):
         options = {**fn.keywords, **options}
         fn = fn.func

@@ -48,7 +48,7 @@ def _truncated_normal(key: jax.Array, shape: Any, dtype: Any = jnp.float32) -> j
 def _identity(key: jax.Array, shape: Any, dtype: Any = jnp.float32) -> jax.Array:
     if len(shape) != 2:
         raise ShapeError(f"the identity initializer makes 2-D kernels only, not shape {tuple(shape)}")
-    return jnp.eye(*shape, dtype=dtype)
+    return jnp.eye(shape[0], shape[1], dtype=dtype)
 
 
 def _fans(rule: Callable[..., Init]) -> Callable[[], Init]:

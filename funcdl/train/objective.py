@@ -75,7 +75,7 @@ def output_kind(model: Any) -> tuple[str, str]:
 
 def _canonical(loss: str | Callable) -> tuple[str | None, dict[str, Any]]:
     """(canonical funcdl loss name or None for a function of the user's, the options bound to it)."""
-    fn, options = losses_lib.get(loss), {}
+    fn, options = losses_lib.get(loss), dict[str, Any]()
     while isinstance(fn, functools.partial):
         options = {**fn.keywords, **options}
         fn = fn.func
