@@ -6,16 +6,15 @@ on one device or a mesh); what happens around it does not: the key of epoch
 callbacks and the progress bar. An :class:`Epochs` object says how to run an
 epoch and summarise it; :func:`run_epochs` does the rest.
 """
-import sys
 import time
 from typing import Any, Protocol
 
 import jax
-from tqdm.auto import tqdm
 
 from funcdl.errors import ConfigError
 from funcdl.train.callbacks import Callback, Stop
 from funcdl.train.history import History
+from funcdl.train.progress import Progress
 from funcdl.train.step import TrainState
 
 
@@ -88,21 +87,23 @@ def _not_a_callback(callback: Any) -> str:
 
 
 def run_epochs(epochs: Epochs, state: Any, history: History, num_epochs: int, callbacks: tuple[Callback, ...] = (),
-               verbose: bool = True, desc: str = "fit") -> Any:
+               verbose: bool = True, desc: str = "fit", progress: Progress | None = None) -> Any:
     """Train from epoch ``history.epochs_done`` up to ``num_epochs``; returns the last state.
 
     After each epoch: its wall time (to the device's end) into ``history.epoch_seconds``, its logs into
     ``history``, then the callbacks in order (see ``funcdl.train.callbacks``); a ``Stop`` ends the run.
     ``history.compiles_after_first_epoch`` counts XLA compilations after this call's first epoch.
+    ``progress`` shows the run (default: a ``Progress(verbose, num_epochs, desc)``).
     """
     for callback in callbacks:
         callback.on_train_begin(state, history)
-    bar = tqdm(range(history.epochs_done, num_epochs), desc=desc, unit="epoch", file=sys.stderr,
-               disable=not verbose, initial=history.epochs_done, total=num_epochs)
+    progress = progress if progress is not None else Progress(verbose, num_epochs, desc)
+    progress.begin(history)
     first_epoch = history.epochs_done
     with CompileCounter() as counter:
-        for epoch in bar:
+        for epoch in range(history.epochs_done, num_epochs):
             before, prepared = state, epochs.prepare(epoch)
+            progress.epoch_start(epoch, state)
             start = time.perf_counter()
             state, metrics = epochs.run(state, prepared)
             state = jax.block_until_ready(state)
@@ -114,12 +115,12 @@ def run_epochs(epochs: Epochs, state: Any, history: History, num_epochs: int, ca
                 counter.count = 0  # the first epoch of a call may compile small helpers; count from here
             else:
                 history.compiles_after_first_epoch = counter.count
-            bar.set_postfix({key: f"{value:.4f}" for key, value in logs.items() if isinstance(value, float)})
+            progress.epoch_end(epoch, logs, history.epoch_seconds[-1])
             state, stop = _end_of_epoch(callbacks, epoch, logs, state, history)
             if stop:
                 history.stopped_epoch = epoch
                 break
-    bar.close()
+    progress.close()
     return _end_of_training(callbacks, state, history)
 
 
