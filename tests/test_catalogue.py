@@ -338,10 +338,20 @@ ROWS = [
         "--epochs must be a positive integer, got 0"),
     cli("train --batch-size 0", lambda c: train("--batch-size", "0"), 2, "--batch-size must be a positive integer"),
     cli("train --batch-size larger than --limit", lambda c: train("--limit", "20", "--batch-size", "64"), 2,
-        "batch_size 64 is larger than the 20 training examples"),
+        "batch_size 64 is larger than the 18 training examples"),  # 2 of the 20 held out for validation
     cli("train --limit 0", lambda c: train("--limit", "0"), 2, "limit must be a positive integer"),
     cli("train --validation-split 1.5", lambda c: train("--validation-split", "1.5"), 2,
         "validation_split must be in [0, 1)"),
+    cli("train --early-stopping without a validation split", lambda c: train(
+        "--early-stopping", "2", "--validation-split", "0"), 2, "--early-stopping watches val_loss on the validation",
+        "needs --validation-split above 0"),
+    cli("train --log-every 0", lambda c: train("--log-every", "0"), 2, "--log-every must be a positive number of steps"),
+    cli("train --dataset auto with a --data-dir holding no MNIST", lambda c: train(
+        "--dataset", "auto", "--data-dir", c.tmp), 2, "--dataset auto: MNIST not found"),
+    cli("sweep --batch-size 32,x", lambda c: ["sweep", "--batch-size", "32,x"], 2,
+        "--batch-size must be a comma-separated list, got '32,x'"),
+    cli("sweep --batch-size 0", lambda c: ["sweep", "--dataset", "digits", "--batch-size", "32,0", "--quiet"], 2,
+        "--batch-size must be a positive integer, got 0"),
     cli("train --num-processes without --coordinator", lambda c: train("--num-processes", "2"), 2,
         "--num-processes needs --coordinator"),
     cli("train --resume: checkpoint of the same layers at other sizes", lambda c: train(
