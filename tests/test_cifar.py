@@ -1,4 +1,5 @@
 """CIFAR-10/100 from the standard binary folders, and TFDS preparing mnist and cifar10 offline."""
+import json
 import pathlib
 from unittest import mock
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 import funcdl as fd
+from funcdl.cli import main
 from funcdl.data import CIFAR, load_cifar_binary, read_cifar_bin
 from funcdl.errors import DataError
 
@@ -145,3 +147,16 @@ def test_tfds_prepares_mnist_offline(tmp_path, monkeypatch):
     builder = _prepare_offline("mnist", tmp_path / "tfds", lambda urls: {k: str(v) for k, v in files.items()})
     assert builder.info.splits["test"].num_examples == 5
     assert isinstance(tfds.as_numpy(builder.as_dataset(split="test", batch_size=-1))["image"], np.ndarray)
+
+
+def test_the_zoo_cnn_trains_on_a_cifar_folder_with_augmentation(tmp_path, capsys):
+    write_cifar(tmp_path, CIFAR10)  # 5 x 8 training records, 6 test records
+    code = main(["train", "--model", "cnn", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--augment",
+                 "--epochs", "2", "--batch-size", "8", "--json", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["dataset"] == "cifar10" and result["augment"] is True and result["epochs"] == 2
+    assert (result["train_examples"], result["validation_examples"], result["test_examples"]) == (36, 4, 6)
+    assert result["compiles_after_first_epoch"] == 0 and np.isfinite(result["final_train_loss"])
+    assert result["params"] == 1_626_442  # the CNN sized for 32x32x3 inputs (12,544 features into Dense(128))
