@@ -15,14 +15,14 @@ import jax
 import funcdl as fd
 
 
-def epoch_seconds(data, log_every, epochs, batch_size):
+def epoch_seconds(data: fd.data.Datasets, log_every: int | None, epochs: int, batch_size: int) -> list[float]:
     """Epoch times of one ``fit`` (its first epoch, which compiles, left out)."""
     history = fd.fit(fd.models.mlp(), data.train, optimizer=fd.optim.adam(1e-3), epochs=epochs + 1,
                      batch_size=batch_size, verbose=False, log_every=log_every)
     return history.epoch_seconds[1:]
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[2])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--dataset", default="mnist")

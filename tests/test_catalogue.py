@@ -345,7 +345,8 @@ ROWS = [
     cli("train --early-stopping without a validation split", lambda c: train(
         "--early-stopping", "2", "--validation-split", "0"), 2, "--early-stopping watches val_loss on the validation",
         "needs --validation-split above 0"),
-    cli("train --log-every 0", lambda c: train("--log-every", "0"), 2, "--log-every must be a positive number of steps"),
+    cli("train --log-every 0", lambda c: train("--log-every", "0"), 2,
+        "--log-every must be a positive number of steps"),
     cli("train --dataset auto with a --data-dir holding no MNIST", lambda c: train(
         "--dataset", "auto", "--data-dir", c.tmp), 2, "--dataset auto: MNIST not found"),
     cli("sweep --batch-size 32,x", lambda c: ["sweep", "--batch-size", "32,x"], 2,
