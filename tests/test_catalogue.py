@@ -301,6 +301,35 @@ ROWS = [
     api("fit: empty validation data", lambda c: fd.fit(
         small_model(), (X, Y), validation_data=(X[:0], Y[:0]), epochs=1, batch_size=10, verbose=False),
         DataError, "validation data is empty"),
+    api("fit: a string as data", lambda c: fd.fit(small_model(), "train.csv", verbose=False), DataError,
+        "training data must be numpy arrays x and y, an (x, y) pair", "got str"),
+    api("fit: x alone, no y", lambda c: fd.fit(small_model(), X, verbose=False), DataError,
+        "got ndarray alone (y is missing)"),
+    api("fit: batches of (x, y, sample_weight)", lambda c: fd.fit(
+        small_model(), [(X, Y, Y)], verbose=False), DataError, "is an (x, y, sample_weight) triple"),
+    api("fit: a generator for 2 epochs without steps_per_epoch", lambda c: fd.fit(
+        small_model(), ((X, Y) for _ in range(3)), epochs=2, verbose=False), ConfigError,
+        "used up after one pass; for 2 epochs pass steps_per_epoch=N"),
+    api("fit: steps_per_epoch with arrays", lambda c: fd.fit(
+        small_model(), (X, Y), steps_per_epoch=3, verbose=False), ConfigError, "steps_per_epoch is for streamed"),
+    api("fit: validation_split and validation_data", lambda c: fd.fit(
+        small_model(), (X, Y), validation_split=0.2, validation_data=(X, Y), verbose=False), ConfigError,
+        "give validation_data or validation_split, not both"),
+    api("fit: validation_split 1.0", lambda c: fd.fit(small_model(), (X, Y), validation_split=1.0, verbose=False),
+        ConfigError, "validation_split must be a fraction in (0, 1), got 1.0"),
+    api("fit: augment=True on inputs that are not images", lambda c: fd.fit(
+        small_model(), (X.reshape(20, 16), Y), augment=True, batch_size=10, verbose=False), ConfigError,
+        "augment crops and flips images (N, H, W, C); the inputs have shape (20, 16)"),
+    api("fit: augment of the wrong type", lambda c: fd.fit(small_model(), (X, Y), augment="flip", verbose=False),
+        ConfigError, "augment must be True, False or a function (key, x) -> x, got str"),
+    api("fit: log_every 0", lambda c: fd.fit(small_model(), (X, Y), log_every=0, verbose=False), ConfigError,
+        "log_every must be a positive number of steps or None, got 0"),
+    api("fit: a callback that is no Callback", lambda c: fd.fit(
+        small_model(), (X, Y), callbacks=[print], verbose=False), ConfigError,
+        "callbacks must be fd.callbacks.Callback instances", "got builtin_function_or_method"),
+    api("freeze: a layer the model does not have", lambda c: fd.fit(small_model(), (X, Y), optimizer=fd.optim.freeze(
+        fd.optim.adam(1e-3), ["layers_7"]), batch_size=10, verbose=False), ConfigError,
+        "no parameter is called 'layers_7' or lies below it; the model's layers are: layers_1"),
     api("predict: no examples", lambda c: fd.predict(small_model(), small_variables(), X[:0]), DataError,
         "at least one example"),
     api("data.load: limit 0 (an empty dataset)", lambda c: fd.data.load("digits", limit=0), ConfigError,
