@@ -80,3 +80,11 @@ def test_resumed_runs_count_epochs_from_where_they_were(tiny_images, tmp_path, c
 def test_log_every_must_be_positive(tiny_images):
     with pytest.raises(fd.errors.ConfigError, match="log_every must be a positive number of steps"):
         fd.fit(mlp(), tiny_images, log_every=0, verbose=False)
+
+
+def test_a_sweeps_lines_show_each_metric_over_its_models(capsys):
+    progress = Progress(True, 2, "sweep (3 models)", stream=None)
+    progress.begin(fd.History())
+    progress.epoch_end(0, {"loss": np.array([0.5, np.nan, 0.25]), "val_accuracy": np.array([0.9, 0.1, 0.8])}, 0.5)
+    assert capsys.readouterr().err == ("sweep (3 models) epoch 1/2: loss 0.2500..0.5000, "
+                                       "val_accuracy 0.1000..0.9000, 0.50 s\n")

@@ -52,8 +52,20 @@ def logged_step(step: TrainStep, every: int, report: Callable[[Any, Any], None],
     return train_step
 
 
+def _shown(logs: dict[str, Any]) -> dict[str, str]:
+    """The logs as shown: floats to 4 places; a sweep's per-model arrays as their range over the models."""
+    shown = {}
+    for key, value in logs.items():
+        if isinstance(value, float):
+            shown[key] = f"{value:.4f}"
+        elif isinstance(value, np.ndarray) and value.ndim == 1 and value.size and value.dtype.kind == "f":
+            finite = value[np.isfinite(value)]  # a diverged model's loss is not a number to show
+            shown[key] = f"{finite.min():.4f}..{finite.max():.4f}" if finite.size else "nan"
+    return shown
+
+
 def _format(logs: dict[str, Any]) -> str:
-    return ", ".join(f"{key} {value:.4f}" for key, value in logs.items() if isinstance(value, float))
+    return ", ".join(f"{key} {value}" for key, value in _shown(logs).items())
 
 
 class Progress:
@@ -120,7 +132,7 @@ class Progress:
         """Epoch ``epoch`` ended with ``logs`` after ``seconds`` of training."""
         if not self.verbose:
             return
-        values = {key: f"{value:.4f}" for key, value in logs.items() if isinstance(value, float)}
+        values = _shown(logs)
         if self.bar is not None and self.log_every is None:
             self.bar.update(1)
             self.bar.set_postfix(values)
