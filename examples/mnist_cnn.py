@@ -29,10 +29,10 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    data = fd.data.load("mnist", args.data_dir, limit=args.limit)
+    data = fd.data.load("mnist", args.data_dir, limit=args.limit, validation_split=0.1, seed=0)  # 10 % held out
     model = build_model(data.num_classes)
     history = fd.fit(model, data.train, loss="cross_entropy", optimizer=fd.optim.adam(1e-3),
-                     epochs=args.epochs, batch_size=64, validation_data=data.test, seed=args.seed)
+                     epochs=args.epochs, batch_size=64, validation_data=data.validation, seed=args.seed)
     result = fd.evaluate(model, history.variables, data.test)
     print(f"test accuracy {result['accuracy']:.4f}; confusion matrix:\n{result['confusion_matrix']}")
     return result

@@ -19,11 +19,11 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="first N examples only (quick runs)")
     args = parser.parse_args(argv)
 
-    data = fd.data.load("mnist", args.data_dir, limit=args.limit)
+    data = fd.data.load("mnist", args.data_dir, limit=args.limit, validation_split=0.1, seed=0)  # 10 % held out
     cell = nn.LSTM(128) if args.cell == "lstm" else nn.GRU(128)
     model = nn.Sequential([nn.ImageRows(), cell, nn.Dense(data.num_classes)])
     history = fd.fit(model, data.train, loss="cross_entropy", optimizer=fd.optim.adam(1e-3),
-                     epochs=args.epochs, batch_size=64, validation_data=data.test)
+                     epochs=args.epochs, batch_size=64, validation_data=data.validation)
     result = fd.evaluate(model, history.variables, data.test)
     print(f"test accuracy {result['accuracy']:.4f}")
     return result

@@ -16,10 +16,10 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="first N examples only (quick runs)")
     args = parser.parse_args(argv)
 
-    data = fd.data.load("mnist", args.data_dir, limit=args.limit)
+    data = fd.data.load("mnist", args.data_dir, limit=args.limit, validation_split=0.1, seed=0)  # 10 % held out
     model = fd.nn.Sequential([fd.nn.Flatten(), fd.nn.Dense(128), fd.nn.relu, fd.nn.Dense(10)])
     history = fd.fit(model, data.train, loss="cross_entropy", optimizer=fd.optim.adam(1e-3),
-                     epochs=args.epochs, batch_size=64, validation_data=data.test)
+                     epochs=args.epochs, batch_size=64, validation_data=data.validation)
     result = fd.evaluate(model, history.variables, data.test)
     print(f"test accuracy {result['accuracy']:.4f}, test loss {result['loss']:.4f}")
     return result

@@ -50,9 +50,10 @@ def main(argv=None):
     model, variables = pytorch.from_torch(Net().eval(), torch.zeros(1, 1, 28, 28))  # traced, weights permuted
     data = fd.data.load("mnist", args.data_dir, limit=args.limit)
     history = fd.fit(model, data.train, optimizer=fd.optim.adam(1e-3), epochs=args.epochs, batch_size=64,
-                     variables=variables, validation_data=data.test)
+                     variables=variables)
     variables = history.variables
-    print(f"trained with XLA: test accuracy {history.history['val_accuracy'][-1]:.4f}")
+    accuracy = fd.evaluate(model, variables, data.test)["accuracy"]
+    print(f"trained with XLA: test accuracy {accuracy:.4f}")
 
     fd.save_model(out / "net.funcdl", model, variables, input_shape=(28, 28, 1))
     keras_bridge.save_keras_file(out / "net.keras", model, variables, (28, 28, 1))
@@ -73,7 +74,7 @@ def main(argv=None):
     }
     for name, value in differences.items():
         print(f"{name:<11} max abs difference to funcdl: {value:.1e}")
-    return {"accuracy": history.history["val_accuracy"][-1], **differences}
+    return {"accuracy": accuracy, **differences}
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     import funcdl as fd
     model = fd.nn.Sequential([fd.nn.Flatten(), fd.nn.Dense(128), fd.nn.relu, fd.nn.Dense(10)])
     history = fd.fit(model, x, y, batch_size=64, epochs=10, loss="cross_entropy",
-                     optimizer=fd.optim.adam(1e-3), validation_data=(x_test, y_test))
+                     optimizer=fd.optim.adam(1e-3), validation_split=0.1)   # the last 10 %, as Keras
+    fd.evaluate(model, history.variables, (x_test, y_test))                # the test set, once
 """
 from funcdl import data, errors, io, losses, models, nn, optim, train
 from funcdl.errors import FuncdlError

@@ -9,10 +9,12 @@ functions that need them, so ``import funcdl.data`` stays light.
 
 from __future__ import annotations
 
+import concurrent.futures
 import gzip
 import math
 import os
 import pathlib
+import socket
 import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -22,7 +24,7 @@ import numpy as np
 from funcdl.errors import ConfigError, DataError, choices_message
 from funcdl.io import limits
 
-DATASETS = ("mnist", "digits")  # plus any "tfds:NAME"
+DATASETS = ("mnist", "digits", "cifar10", "cifar100")  # plus any "tfds:NAME"
 
 # IDX type codes -> big-endian numpy dtypes (http://yann.lecun.com/exdb/mnist/).
 _IDX_DTYPES: dict[int, np.dtype] = {
@@ -206,6 +208,164 @@ def load_mnist_idx(folder: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray, 
     return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
 
 
+# ------------------------------------------------------------------------ CIFAR
+
+
+@dataclass(frozen=True)
+class CifarFormat:
+    """One CIFAR binary release: its folder, files and record layout (https://www.cs.toronto.edu/~kriz/cifar.html).
+
+    Attributes:
+      name, title: ``cifar10`` / ``CIFAR-10``.
+      folder: the folder the binary tarball extracts to.
+      train_files, test_files: the files of each split, in order.
+      label_bytes: label bytes before each image (CIFAR-100: coarse, then fine).
+      classes: the class count of the label used (CIFAR-100: the fine one, the last label byte).
+      label_limits: the class count each label byte must stay below.
+      tarball: what to download.
+    """
+    name: str
+    title: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_bytes: int
+    classes: int
+    label_limits: tuple[int, ...]
+    tarball: str
+
+    @property
+    def record_bytes(self) -> int:
+        return self.label_bytes + CIFAR_IMAGE_BYTES
+
+
+CIFAR_HOST = "www.cs.toronto.edu"  # where TFDS downloads both releases from
+CIFAR_IMAGE_BYTES = 3 * 32 * 32  # channel-major: 1,024 red, then green, then blue bytes, rows top to bottom
+CIFAR = {
+    "cifar10": CifarFormat("cifar10", "CIFAR-10", "cifar-10-batches-bin",
+                           tuple(f"data_batch_{i}.bin" for i in range(1, 6)), ("test_batch.bin",), 1, 10, (10,),
+                           "cifar-10-binary.tar.gz"),
+    "cifar100": CifarFormat("cifar100", "CIFAR-100", "cifar-100-binary", ("train.bin",), ("test.bin",), 2, 100,
+                            (20, 100), "cifar-100-binary.tar.gz"),
+}
+
+
+def read_cifar_bin(path: str | pathlib.Path, cifar: CifarFormat,
+                   max_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR binary file: records of label byte(s) then 3,072 channel-major pixel bytes.
+
+    Args:
+      path: e.g. ``cifar-10-batches-bin/data_batch_1.bin``.
+      cifar: the release (``CIFAR['cifar10']`` or ``CIFAR['cifar100']``).
+      max_bytes: the largest file accepted (default ``funcdl.io.max_bytes()``), checked before reading.
+
+    Returns:
+      (images uint8 (N, 32, 32, 3) NHWC, labels uint8 (N, label_bytes)).
+
+    Raises:
+      DataError: naming the file, if it is missing, unreadable, over the limit, not a whole number of
+        records, empty, or holds a label past its class count.
+    """
+    path = pathlib.Path(path)
+    record = cifar.record_bytes
+    try:
+        size = path.stat().st_size
+        limits.check_size(f"{path}", size, limits.max_bytes(max_bytes), DataError)
+        if size == 0 or size % record:
+            raise DataError(f"{path}: {size:,} bytes is not a whole number of {record:,}-byte {cifar.title} "
+                            f"records ({cifar.label_bytes} label byte(s) + {CIFAR_IMAGE_BYTES:,} pixel bytes); "
+                            "a damaged file, or not the binary version")
+        raw = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e}") from None
+    if raw.size != size:
+        raise DataError(f"{path}: changed while it was read ({raw.size:,} of {size:,} bytes)")
+    raw = raw.reshape(-1, record)
+    labels = raw[:, :cifar.label_bytes]
+    for column, limit in enumerate(cifar.label_limits):
+        top = int(labels[:, column].max())
+        if top >= limit:
+            first = int(np.argmax(labels[:, column] >= limit))
+            raise DataError(f"{path}: record {first} has label {top} (byte {column}); {cifar.title} labels must "
+                            f"be below {limit}: a damaged file or another format")
+    images = raw[:, cifar.label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
+
+
+def _cifar_folder(folder: pathlib.Path, cifar: CifarFormat) -> pathlib.Path | None:
+    """The folder holding ``cifar``'s binary files under ``folder``, or None."""
+    for candidate in (folder / cifar.folder, folder / cifar.name / cifar.folder, folder):
+        if (candidate / cifar.test_files[0]).is_file() or (candidate / cifar.train_files[0]).is_file():
+            return candidate
+    return None
+
+
+def load_cifar_binary(folder: str | pathlib.Path,
+                      cifar: CifarFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Read a CIFAR binary folder (``cifar-10-batches-bin/`` or ``cifar-100-binary/``).
+
+    Returns:
+      (x_train, y_train, x_test, y_test): uint8 images (N, 32, 32, 3) and int32 labels (N,) (CIFAR-100: fine).
+
+    Raises:
+      DataError: naming every missing file, or the first malformed one.
+    """
+    folder = pathlib.Path(folder)
+    missing = [name for name in cifar.train_files + cifar.test_files if not (folder / name).is_file()]
+    if missing:
+        raise DataError(f"{cifar.title} files missing in {folder}: {', '.join(missing)}; extract "
+                        f"{cifar.tarball} (the binary version) there")
+    splits = []
+    for names in (cifar.train_files, cifar.test_files):
+        parts = [read_cifar_bin(folder / name, cifar) for name in names]
+        splits += [np.concatenate([p[0] for p in parts]), np.concatenate([p[1][:, -1] for p in parts]).astype(np.int32)]
+    return splits[0], splits[1], splits[2], splits[3]
+
+
+def _load_cifar(cifar, folder, limit):
+    """CIFAR from its binary folder under ``folder``, else from TFDS (prepared, or downloaded), else DataError."""
+    notes = []
+    if folder is not None:
+        found = _cifar_folder(folder, cifar) if folder.is_dir() else None
+        if found is not None:
+            x_tr, y_tr, x_te, y_te = load_cifar_binary(found, cifar)
+            return (_limited(_images01(x_tr, 255), y_tr, limit), _limited(_images01(x_te, 255), y_te, limit),
+                    cifar.classes, f"{found} (binary files)")
+        pickled = folder / cifar.folder.replace("-bin", "-py").replace("-binary", "-python")
+        notes.append(f"{pickled} is the pickled Python version, which funcdl does not read (unpickling runs code)"
+                     if pickled.is_dir() else f"no {cifar.folder}/ in {folder}")
+    for tfds_dir in dict.fromkeys(d for d in (folder, _tfds_default_dir()) if d is not None):
+        if (tfds_dir / cifar.name).is_dir():  # prepared there: no network needed, and no TensorFlow import before
+            try:
+                return _load_tfds(cifar.name, tfds_dir, limit, download=False)
+            except DataError as e:
+                notes.append(str(e))
+    if _online(CIFAR_HOST):
+        try:
+            return _load_tfds(cifar.name, None, limit)
+        except DataError as e:
+            notes.append(str(e))
+    else:
+        notes.append(f"offline ({CIFAR_HOST} cannot be resolved), so TFDS cannot download it")
+    raise DataError(f"{cifar.title} not found: {'; '.join(notes)}; extract {cifar.tarball} (the binary version, "
+                    f"https://www.cs.toronto.edu/~kriz/cifar.html) into DIR and pass --data-dir DIR, or let TFDS "
+                    "download it when online")
+
+
+def _online(host: str, timeout: float = 5.0) -> bool:
+    """Whether ``host``'s name resolves within ``timeout`` seconds (TFDS retries for minutes when offline)."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(socket.getaddrinfo, host, 443)
+    try:
+        return bool(future.result(timeout))
+    except (OSError, concurrent.futures.TimeoutError):
+        return False
+    finally:
+        pool.shutdown(wait=False)  # a resolver that hangs is left behind, not waited for
+
+
 # ------------------------------------------------------------------------ labels
 
 
@@ -349,8 +509,9 @@ def load(name: str, data_dir: str | pathlib.Path | None = None, *, validation_sp
     """Load a dataset as float32 NHWC images in [0, 1] (optionally standardised) and int labels.
 
     Args:
-      name: "mnist", "digits" or "tfds:NAME" (any TFDS image-classification dataset).
-      data_dir: folder containing ``mnist/`` (or a TFDS data dir); default $FUNCDL_DATA_DIR.
+      name: "mnist", "digits", "cifar10", "cifar100" or "tfds:NAME" (any TFDS image-classification dataset).
+      data_dir: folder containing ``mnist/``, ``cifar-10-batches-bin/`` or ``cifar-100-binary/`` (or a TFDS
+        data dir); default $FUNCDL_DATA_DIR.
       validation_split: share of train held out as validation, in [0, 1); 0 means none.
       seed: seed of the validation split.
       normalize: standardise with the training set's scalar mean and std (default: keep [0, 1]).
@@ -376,6 +537,8 @@ def load(name: str, data_dir: str | pathlib.Path | None = None, *, validation_sp
         raw = _load_mnist(folder, limit)
     elif key.lower() == "digits":
         raw = _load_digits(limit)
+    elif key.lower() in CIFAR:
+        raw = _load_cifar(CIFAR[key.lower()], folder, limit)
     elif key.startswith(_TFDS_PREFIX) and len(key) > len(_TFDS_PREFIX):
         raw = _load_tfds(key[len(_TFDS_PREFIX):], folder, limit)
     else:

@@ -474,3 +474,22 @@ def label_kind(name_or_fn: str | Callable) -> str:
     if kind not in LABEL_KINDS:
         raise ConfigError(choices_message("label kind", kind, LABEL_KINDS))
     return kind
+
+
+def binary_threshold(name_or_fn: str | Callable) -> float | None:
+    """The decision threshold of a binary loss's outputs, for accuracy: 0 for logits, 0.5 for probabilities.
+
+    Args:
+      name_or_fn: anything ``get`` accepts (partials of funcdl's losses are unwrapped).
+
+    Returns:
+      0.0 for ``binary_crossentropy_with_logits`` and ``binary_crossentropy(from_logits=True)``, 0.5 for
+      ``binary_crossentropy``, None for every other loss (not a binary task).
+    """
+    fn, options = get(name_or_fn), dict[str, Any]()
+    while isinstance(fn, functools.partial):
+        options = {**fn.keywords, **options}
+        fn = fn.func
+    if fn is binary_crossentropy_with_logits or (fn is binary_crossentropy and options.get("from_logits")):
+        return 0.0
+    return 0.5 if fn is binary_crossentropy else None

@@ -54,9 +54,11 @@ def _architecture_json(path: Path) -> Any:
 
 def _common(parser):
     parser.add_argument("--arch", default=None,
-                        help="architecture for weight-only files: a zoo model name, a .funcdl file or a .json")
-    parser.add_argument("--input-shape", default=None, help="one example's shape, e.g. 28,28,1 (NHWC)")
-    parser.add_argument("--num-classes", type=int, default=10, help="outputs of a zoo --arch (default 10)")
+                        help="architecture for weight-only files: a zoo model name, a .funcdl file or a .json "
+                        "(default: the file's own)")
+    parser.add_argument("--input-shape", default=None,
+                        help="one example's shape, e.g. 28,28,1 (NHWC) (default: the file's own, if it has one)")
+    parser.add_argument("--num-classes", type=int, default=10, help="outputs of a zoo --arch")
     parser.add_argument("--unsafe", action="store_true",
                         help="let Keras run code stored in a .keras file (Lambda layers); never for files "
                              "you do not trust")
@@ -152,13 +154,13 @@ def _jsonable(shape: Any) -> Any:
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``funcdl compare``."""
     parser.add_argument("file", help="model file")
-    parser.add_argument("--frameworks", default="funcdl,funcdl-eager,torch-eager,torch-compile,tf-eager,tf-xla",
-                        help="comma-separated runners")
-    parser.add_argument("--steps", type=int, default=10, help="optimizer steps to compare (default 10)")
+    parser.add_argument("--frameworks", default=",".join(parity.RUNNERS),
+                        help=f"comma-separated runners, any of: {', '.join(parity.RUNNERS)} (default: all)")
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps to compare")
     parser.add_argument("--optimizer", default="sgd", help="sgd, adam or rmsprop (matching flavors)")
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=0.01, help="learning rate")
+    parser.add_argument("--batch-size", type=int, default=16, help="examples per batch")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the random batches compared")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON line last")
     _common(parser)
 

@@ -394,6 +394,35 @@ ROWS = [
     api("fit: empty validation data", lambda c: fd.fit(
         small_model(), (X, Y), validation_data=(X[:0], Y[:0]), epochs=1, batch_size=10, verbose=False),
         DataError, "validation data is empty"),
+    api("fit: a string as data", lambda c: fd.fit(small_model(), "train.csv", verbose=False), DataError,
+        "training data must be numpy arrays x and y, an (x, y) pair", "got str"),
+    api("fit: x alone, no y", lambda c: fd.fit(small_model(), X, verbose=False), DataError,
+        "got ndarray alone (y is missing)"),
+    api("fit: batches of (x, y, sample_weight)", lambda c: fd.fit(
+        small_model(), [(X, Y, Y)], verbose=False), DataError, "is an (x, y, sample_weight) triple"),
+    api("fit: a generator for 2 epochs without steps_per_epoch", lambda c: fd.fit(
+        small_model(), ((X, Y) for _ in range(3)), epochs=2, verbose=False), ConfigError,
+        "used up after one pass; for 2 epochs pass steps_per_epoch=N"),
+    api("fit: steps_per_epoch with arrays", lambda c: fd.fit(
+        small_model(), (X, Y), steps_per_epoch=3, verbose=False), ConfigError, "steps_per_epoch is for streamed"),
+    api("fit: validation_split and validation_data", lambda c: fd.fit(
+        small_model(), (X, Y), validation_split=0.2, validation_data=(X, Y), verbose=False), ConfigError,
+        "give validation_data or validation_split, not both"),
+    api("fit: validation_split 1.0", lambda c: fd.fit(small_model(), (X, Y), validation_split=1.0, verbose=False),
+        ConfigError, "validation_split must be a fraction in (0, 1), got 1.0"),
+    api("fit: augment=True on inputs that are not images", lambda c: fd.fit(
+        small_model(), (X.reshape(20, 16), Y), augment=True, batch_size=10, verbose=False), ConfigError,
+        "augment crops and flips images (N, H, W, C); the inputs have shape (20, 16)"),
+    api("fit: augment of the wrong type", lambda c: fd.fit(small_model(), (X, Y), augment="flip", verbose=False),
+        ConfigError, "augment must be True, False or a function (key, x) -> x, got str"),
+    api("fit: log_every 0", lambda c: fd.fit(small_model(), (X, Y), log_every=0, verbose=False), ConfigError,
+        "log_every must be a positive number of steps or None, got 0"),
+    api("fit: a callback that is no Callback", lambda c: fd.fit(
+        small_model(), (X, Y), callbacks=[print], verbose=False), ConfigError,
+        "callbacks must be fd.callbacks.Callback instances", "got builtin_function_or_method"),
+    api("freeze: a layer the model does not have", lambda c: fd.fit(small_model(), (X, Y), optimizer=fd.optim.freeze(
+        fd.optim.adam(1e-3), ["layers_7"]), batch_size=10, verbose=False), ConfigError,
+        "no parameter is called 'layers_7' or lies below it; the model's layers are: layers_1"),
     api("predict: no examples", lambda c: fd.predict(small_model(), small_variables(), X[:0]), DataError,
         "at least one example"),
     api("data.load: limit 0 (an empty dataset)", lambda c: fd.data.load("digits", limit=0), ConfigError,
@@ -431,10 +460,21 @@ ROWS = [
         "--epochs must be a positive integer, got 0"),
     cli("train --batch-size 0", lambda c: train("--batch-size", "0"), 2, "--batch-size must be a positive integer"),
     cli("train --batch-size larger than --limit", lambda c: train("--limit", "20", "--batch-size", "64"), 2,
-        "batch_size 64 is larger than the 20 training examples"),
+        "batch_size 64 is larger than the 18 training examples"),  # 2 of the 20 held out for validation
     cli("train --limit 0", lambda c: train("--limit", "0"), 2, "limit must be a positive integer"),
     cli("train --validation-split 1.5", lambda c: train("--validation-split", "1.5"), 2,
         "validation_split must be in [0, 1)"),
+    cli("train --early-stopping without a validation split", lambda c: train(
+        "--early-stopping", "2", "--validation-split", "0"), 2, "--early-stopping watches val_loss on the validation",
+        "needs --validation-split above 0"),
+    cli("train --log-every 0", lambda c: train("--log-every", "0"), 2,
+        "--log-every must be a positive number of steps"),
+    cli("train --dataset auto with a --data-dir holding no MNIST", lambda c: train(
+        "--dataset", "auto", "--data-dir", c.tmp), 2, "--dataset auto: MNIST not found"),
+    cli("sweep --batch-size 32,x", lambda c: ["sweep", "--batch-size", "32,x"], 2,
+        "--batch-size must be a comma-separated list, got '32,x'"),
+    cli("sweep --batch-size 0", lambda c: ["sweep", "--dataset", "digits", "--batch-size", "32,0", "--quiet"], 2,
+        "--batch-size must be a positive integer, got 0"),
     cli("train --num-processes without --coordinator", lambda c: train("--num-processes", "2"), 2,
         "--num-processes needs --coordinator"),
     cli("train --resume: checkpoint of the same layers at other sizes", lambda c: train(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import funcdl as fd
-from funcdl.cli import main
+from funcdl.cli import build_parser, main
 
 
 def run(capsys, *argv):
@@ -54,6 +54,37 @@ def test_train_resume_continues(capsys, tmp_path):
     assert resumed["test_loss"] == whole["test_loss"]
 
 
+def test_validation_is_held_out_of_train_and_the_test_set_measured_once(capsys, tmp_path):
+    code, out, err = run(capsys, "train", "--dataset", "digits", "--epochs", "2", "--json", "--quiet",
+                         "--out", str(tmp_path))
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert (result["validation_split"], result["validation_seed"]) == (0.1, 0)
+    assert (result["train_examples"], result["validation_examples"], result["test_examples"]) == (1293, 144, 360)
+    assert "1,293 train, 144 validation (10 % of train, seed 0), 360 test (evaluated once, at the end)" in out
+    model, variables, _ = fd.load_model(tmp_path / "model.funcdl")
+    data = fd.data.load("digits", validation_split=0.1, seed=0)
+    assert fd.evaluate(model, variables, data.validation)["loss"] == pytest.approx(result["val_loss"], rel=1e-5)
+    assert fd.evaluate(model, variables, data.test)["loss"] == pytest.approx(result["test_loss"], rel=1e-5)
+    code, out, _ = run(capsys, "train", "--dataset", "digits", "--epochs", "1", "--json", "--quiet",
+                       "--validation-split", "0")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and result["validation_examples"] == 0 and result["train_examples"] == 1437
+    assert "val_loss" not in result["history"] and "no validation" in out
+
+
+def test_help_shows_every_default(capsys):
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, parser in commands.items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                assert "default" in formatter._get_help_string(action).lower(), (name, action.dest)
+    assert main(["compare", "--help"]) == 0
+    assert "any of: funcdl, funcdl-eager, torch-eager, torch-compile, tf-eager, tf-xla" in " ".join(
+        capsys.readouterr().out.split())
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "resnet999"], "unknown model 'resnet999'; choose one of: cnn, gru, lstm, mlp"),
     (["--dataset", "cifar"], "unknown dataset 'cifar'"),
@@ -62,7 +93,7 @@ def test_train_resume_continues(capsys, tmp_path):
     (["--loss", "hinge"], "unknown loss 'hinge'"),
     (["--epochs", "0"], "--epochs must be a positive integer"),
     (["--batch-size", "-3"], "--batch-size must be a positive integer"),
-    (["--batch-size", "5000"], "larger than the 1437 training examples"),
+    (["--batch-size", "5000"], "larger than the 1293 training examples"),  # 1437 less 10 % for validation
     (["--lr", "-1"], "learning"),
     (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
 ])

@@ -470,3 +470,25 @@ def test_schedules_are_accepted_and_options_by_get():
             assert isinstance(transformation, optax.GradientTransformation)
     assert isinstance(optim.get("momentum", 0.1, momentum=0.5, weight_decay=0.1),
                       optax.GradientTransformation)
+
+
+def test_freeze_zeroes_the_frozen_updates_and_keeps_no_state_for_them():
+    params = {"layers_1": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}, "layers_3": {"kernel": jnp.ones((2, 2))}}
+    grads = jax.tree.map(jnp.ones_like, params)
+    for optimizer in (optim.freeze(optim.adam(0.1), ["layers_1/kernel"]),
+                      optim.freeze(optim.adam(0.1), trainable=["layers_1/bias", "layers_3"]),
+                      optim.freeze(optim.adam(0.1), lambda path: path.endswith("1/kernel"))):
+        updates, _ = optimizer.update(grads, optimizer.init(params), params)
+        assert not updates["layers_1"]["kernel"].any()
+        np.testing.assert_allclose(updates["layers_3"]["kernel"], -0.1, rtol=1e-5)
+        np.testing.assert_allclose(updates["layers_1"]["bias"], -0.1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("frozen, trainable, message", [
+    (["layers_9"], None, "no parameter is called 'layers_9' or lies below it; the model's layers are: layers_1"),
+    (["layers_1"], ["layers_1"], "not both"),
+    ((), None, "needs the layers to freeze"),
+])
+def test_freeze_refuses_names_that_select_nothing(frozen, trainable, message):
+    with pytest.raises(ConfigError, match=message):
+        optim.freeze(optim.sgd(0.1), frozen, trainable=trainable).init({"layers_1": {"kernel": jnp.ones(2)}})

@@ -115,7 +115,7 @@ MULTI_HOST = r"""
 import sys
 from funcdl.cli import main
 port, process_id, out = sys.argv[1], sys.argv[2], sys.argv[3]
-sys.exit(main(["train", "--model", "mlp", "--dataset", "digits", "--limit", "256", "--epochs", "2",
+sys.exit(main(["train", "--model", "mlp", "--dataset", "digits", "--limit", "280", "--epochs", "2",
                "--batch-size", "32", "--quiet", "--out", out, "--coordinator", f"127.0.0.1:{port}",
                "--num-processes", "2", "--process-id", process_id]))
 """
@@ -139,7 +139,8 @@ def test_two_processes_match_one_process(tmp_path):
     # only process 0 reports (gloo itself prints its connection lines on both)
     assert "test accuracy" in outputs[0][0] and "test accuracy" not in outputs[1][0]
     assert not (tmp_path / "run1").exists()
-    single = ["train", "--model", "mlp", "--dataset", "digits", "--limit", "256", "--epochs", "2",
+    # 280 examples: 28 held out for validation, 252 train, which split evenly over the 4 devices (none dropped)
+    single = ["train", "--model", "mlp", "--dataset", "digits", "--limit", "280", "--epochs", "2",
               "--batch-size", "32", "--quiet", "--out", str(tmp_path / "single")]
     assert main(single) == 0
     _, multi, _ = fd.load_model(tmp_path / "run0" / "model.funcdl")

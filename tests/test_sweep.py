@@ -62,8 +62,9 @@ def test_cli_prints_ranked_table_and_writes_plot(capsys, tmp_path):
     out, err = capsys.readouterr()
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert lines[0].split() == ["rank", "lr", "seed", "val_acc", "val_loss", "loss"]
-    assert len(lines) == 2 + 4 + 1  # header, rule, 4 models, JSON
+    assert lines[0].split() == ["rank", "lr", "seed", "batch", "val_acc", "val_loss", "loss"]
+    assert len(lines) == 2 + 4 + 2  # header, rule, 4 models, the best model's test figures, JSON
+    assert lines[-2].startswith("ranked on validation accuracy: 20 examples held out of the training data")
     ranking = json.loads(lines[-1])["ranking"]
     accuracies = [row["val_accuracy"] for row in ranking]
     assert accuracies == sorted(accuracies, reverse=True)
@@ -82,3 +83,16 @@ def test_cli_default_output_is_a_new_runs_folder(capsys, tmp_path, monkeypatch):
     [folder] = list((tmp_path / "runs").iterdir())
     assert [p.name for p in tmp_path.iterdir()] == ["runs"] and folder.name.startswith("sweep-")
     assert sorted(p.name for p in folder.iterdir()) == ["sweep.json", "sweep.png"]
+
+
+def test_batch_size_lists_train_each_size_as_fit_would(digits):
+    result = sweep_lib.sweep(fd.models.mlp(10, hidden=16), digits.train, lrs=[1e-2], seeds=[0, 1], epochs=2,
+                             batch_size=[16, 50], validation_data=digits.test, verbose=False)
+    assert result.batch_sizes.tolist() == [16, 16, 50, 50] and result.seeds.tolist() == [0, 1, 0, 1]
+    for index in (1, 2):
+        alone = fd.fit(fd.models.mlp(10, hidden=16), digits.train, optimizer=fd.optim.adam(1e-2),
+                       seed=int(result.seeds[index]), epochs=2, batch_size=int(result.batch_sizes[index]),
+                       validation_data=digits.test, verbose=False)
+        np.testing.assert_allclose(result.history["val_loss"][index], alone.history["val_loss"], rtol=1e-5)
+    ranked = [row["val_accuracy"] for row in result.ranking()]
+    assert ranked == sorted(ranked, reverse=True)

@@ -208,16 +208,18 @@ def test_checkpoint_resume_is_bit_identical(tiny_images, tmp_path):
     assert_trees_equal(whole.opt_state, resumed.opt_state)
 
 
-def test_early_stopping_returns_a_stop_with_the_best_epoch():
-    state, stopper = TrainState({"w": jnp.array(0.0)}, (), jnp.asarray(0)), EarlyStopping("val_loss", patience=2)
+def test_early_stopping_stops_and_restores_the_best_epoch_at_the_end():
+    state = TrainState({"w": jnp.array(0.0)}, (), jnp.asarray(0))
+    stopper = EarlyStopping("val_loss", patience=2, restore_best_weights=True)
     results = []
     for epoch, value in enumerate([1.0, 0.8, 0.9, 0.85, 0.7]):
         state = state._replace(variables={"w": jnp.array(float(epoch))}, step=jnp.asarray(epoch))
         results.append(stopper.on_epoch_end(epoch, {"val_loss": value}, state, fd.History()))
         if results[-1] is not None:
             break
-    assert results[:3] == [None, None, None] and isinstance(results[3], Stop)
-    assert float(results[3].state.variables["w"]) == 1.0 and int(results[3].state.step) == 3  # best weights only
+    assert results == [None, None, None, Stop()]
+    restored = stopper.on_train_end(state, fd.History())
+    assert float(restored.variables["w"]) == 1.0 and int(restored.step) == 3  # best weights only
     with pytest.raises(ConfigError, match="only have loss"):
         EarlyStopping("val_loss").on_epoch_end(0, {"loss": 1.0}, state, fd.History())
 
@@ -260,7 +262,7 @@ def test_callbacks_must_be_callbacks_and_return_what_they_change(tiny_images):
     class Legacy:
         def on_epoch_end(self, epoch, logs, run):
             return True
-    with pytest.raises(ConfigError, match="Callback instances, got Legacy"):
+    with pytest.raises(ConfigError, match=r"Callback instances \(subclass it and override on_epoch_end\), got Legacy"):
         fd.fit(small_mlp(), tiny_images, epochs=1, verbose=False, callbacks=[Legacy()])
 
     class Truthy(Callback):

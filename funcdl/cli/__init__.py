@@ -10,7 +10,30 @@ import sys
 from funcdl.cli.registry import Command, commands
 from funcdl.errors import FuncdlError, NonFiniteError
 
-__all__ = ["Command", "build_parser", "commands", "entry", "main"]
+__all__ = ["Command", "DefaultsHelpFormatter", "build_parser", "commands", "entry", "main"]
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that shows every option's default: its own words when the help says it, else ``(default: X)``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if not action.option_strings or action.default is argparse.SUPPRESS or "default" in text.lower():
+            return text
+        return f"{text} (default: {shown_default(action.default)})".strip()
+
+
+def shown_default(value: object) -> str:
+    """A default as help shows it: off/on for flags, comma-joined lists, 'none' for None (``%`` escaped)."""
+    if value is None:
+        text = "none"
+    elif isinstance(value, bool):
+        text = "on" if value else "off"
+    elif isinstance(value, (list, tuple)):
+        text = ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in value)
+    else:
+        text = str(value)
+    return text.replace("%", "%%")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="funcdl", description="pure-functional deep learning on JAX")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in commands().values():
-        command_parser = sub.add_parser(command.name, help=command.help, description=command.help)
+        command_parser = sub.add_parser(command.name, help=command.help, description=command.help,
+                                        formatter_class=DefaultsHelpFormatter)
         command.add_arguments(command_parser)
         command_parser.set_defaults(run=command.run)
     return parser

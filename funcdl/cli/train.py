@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jax
 
-from funcdl import data, models, nn, optim
+from funcdl import data, nn, optim
 from funcdl.cli import options
 from funcdl.cli.registry import Command
 from funcdl.errors import ConfigError, NonFiniteError
@@ -21,8 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``funcdl train``."""
     options.add_data_arguments(parser, dataset="auto")
     options.add_training_arguments(parser, epochs=10)
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds initialisation, shuffling, dropout, augmentation and the validation split")
+    parser.add_argument("--augment", action="store_true",
+                        help="random crops (padding 4) and horizontal flips of the training images, inside the "
+                        "compiled epoch (the CIFAR standard; never at evaluation)")
+    parser.add_argument("--log-every", type=int, default=None, metavar="N",
+                        help="report the loss every N steps from inside the compiled epoch (default: per epoch)")
     parser.add_argument("--eager", action="store_true", help="run the same step op by op (jax.disable_jit)")
     parser.add_argument("--loop", default="auto", choices=LOOPS,
                         help="scan: each epoch one XLA program; steps: one compiled call per step; auto "
@@ -30,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "XLA:CPU runs slower inside loops; funcdl's Conv2D avoids them there)")
     parser.add_argument("--skip-nonfinite", action="store_true", help="skip batches with non-finite loss")
     parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
-                        help="stop when val_loss has not improved for PATIENCE epochs")
+                        help="stop when val_loss (on the validation split) has not improved for PATIENCE epochs "
+                        "and keep the best epoch's weights (default: off)")
     parser.add_argument("--resume", default=None, metavar="DIR",
                         help="checkpoint folder: resume the run saved there, and checkpoint into it")
     parser.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
@@ -58,6 +65,13 @@ def _add_scale_arguments(parser):
 
 def _check_args(args):
     options.check_training_arguments(args)
+    if args.early_stopping is not None and not args.validation_split:
+        raise ConfigError("--early-stopping watches val_loss on the validation split; it needs --validation-split "
+                          "above 0 (the test set is never used to choose)")
+    if args.early_stopping is not None and args.early_stopping < 0:
+        raise ConfigError(f"--early-stopping PATIENCE must be >= 0, got {args.early_stopping}")
+    if args.log_every is not None and args.log_every < 1:
+        raise ConfigError(f"--log-every must be a positive number of steps, got {args.log_every}")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out} exists and is not a folder; give a folder path")
 
@@ -98,14 +112,14 @@ def run(args: argparse.Namespace) -> int:
     _join_processes(args)
     optimizer = optim.get(args.optimizer, args.lr, flavor=args.flavor)
     datasets = options.load_data(args, seed=args.seed)
-    model = models.get(args.model, datasets.num_classes)
+    model = options.model_for(args.model, datasets)
     if not args.quiet:
         nn.summary(model, datasets.input_shape)  # also fails early, in one line, when the data does not fit
-    validation = datasets.validation or datasets.test
+    validation = datasets.validation  # never the test set: that is evaluated once, after training
     watchers = _monitors(args, datasets)
     cbs = list(watchers)
     if args.early_stopping:
-        cbs.append(callbacks.EarlyStopping("val_loss", patience=args.early_stopping))
+        cbs.append(callbacks.EarlyStopping("val_loss", patience=args.early_stopping, restore_best_weights=True))
     if args.resume:
         cbs.append(callbacks.ModelCheckpoint(args.resume, every=args.checkpoint_every, settings=_settings(args)))
     resume = args.resume if args.resume and checkpoint.exists(args.resume) else None
@@ -114,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                       epochs=args.epochs, batch_size=args.batch_size, validation_data=validation,
                       seed=args.seed, callbacks=cbs, eager=args.eager, skip_nonfinite=args.skip_nonfinite,
                       verbose=not args.quiet, resume=resume, data_parallel=args.data_parallel,
-                      precision=args.precision, loop=args.loop)
+                      precision=args.precision, loop=args.loop, augment=args.augment, log_every=args.log_every)
     except NonFiniteError as err:
         if args.out and err.variables is not None:
             _save(args.out, model, err.variables, datasets, None)
@@ -144,8 +158,13 @@ def _finish_monitors(watchers, args):
 def _result(args, datasets, model, history, test):
     trained = len(history.epoch_seconds)
     seconds = sum(history.epoch_seconds)
+    validation = {"validation_split": args.validation_split, "validation_seed": args.seed,
+                  "validation_examples": len(datasets.validation) if datasets.validation is not None else 0,
+                  "train_examples": len(datasets.train), "test_examples": len(datasets.test)}
+    last = {key: values[-1] for key, values in history.history.items() if key.startswith("val_") and values}
     return {
         "model": args.model, "dataset": datasets.name, "source": datasets.source, "optimizer": args.optimizer,
+        "loss": history.loss, **validation, **last, "augment": args.augment,
         "flavor": args.flavor, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
         "eager": args.eager, "loop": history.loop, "data_parallel": args.data_parallel,
         "precision": args.precision,
@@ -172,15 +191,34 @@ def _save(out, model, variables, datasets, result):
             tmp.write_text(json.dumps(result, indent=2))
 
 
+def _data_row(result):
+    """Which examples trained, validated and tested: the numbers' provenance, in one line."""
+    held = (f"{result['validation_examples']:,} validation ({100 * result['validation_split']:g} % of train, seed "
+            f"{result['validation_seed']})" if result["validation_examples"] else "no validation")
+    return f"{result['train_examples']:,} train, {held}, {result['test_examples']:,} test (evaluated once, at the end)"
+
+
+def _validation_rows(result):
+    rows = []
+    for key in ("val_loss", "val_accuracy"):
+        if isinstance(result.get(key), float):
+            value = result[key]
+            rows.append((f"{key.replace('_', ' ')} (last epoch)", f"{100 * value:.2f} %" if "acc" in key
+                         else f"{value:.4f}"))
+    return rows
+
+
 def _report(result, as_json):
     rows = [("model", result["model"]), ("dataset", f"{result['dataset']} ({result['source']})"),
             ("optimizer", f"{result['optimizer']} lr={result['lr']} flavor={result['flavor']}"),
+            ("loss", result["loss"]), ("data", _data_row(result)),
             ("params", f"{result['params']:,}"), ("epochs", result["epochs"]),
             ("compile", f"{result['compile_seconds']:.2f} s"),
             ("epoch time (median)", f"{sorted(result['epoch_seconds'])[len(result['epoch_seconds']) // 2]:.3f} s"
              if result["epoch_seconds"] else "-"),
             ("samples/s", f"{result['samples_per_second']:,.0f}" if result["samples_per_second"] else "-"),
             ("final train loss", f"{result['final_train_loss']:.4f}" if result["final_train_loss"] else "-"),
+            *_validation_rows(result),
             ("test loss", f"{result['test_loss']:.4f}"), ("test accuracy", f"{100 * result['test_accuracy']:.2f} %")]
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))

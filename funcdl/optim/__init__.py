@@ -36,8 +36,9 @@ from funcdl.optim._common import (
     is_known_nonzero,
     may_be_nonzero,
 )
+from funcdl.optim._freeze import freeze
 
-__all__ = ["FLAVORS", "NAMES", "adadelta", "adagrad", "adam", "adamw", "get", "momentum",
+__all__ = ["FLAVORS", "NAMES", "adadelta", "adagrad", "adam", "adamw", "freeze", "get", "momentum",
            "nesterov", "rmsprop", "sgd"]
 
 NAMES = ("sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw")

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcdl import losses
 from funcdl.errors import ConfigError
 from funcdl.train.step import StepMetrics, TrainState, TrainStep, apply_model, count_correct
 
@@ -151,6 +152,8 @@ class SteppedEpoch:
 
 def make_eval(model: Any, loss_fn: Callable, batch_size: int) -> Callable:
     """``evaluate(variables, x, y) -> (loss_sum, correct, predictions (N,))`` in one scan over batches."""
+    threshold = losses.binary_threshold(loss_fn)
+
     def evaluate(variables, x, y):
         indices, masks = epoch_indices(None, x.shape[0], batch_size, shuffle=False)
 
@@ -158,12 +161,19 @@ def make_eval(model: Any, loss_fn: Callable, batch_size: int) -> Callable:
             index, mask = batch
             outputs = apply_model(model, variables, x[index])
             loss = jnp.sum(loss_fn(outputs, y[index]) * mask)
-            correct = count_correct(outputs, y[index], mask)
-            predicted = jnp.argmax(outputs, -1) if outputs.ndim == 2 and outputs.shape[-1] > 1 else index * 0
+            correct = count_correct(outputs, y[index], mask, threshold)
+            predicted = _predicted_class(outputs, threshold, index)
             return (totals[0] + loss, totals[1] + correct), predicted
         (loss, correct), predicted = jax.lax.scan(body, (jnp.zeros(()), jnp.zeros(())), (indices, masks))
         return loss, correct, predicted.reshape(-1)[:x.shape[0]]
     return evaluate
+
+
+def _predicted_class(outputs, threshold, index):
+    """(B,) predicted classes: argmax of class scores, ``outputs > threshold`` of one binary output, else 0."""
+    if threshold is not None and outputs.shape[1:] == (1,):
+        return (outputs[:, 0] > threshold).astype(jnp.int32)
+    return jnp.argmax(outputs, -1) if outputs.ndim == 2 and outputs.shape[-1] > 1 else index * 0
 
 
 def make_predict(model: Any, batch_size: int) -> Callable:

@@ -27,6 +27,10 @@ class History:
       settings: what the run was started with (batch size, loss, data, ...), recorded in its checkpoints so that
         a resume that changes one is refused (``funcdl.train.checkpoint``).
       loop: ``'scan'`` (each epoch one XLA program) or ``'steps'`` (one compiled call per step).
+      loss: the loss trained on and how it was matched to the model (``funcdl.train.objective``).
+      step_losses: ``(global step, loss)`` of every ``log_every``-th step (``fit(log_every=N)``).
+      validation: where ``val_*`` came from (``'validation_data'``, ``'validation_split 0.1 (last 100 examples)'``,
+        or ``''`` for none).
       state: the final TrainState.
     """
     history: dict[str, list] = field(default_factory=dict)
@@ -39,6 +43,9 @@ class History:
     seed: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
     loop: str = "scan"
+    loss: str = ""
+    step_losses: list[tuple[int, float]] = field(default_factory=list)
+    validation: str = ""
     state: TrainState | None = None
 
     def log(self, logs: dict[str, Any]) -> None:

@@ -67,6 +67,7 @@ class EpochBuilder:
       loop: ``'scan'`` (one XLA program) or ``'steps'`` (one compiled call per step).
       eager: run the plain function op by op (nothing compiled).
       mesh: a ``'data'`` mesh for data parallelism, or None.
+      wrap: ``wrap(step) -> step``: what the run adds to every step (augmentation, step reports), or None.
     """
     model: Any
     loss_fn: Callable
@@ -76,11 +77,13 @@ class EpochBuilder:
     loop: str
     eager: bool
     mesh: Any = None
+    wrap: Callable | None = None
 
     def build(self, guard: bool, stop_on_nonfinite: bool, state: TrainState, x: Any, y: Any,
               key: jax.Array) -> BuiltEpoch:
         """The epoch with guarded (or unguarded) steps, compiled for these arguments' shapes and placements."""
         step = make_train_step(self.model, self.loss_fn, self.optimizer, guard)
+        step = step if self.wrap is None else self.wrap(step)
         step = step if self.mesh is None else parallel.shard_batches(step, self.mesh)
         start = time.perf_counter()
         flags = jax.ShapeDtypeStruct((math.ceil(x.shape[0] / self.batch_size),), jnp.bool_)

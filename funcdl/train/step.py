@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from funcdl import losses
 from funcdl.nn import takes_train
 
 
@@ -53,12 +54,24 @@ def masked_mean(per_example: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(per_example * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def count_correct(outputs: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
-    """Correct classifications among masked examples (argmax of (B, C) outputs vs integer or one-hot targets).
+def count_correct(outputs: jax.Array, targets: jax.Array, mask: jax.Array,
+                  threshold: float | None = None) -> jax.Array:
+    """Correct classifications among masked examples.
 
-    0 for outputs that are no class scores: other shapes, or several outputs (a tuple or dict).
+    Args:
+      outputs: (B, C) class scores, compared by argmax with integer (B,) or one-hot (B, C) targets; or, with
+        ``threshold``, binary outputs (B, ...) (``outputs > threshold`` vs ``targets > 0.5``, each example
+        counting the share of its elements that agree, as Keras's ``binary_accuracy``).
+      threshold: the binary decision threshold (``funcdl.losses.binary_threshold``), or None.
+    Returns:
+      a float scalar (0 for outputs that are neither).
     """
-    if not hasattr(outputs, "ndim") or outputs.ndim != 2 or outputs.shape[-1] < 2:
+    if not hasattr(outputs, "ndim"):  # several outputs (a tuple or dict): no class scores to count
+        return jnp.zeros((), jnp.float32)
+    if threshold is not None:
+        agree = ((outputs > threshold) == (targets > 0.5)).reshape(outputs.shape[0], -1)
+        return jnp.sum(jnp.mean(agree, axis=1) * mask)
+    if outputs.ndim != 2 or outputs.shape[-1] < 2:
         return jnp.zeros((), jnp.float32)
     labels = targets if targets.ndim == 1 else jnp.argmax(targets, -1)
     return jnp.sum((jnp.argmax(outputs, -1) == labels) * mask)
@@ -92,6 +105,8 @@ def make_train_step(model: Any, loss_fn: Callable, optimizer: optax.GradientTran
     Returns:
       ``step``: ``x`` (B, ...), ``y`` (B, ...), ``mask`` (B,) 0/1 floats, ``key`` the dropout key.
     """
+    threshold = losses.binary_threshold(loss_fn)
+
     def objective(params, variables, x, y, mask, key):
         outputs, new_state = apply_model(model, {**variables, "params": params}, x, train=True,
                                          rngs={"dropout": key}, mutable=["batch_stats"])
@@ -104,7 +119,7 @@ def make_train_step(model: Any, loss_fn: Callable, optimizer: optax.GradientTran
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
         variables = {**state.variables, **new_state, "params": optax.apply_updates(params, updates)}
         new = TrainState(variables, opt_state, state.step + 1)
-        metrics = StepMetrics(loss, count_correct(outputs, y, mask), jnp.sum(mask), jnp.isfinite(loss))
+        metrics = StepMetrics(loss, count_correct(outputs, y, mask, threshold), jnp.sum(mask), jnp.isfinite(loss))
         if not guard:
             return new, metrics
         finite = metrics.finite & all_finite(grads)

@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcdl import losses as losses_lib
 from funcdl import nn
 from funcdl import optim as optim_lib
 from funcdl.errors import ConfigError, DataError
@@ -37,6 +36,7 @@ from funcdl.train.checks import as_arrays, check_batch_size, check_data, check_e
 from funcdl.train.epoch import epoch_key, make_eval, make_train_epoch, split_seed
 from funcdl.train.history import History
 from funcdl.train.loop import run_epochs
+from funcdl.train.objective import resolve as resolve_loss
 from funcdl.train.step import TrainState, make_train_step
 
 
@@ -46,6 +46,7 @@ class SweepResult:
 
     Attributes:
       lrs, seeds: (K,) the learning rate and seed of each model.
+      batch_sizes: (K,) the batch size of each model (models of one batch size share one program).
       history: ``{'loss', 'accuracy', 'val_loss', 'val_accuracy'}`` each (K, epochs).
       diverged: (K,) True where a step gave a non-finite loss (the model kept its last good state).
       variables: the trained variables stacked on a leading K axis.
@@ -58,13 +59,15 @@ class SweepResult:
     variables: Any = None
     compile_seconds: float = 0.0
     epoch_seconds: list = field(default_factory=list)
+    batch_sizes: Any = None
 
     def model_variables(self, index: int) -> Any:
         """The variables of model ``index`` (as ``fd.fit`` would return them)."""
         return jax.tree.map(lambda leaf: leaf[index], self.variables)
 
     def ranking(self) -> list[dict[str, Any]]:
-        """Rows ``{'lr', 'seed', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'diverged', 'index'}``, best 1st.
+        """Rows ``{'lr', 'seed', 'batch_size', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'diverged',
+        'index'}``, best first.
 
         Best: not diverged, then highest final validation accuracy (training
         accuracy without validation data), then lowest final loss.
@@ -72,7 +75,7 @@ class SweepResult:
         rows = []
         for index in range(len(self.lrs)):
             row = {"index": index, "lr": float(self.lrs[index]), "seed": int(self.seeds[index]),
-                   "diverged": bool(self.diverged[index])}
+                   "batch_size": int(self.batch_sizes[index]), "diverged": bool(self.diverged[index])}
             row.update({key: float(values[index, -1]) for key, values in self.history.items()})
             rows.append(row)
         metric = "val_accuracy" if "val_accuracy" in self.history else "accuracy"
@@ -197,44 +200,71 @@ class SweepEpochs:
 
 def sweep(model: Any, x: Any, y: Any = None, *, lrs: Sequence[float], seeds: Sequence[int],
           loss: str | Callable = "cross_entropy", optimizer: str | Callable = "adam", flavor: str = "torch",
-          epochs: int = 1, batch_size: int = 32, validation_data: Any = None, shuffle: bool = True,
+          epochs: int = 1, batch_size: int | Sequence[int] = 32, validation_data: Any = None, shuffle: bool = True,
           eval_batch_size: int = 1024, verbose: bool = True) -> SweepResult:
-    """Train one model per (learning rate, seed) pair, all at once in one compiled program.
+    """Train one model per (learning rate, seed[, batch size]) setting, each batch size's models in one program.
 
     Args:
       model: a funcdl layer, as for ``fd.fit``.
       x, y: the training data, as for ``fd.fit``; images NHWC.
-      lrs, seeds: the grid; K = len(lrs) * len(seeds) models, learning-rate major.
+      lrs, seeds: the grid; K = len(lrs) * len(seeds) models per batch size, learning-rate major.
       loss: a loss name or function, as for ``fd.fit``.
       optimizer: an optimizer name of ``funcdl.optim`` (with ``flavor``), or a function
         ``learning_rate -> GradientTransformation`` that accepts a traced learning rate.
-      epochs, batch_size, shuffle, eval_batch_size: as for ``fd.fit``.
-      validation_data: evaluated for every model after every epoch.
+      epochs, shuffle, eval_batch_size: as for ``fd.fit``.
+      batch_size: one batch size, or several: the models of each batch size train in a program of their own
+        (shapes differ), one after the other; rows are batch-size major.
+      validation_data: evaluated for every model after every epoch (what ``ranking`` ranks on).
     Returns:
       SweepResult (per-model histories (K, epochs), stacked variables, ranking()).
     """
+    sizes = [batch_size] if isinstance(batch_size, (int, np.integer)) else list(batch_size)
+    if not sizes:
+        raise ConfigError("a sweep needs at least one batch size")
     lr_grid, seed_grid = grid(lrs, seeds)
     make_optimizer = _optimizer_factory(optimizer, flavor)
-    loss_fn, label_kind = losses_lib.get(loss), losses_lib.label_kind(loss)
-    x, y = check_data(*as_arrays(x, y), label_kind)
-    check_batch_size(batch_size, len(x))
+    objective = resolve_loss(loss, model)
+    x, y = check_data(*as_arrays(x, y), objective.label_kind)
+    for size in sizes:
+        check_batch_size(size, len(x))
     check_epochs(epochs)
     validation = None if validation_data is None else check_data(
-        *as_arrays(validation_data, what="validation data"), label_kind, "validation data")
+        *as_arrays(validation_data, what="validation data"), objective.label_kind, "validation data")
+    parts = [_sweep_batch_size(model, objective, make_optimizer, x, y, lr_grid, seed_grid, size, epochs, shuffle,
+                               validation, eval_batch_size, verbose) for size in sizes]
+    return parts[0] if len(parts) == 1 else _concatenate(parts)
+
+
+def _sweep_batch_size(model, objective, make_optimizer, x, y, lr_grid, seed_grid, batch_size, epochs, shuffle,
+                      validation, eval_batch_size, verbose):
+    """The SweepResult of every (lr, seed) model at one batch size: one compiled program."""
     keys = [split_seed(int(seed)) for seed in seed_grid]
     init_keys, train_keys = jnp.stack([key[0] for key in keys]), jnp.stack([key[1] for key in keys])
     states = _initial_states(model, make_optimizer, init_keys, lr_grid, x)
-    check_model_fits(model, jax.tree.map(lambda leaf: leaf[0], states.variables), x, y, label_kind)
+    check_model_fits(model, jax.tree.map(lambda leaf: leaf[0], states.variables), x, y, objective.label_kind)
     if validation is not None:
-        check_model_fits(model, jax.tree.map(lambda leaf: leaf[0], states.variables), *validation, label_kind,
-                         "validation data")
-    program = _make_program(model, loss_fn, make_optimizer, batch_size, shuffle, eval_batch_size)
+        check_model_fits(model, jax.tree.map(lambda leaf: leaf[0], states.variables), *validation,
+                         objective.label_kind, "validation data")
+    program = _make_program(model, objective.loss_fn, make_optimizer, batch_size, shuffle, eval_batch_size)
     sweep_epochs, seconds = SweepEpochs.build(program, lr_grid, states, x, y, train_keys, validation)
     history = History(compile_seconds=seconds)
     states = run_epochs(sweep_epochs, states, history, epochs, verbose=verbose,
-                        desc=f"sweep ({len(lr_grid)} models)")
+                        desc=f"sweep ({len(lr_grid)} models, batch {batch_size})")
     return SweepResult(lr_grid, seed_grid, {key: np.stack(values, axis=1) for key, values in history.history.items()},
-                       sweep_epochs.diverged, states.variables, seconds, history.epoch_seconds)
+                       sweep_epochs.diverged, states.variables, seconds, history.epoch_seconds,
+                       np.full(len(lr_grid), batch_size))
+
+
+def _concatenate(parts: list[SweepResult]) -> SweepResult:
+    """One SweepResult of the models of several batch sizes (batch-size major); epoch times add up."""
+    def join(*arrays):
+        return np.concatenate([np.asarray(a) for a in arrays])
+    return SweepResult(join(*(p.lrs for p in parts)), join(*(p.seeds for p in parts)),
+                       {key: join(*(p.history[key] for p in parts)) for key in parts[0].history},
+                       join(*(p.diverged for p in parts)), jax.tree.map(join, *(p.variables for p in parts)),
+                       sum(p.compile_seconds for p in parts),
+                       [sum(seconds) for seconds in zip(*(p.epoch_seconds for p in parts))],
+                       join(*(p.batch_sizes for p in parts)))
 
 
 def plot(result: SweepResult, path: str | Path, metric: str = "val_accuracy") -> Path:
@@ -259,8 +289,9 @@ def plot(result: SweepResult, path: str | Path, metric: str = "val_accuracy") ->
     for index in range(len(result.lrs)):
         color = palette[lrs.index(float(result.lrs[index]))]
         style = styles[seeds.index(int(result.seeds[index])) % len(styles)]
+        batch = f" batch={int(result.batch_sizes[index])}" if len(set(result.batch_sizes.tolist())) > 1 else ""
         axis.plot(epochs, values[index], style, color=color, marker="o", markersize=3,
-                  label=f"lr={float(result.lrs[index]):.3g} seed={int(result.seeds[index])}")
+                  label=f"lr={float(result.lrs[index]):.3g} seed={int(result.seeds[index])}{batch}")
     axis.set(xlabel="epoch", ylabel=metric, title=f"sweep: {metric} per epoch ({len(result.lrs)} models)")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
