@@ -86,9 +86,9 @@ def write(stem: str, found: list[dict], dry_run: bool, failed: list[str]) -> dic
     lines = [title,
              "", "| status | goal | value | target |", "| --- | --- | --- | --- |"]
     for goal in found:
-        value = "-" if goal["value"] is None else f"{goal['value']:.4g}"
-        unit = goal["unit"]
-        lines.append(f"| {goal['status']} | {goal['goal']} | {value} {unit} | {goal['target']} {unit} |")
+        unit = f" {goal['unit']}" if goal["unit"] else ""
+        value = "-" if goal["value"] is None else f"{goal['value']:.4g}{unit}"
+        lines.append(f"| {goal['status']} | {goal['goal']} | {value} | {goal['target']}{unit} |")
     if failed:
         lines += ["", f"Stages that failed: {', '.join(failed)}."]
     for suffix, text in (("json", json.dumps(record, indent=1) + "\n"), ("md", "\n".join(lines) + "\n")):
