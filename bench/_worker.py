@@ -10,7 +10,9 @@ with a ``note``; the traceback goes to stderr.
 """
 import importlib
 import json
+import os
 import sys
+import time
 import traceback
 
 from bench import _fair, _flops
@@ -34,7 +36,12 @@ def run_cell(cell):
         module_name, function_name = cell["function"].split(":")
         runner = getattr(importlib.import_module(module_name), function_name)
         job = make_job(cell)
-        return summarize(job, runner(job))
+        start, wall = os.times(), time.perf_counter()
+        row = summarize(job, runner(job))
+        used = os.times()
+        # cores busy on average while the runner ran (compile included): at most the threads it was given
+        row["cpu_per_wall"] = (used.user + used.system - start.user - start.system) / (time.perf_counter() - wall)
+        return row
     except Unavailable as err:
         return empty_row(cell["model"], cell["runner"], str(err))
     except ModuleNotFoundError as err:

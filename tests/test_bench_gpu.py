@@ -47,6 +47,8 @@ def test_dry_run_writes_every_file(dry_run):
         assert record["settings"]["threads"] == 1 and "before" in record["load"]
         funcdl = next(row for row in record["rows"] if row["runner"] == "funcdl")
         assert funcdl["samples_per_second"] > 0 and funcdl["flops_per_sample"] > 0 and funcdl["peak_fraction"] > 0
+        for row in record["rows"]:  # pinned to one CPU: no runner keeps more than one core busy
+            assert row["samples_per_second"] is None or row["cpu_per_wall"] <= 1.1, row
         graph = next(row for row in record["rows"] if row["runner"] == "torch-cudagraph")
         assert graph["samples_per_second"] is None and "GPU only" in graph["note"]
     speedrun = json.loads(Path(f"{stem}-speedrun.json").read_text())
