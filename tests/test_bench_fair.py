@@ -77,6 +77,7 @@ def test_thread_env_names_the_count_for_every_library():
     assert "--xla_cpu_multi_thread_eigen=false" in _fair.thread_env(1, "jax")["XLA_FLAGS"]
 
 
+@pytest.mark.subprocess
 def test_a_cpu_hungry_process_is_seen_as_busy():
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
