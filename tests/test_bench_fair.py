@@ -141,14 +141,14 @@ def test_peak_fraction_is_achieved_flops_over_the_workers_peak():
     assert rows[1]["flops_per_sample"] == 2e6 and rows[1]["peak_fraction"] is None
 
 
-def _job(name):
-    cell = suite.plan([name], ["funcdl"], "cpu", suite.settings(quick=True))[0]
-    return _models.make_job({**cell, "prepared": None, "data_dir": None, "accuracy": False})
+def _job(name, data_dir):
+    cell = suite.plan([name], ["funcdl"], "cpu", suite.settings(quick=True), data_dir)[0]
+    return _models.make_job({**cell, "prepared": None, "accuracy": False})
 
 
 @pytest.mark.parametrize("name", ["mlp", "lstm"])
-def test_step_flops_counts_forward_backward_and_every_time_step(name):
-    job = _job(name)
+def test_step_flops_counts_forward_backward_and_every_time_step(name, data_dir):
+    job = _job(name, data_dir)
     flops = _flops.step_flops(job) / job.batch_size
     if name == "mlp":  # 784-128-10: no input gradient for the first layer, so about 2x the forward pass
         forward, low, high = 2 * (784 * 128 + 128 * 10), 2.0, 2.3
