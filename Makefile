@@ -9,7 +9,7 @@ DATA_DIR ?= $(or $(FUNCDL_DATA_DIR),$(if $(wildcard ../shared/data),../shared/da
 DATA_FLAG := $(if $(wildcard $(DATA_DIR)/mnist),--data-dir $(DATA_DIR))
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup demo test lint data bench clean
+.PHONY: setup demo test lint data bench bench-gpu clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ lint: setup
 
 bench: setup
 	$(BIN)/funcdl bench --suite cpu --quick
+
+# The GPU benchmarks in one go (suite, MNIST speed run, bf16 vs fp32, 16-model sweep) and their goals;
+# writes bench/results/gpu-DATE-*. `bash bench/gpu.sh --dry-run` runs the same plan on the CPU, tiny.
+bench-gpu: setup
+	FUNCDL_DATA_DIR=$(abspath $(DATA_DIR)) PYTHON=$(BIN)/python bash bench/gpu.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

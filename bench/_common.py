@@ -15,6 +15,8 @@ Definitions (the same for every runner):
   peak_device_bytes     GPU only: jax ``memory_stats()['peak_bytes_in_use']``,
                         ``torch.cuda.max_memory_allocated()`` or TF's peak; null on CPU.
   test_accuracy         on the MNIST test set after all the cell's epochs, where run.
+  cpu_per_wall          process CPU time / wall time while the runner ran (compile
+                        included): the cores it kept busy, at most ``--threads``.
   ratio_to_funcdl       samples_per_second / the funcdl row's, same model, same run.
 """
 import resource

@@ -10,14 +10,19 @@ with a ``note``; the traceback goes to stderr.
 """
 import importlib
 import json
+import os
 import sys
+import time
 import traceback
 
+from bench import _fair, _flops
 from bench._common import Unavailable, empty_row, summarize
 from bench._models import make_job, save_initial
 
 MARK = "BENCH_ROW "
 PREPARED = "BENCH_PREPARED "
+FLOPS = "BENCH_FLOPS "
+PEAK = "BENCH_PEAK "
 
 
 def _first_line(err):
@@ -31,7 +36,12 @@ def run_cell(cell):
         module_name, function_name = cell["function"].split(":")
         runner = getattr(importlib.import_module(module_name), function_name)
         job = make_job(cell)
-        return summarize(job, runner(job))
+        start, wall = os.times(), time.perf_counter()
+        row = summarize(job, runner(job))
+        used = os.times()
+        # cores busy on average while the runner ran (compile included): at most the threads it was given
+        row["cpu_per_wall"] = (used.user + used.system - start.user - start.system) / (time.perf_counter() - wall)
+        return row
     except Unavailable as err:
         return empty_row(cell["model"], cell["runner"], str(err))
     except ModuleNotFoundError as err:
@@ -46,17 +56,30 @@ def run_cell(cell):
 def prepare(cells, folder):
     """Save each model's data, initial variables, batch order and probe logits once, for all its cells.
 
-    Prints ``BENCH_PREPARED {"model": path}`` per model that worked; a model that fails
-    is left for its cells to compute themselves.
+    Prints ``BENCH_PREPARED {"model": path}`` per model that worked (a model that fails
+    is left for its cells to compute themselves), then ``BENCH_FLOPS {"model": flops}``,
+    the FLOPs per training sample of funcdl's step (XLA's cost analysis).
     """
     for cell in {cell["model"]: cell for cell in cells}.values():
         try:
             path = f"{folder}/{cell['model']}.npz"
             with_test = any(other["accuracy"] for other in cells if other["model"] == cell["model"])
-            save_initial(make_job({**cell, "prepared": None}), path, with_test)
+            job = make_job({**cell, "prepared": None})
+            save_initial(job, path, with_test)
             print(PREPARED + json.dumps({cell["model"]: path}), flush=True)
+            flops = _flops.step_flops(job)
+            print(FLOPS + json.dumps({cell["model"]: flops and flops / job.batch_size}), flush=True)
         except Exception:  # the cells will compute (and report) it themselves
             traceback.print_exc()
+
+
+def print_peak(cell):
+    """Print ``BENCH_PEAK {...}``: the matmul peak of the cell's framework in this process (see ``_flops``)."""
+    try:
+        peak = _flops.matmul_peak(cell["family"], cell["matmul_size"], on_gpu=cell["suite"] == "gpu")
+        print(PEAK + json.dumps({**peak, "threads": cell["threads"]}), flush=True)
+    except Exception:  # no peak: the rows' peak_fraction stays null
+        traceback.print_exc()
 
 
 def main(argv=None):
@@ -67,15 +90,19 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[0] == "--prepare":
         with open(argv[2]) as handle:
-            prepare(json.load(handle), argv[1])
+            cells = json.load(handle)
+        _fair.pin(cells[0]["threads"], "jax")
+        prepare(cells, argv[1])
         return 0
     with open(argv[0]) as handle:
         cells = json.load(handle)
+    _fair.pin(cells[0]["threads"], cells[0]["family"])
     for position, cell in enumerate(cells):
         row = run_cell(cell)
         if position > 0 and row.get("peak_host_bytes") is not None:
             row["note"] = "; ".join(filter(None, [row.get("note"), "peak host memory shared with earlier cells"]))
         print(MARK + json.dumps(row), flush=True)
+    print_peak(cells[0])  # after the cells, so its memory is not in their peak RSS
     return 0
 
 

@@ -89,6 +89,7 @@ def result(suite, quick, chosen, rows, shared_processes=False, runners=None):
             "eager_steps_per_epoch": chosen["eager_steps"], "accuracy_models": list(chosen["accuracy_models"]),
             "processes": "shared per framework" if shared_processes else "one per cell",
             "optimizer": "Adam(1e-3) in every framework", "seed": 0,
+            "threads": chosen.get("threads"), "matmul_size": chosen.get("matmul_size"),
         },
         "notes": notes(quick, chosen, suite),
         "runners": dict(runners or {}),
@@ -107,6 +108,11 @@ def notes(quick, chosen, suite="cpu"):
         "peak_host_bytes: the worker process's RSS high-water (ru_maxrss), nothing subtracted (interpreter, "
         "frameworks and data included); peak_device_bytes: GPU allocator peak, null on CPU.",
         "resnet trains on synthetic data (random 32x32x3 images and labels): no test accuracy.",
+        f"Every worker is pinned to {chosen.get('threads')} CPU(s) and torch, TensorFlow and XLA are set to as many "
+        "threads; MFLOP/sample: XLA's cost analysis of funcdl's train step (forward, backward, Adam) per example, "
+        "one figure per model; % of peak: samples/s x FLOPs/sample over the best speed of a "
+        f"{chosen.get('matmul_size')}x{chosen.get('matmul_size')} float32 matmul timed in the same worker "
+        "(its framework, its threads).",
         "funcdl-eager times a few steps an epoch and extrapolates; ratio_to_funcdl = samples/s / funcdl's.",
     ]
     if suite == "cpu":
@@ -133,6 +139,10 @@ def _fmt(value, kind):
         return f"{value:.3g}x"
     if kind == "acc":
         return f"{100 * value:.2f}%"
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "mflop":
+        return f"{value / 1e6:,.1f}"
     if kind == "int":
         return f"{value:,.0f}"
     return f"{value:.3g}"
@@ -140,8 +150,9 @@ def _fmt(value, kind):
 
 COLUMNS = (("model", "model", None), ("runner", "runner", None), ("epoch s", "epoch_seconds_median", "num"),
            ("samples/s", "samples_per_second", "int"), ("vs funcdl", "ratio_to_funcdl", "ratio"),
-           ("compile s", "compile_seconds", "num"), ("host MiB", "peak_host_bytes", "bytes"),
-           ("device MiB", "peak_device_bytes", "bytes"), ("test acc", "test_accuracy", "acc"), ("note", "note", None))
+           ("test acc", "test_accuracy", "acc"), ("host MiB", "peak_host_bytes", "bytes"),
+           ("device MiB", "peak_device_bytes", "bytes"), ("MFLOP/sample", "flops_per_sample", "mflop"),
+           ("% of peak", "peak_fraction", "pct"), ("compile s", "compile_seconds", "num"), ("note", "note", None))
 
 
 def markdown(record):
@@ -150,7 +161,8 @@ def markdown(record):
     lines = [f"# funcdl bench: {record['device']}, {record['date']}{' (quick)' if record['quick'] else ''}", "",
              f"Machine: {m['cpu']}, {m['cpu_count']} cores ({m['usable_cores']} usable)"
              + (f", GPU: {', '.join(m['gpus'])}" if m["gpus"] else "") + f"; Python {m['python']}.",
-             "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".", "",
+             "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".",
+             *load_lines(record), "",
              "| " + " | ".join(title for title, _, _ in COLUMNS) + " |",
              "|" + "|".join(" --- " for _ in COLUMNS) + "|"]
     for row in record["rows"]:
@@ -164,6 +176,23 @@ def markdown(record):
     lines += [""] + [f"- {note}" for note in record["notes"]]
     lines += [""] + [f"- `{name}`: {summary}" for name, summary in record.get("runners", {}).items()]
     return "\n".join(lines) + "\n"
+
+
+def load_lines(record):
+    """The threads, the load before and after the run, and a warning line when the machine was busy."""
+    settings, load = record.get("settings", {}), record.get("load")
+    peaks = {row["matmul_peak"]["framework"]: row["matmul_peak"]["flops_per_second"]
+             for row in record["rows"] if row.get("matmul_peak")}
+    lines = [f"Threads: {settings.get('threads')} per framework; matmul peak "
+             + (", ".join(f"{name} {value / 1e9:,.0f} GFLOP/s" for name, value in sorted(peaks.items())) or "-")
+             + "."]
+    if load:
+        lines.append("Load average before / after: " + " / ".join(
+            ", ".join(f"{value:.2f}" for value in load[when]["load_average"]) for when in ("before", "after")) + ".")
+        reasons = load["before"]["busy"] + load["after"]["busy"]
+        if reasons:
+            lines.append(f"**Warning: the machine was busy** ({'; '.join(reasons)}): compare ratios, not times.")
+    return lines
 
 
 def _panel(axis, model, rows):
@@ -206,11 +235,11 @@ def stem(record):
     return f"{device}-{record['date']}" + ("-quick" if record["quick"] else "")
 
 
-def write(record, out_dir=None):
-    """Write the JSON, markdown and PNG files; returns {'json': path, 'md': path, 'png': path}."""
+def write(record, out_dir=None, name=None):
+    """Write the JSON, markdown and PNG files (named ``name`` or ``stem(record)``); returns {kind: path}."""
     folder = Path(out_dir) if out_dir else RESULTS
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {kind: folder / f"{stem(record)}.{kind}" for kind in ("json", "md", "png")}
+    paths = {kind: folder / f"{name or stem(record)}.{kind}" for kind in ("json", "md", "png")}
     for kind, text in (("json", json.dumps(record, indent=1) + "\n"), ("md", markdown(record))):
         with atomic_path(paths[kind]) as tmp:
             tmp.write_text(text)

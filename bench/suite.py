@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import _fair, report
 from bench._common import empty_row
-from bench._worker import MARK, PREPARED
+from bench._flops import MATMUL_SIZE
+from bench._worker import FLOPS, MARK, PEAK, PREPARED
+from funcdl.errors import ConfigError, FuncdlError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,13 +92,19 @@ def settings(quick, epochs=None, batches=None, timeout=None):
 
 
 def plan(models, runners, suite, chosen, data_dir=None, seed=0):
-    """The cells to run, model by model (so one model's runners see the same machine state)."""
+    """The cells to run, model by model (so one model's runners see the same machine state).
+
+    ``chosen`` may hold ``threads`` (every framework's thread count) and ``matmul_size``
+    (the side of the matmul whose speed is the peak); defaults from ``bench._fair`` / ``bench._flops``.
+    """
     cells = []
     for model in models:
         for runner in runners:
             cells.append({
                 "model": model, "runner": runner, "function": f"{RUNNERS[runner].module}:{RUNNERS[runner].function}",
-                "suite": suite, "seed": seed,
+                "suite": suite, "seed": seed, "family": RUNNERS[runner].family,
+                "threads": chosen.get("threads", _fair.DEFAULT_THREADS),
+                "matmul_size": chosen.get("matmul_size", MATMUL_SIZE),
                 "batches": chosen["batches"].get(model, chosen["default_batches"]),
                 "epochs": chosen["epochs"], "warmup": chosen["warmup"], "eager_steps": chosen["eager_steps"],
                 "accuracy": model in chosen["accuracy_models"],
@@ -116,9 +124,10 @@ def unavailable_reason(runner_name, suite):
     return None
 
 
-def worker_env(family, suite):
-    """Environment of a worker process for a runner ``family`` in ``suite``."""
+def worker_env(family, suite, threads=_fair.DEFAULT_THREADS):
+    """Environment of a worker process for a runner ``family`` in ``suite`` with ``threads`` threads."""
     env = dict(os.environ)
+    env.update(_fair.thread_env(threads, family))
     env.update(TF_CPP_MIN_LOG_LEVEL="3", TF_FORCE_GPU_ALLOW_GROWTH="true",
                KERAS_BACKEND="jax" if family == "keras-jax" else "tensorflow")
     if suite == "cpu":
@@ -162,28 +171,43 @@ def _lines(stdout, mark):
 
 
 def prepare(cells, folder, timeout, log_path=None):
-    """{model: .npz path} of the shared initial state, written once by a CPU-only worker."""
+    """({model: .npz path} of the shared initial state, {model: FLOPs per sample}), from one CPU-only worker."""
     if not cells:
-        return {}
+        return {}, {}
     spec = Path(folder, "prepare.json")
     spec.write_text(json.dumps(cells))
-    env = worker_env("torch", "cpu")  # jax on the CPU: the parent must not take GPU memory
+    env = worker_env("torch", "cpu", cells[0]["threads"])  # jax on the CPU: the parent must not take GPU memory
     stdout, _, _ = _run_worker(["--prepare", str(folder), str(spec)], env, timeout, log_path, "prepare")
-    return {model: path for found in _lines(stdout, PREPARED) for model, path in found.items()}
+    paths = {model: path for found in _lines(stdout, PREPARED) for model, path in found.items()}
+    return paths, {model: flops for found in _lines(stdout, FLOPS) for model, flops in found.items()}
 
 
 def run_group(cells, timeout, log_path=None):
-    """Run ``cells`` in one worker process; one row per cell, a note for any that gave none."""
+    """Run ``cells`` in one worker process; one row per cell (a note for any that gave none), the matmul peak."""
     family = RUNNERS[cells[0]["runner"]].family
     label = ", ".join(f"{cell['model']}/{cell['runner']}" for cell in cells)
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="funcdl-bench-") as spec:
         json.dump(cells, spec)
         spec.flush()
-        stdout, failure, tail = _run_worker([spec.name], worker_env(family, cells[0]["suite"]),
+        stdout, failure, tail = _run_worker([spec.name], worker_env(family, cells[0]["suite"], cells[0]["threads"]),
                                             timeout * len(cells), log_path, label)
     rows = _lines(stdout, MARK)
     for cell in cells[len(rows):]:
         rows.append(empty_row(cell["model"], cell["runner"], f"{failure}: {tail}" if tail else failure))
+    peaks = _lines(stdout, PEAK)
+    for row in rows:
+        row["matmul_peak"] = peaks[0] if peaks else None
+    return rows
+
+
+def add_efficiency(rows, flops):
+    """Set each row's ``flops_per_sample`` (its model's) and ``peak_fraction``: achieved FLOP/s / its matmul peak."""
+    for row in rows:
+        row["flops_per_sample"] = flops.get(row["model"])
+        peak = (row.get("matmul_peak") or {}).get("flops_per_second")
+        speed = row["samples_per_second"]
+        row["peak_fraction"] = (row["flops_per_sample"] * speed / peak
+                                if row["flops_per_sample"] and speed and peak else None)
     return rows
 
 
@@ -201,7 +225,8 @@ def _describe(row):
     if row["samples_per_second"] is None:
         return f"{row['model']} / {row['runner']}: -- ({row.get('note')})"
     return (f"{row['model']} / {row['runner']}: {row['samples_per_second']:.0f} samples/s, "
-            f"epoch {row['epoch_seconds_median']:.3g} s, compile {row['compile_seconds']:.3g} s")
+            f"epoch {row['epoch_seconds_median']:.3g} s, compile {row['compile_seconds']:.3g} s, "
+            f"peak host {row['peak_host_bytes'] / 2**20:,.0f} MiB")
 
 
 def run_cells(cells, timeout, shared_processes=False, log_path=None):
@@ -215,7 +240,7 @@ def run_cells(cells, timeout, shared_processes=False, log_path=None):
             runnable.append(cell)
     with tempfile.TemporaryDirectory(prefix="funcdl-bench-") as folder:
         log.info("preparing the shared initial weights and batch order")
-        prepared = prepare(runnable, folder, timeout, log_path)
+        prepared, flops = prepare(runnable, folder, timeout, log_path)
         groups = _groups([{**cell, "prepared": prepared.get(cell["model"])} for cell in runnable],
                          shared_processes)
         for number, group in enumerate(groups, 1):
@@ -225,12 +250,33 @@ def run_cells(cells, timeout, shared_processes=False, log_path=None):
                 rows[(row["model"], row["runner"])] = row
                 log.info("  %s", _describe(row))
             log.info("  (%.1f s wall)", time.perf_counter() - start)
-    return add_ratios([rows[(cell["model"], cell["runner"])] for cell in cells])
+    return add_efficiency(add_ratios([rows[(cell["model"], cell["runner"])] for cell in cells]), flops)
+
+
+class MachineBusy(FuncdlError):
+    """The machine is too busy for fair figures and ``strict`` was asked for."""
+
+
+def check_load(threads, strict=False, when="before the run"):
+    """A ``_fair.snapshot`` of the machine with its ``busy`` reasons; warns in one line (or, strict, raises).
+
+    Raises:
+      MachineBusy: with ``strict``, when the machine is busy.
+    """
+    state = _fair.snapshot()
+    state["busy"] = _fair.busy_reasons(state, threads)
+    if state["busy"]:
+        message = f"machine busy {when}: {'; '.join(state['busy'])}"
+        if strict:
+            raise MachineBusy(message + " -- wait until it is quiet, or run without --strict (figures marked busy)")
+        log.warning("warning: %s; timings are not comparable with a quiet machine's", message)
+    return state
 
 
 def run_suite(suite="cpu", quick=False, models=MODEL_NAMES, runners=RUNNER_NAMES, data_dir=None, epochs=None,
-              batches=None, timeout=None, shared_processes=False, log_path=None):
-    """Run the benchmark and return the result: device, date, versions, machine, settings and rows.
+              batches=None, timeout=None, shared_processes=False, log_path=None, threads=_fair.DEFAULT_THREADS,
+              strict=False, matmul_size=MATMUL_SIZE):
+    """Run the benchmark and return the result: device, date, versions, machine, settings, load and rows.
 
     Args:
       suite: "cpu" (every framework forced onto the CPU) or "gpu" (CUDA devices).
@@ -240,12 +286,20 @@ def run_suite(suite="cpu", quick=False, models=MODEL_NAMES, runners=RUNNER_NAMES
       epochs, batches, timeout: override the timed epochs, batches per epoch, seconds per cell.
       shared_processes: one worker per process setting instead of one per cell (see module doc).
       log_path: append the workers' stderr here.
+      threads: CPU threads of every framework in every worker (see ``bench._fair``).
+      strict: refuse to run (MachineBusy) when the machine is busy before the run.
+      matmul_size: side of the float32 matmul timed in every worker as its peak.
     Returns:
       the result dict that ``bench.report`` writes (rows as documented in ``bench._common``).
     """
-    chosen = settings(quick, epochs, batches, timeout)
+    if threads > len(_fair.usable_cpus()):
+        raise ConfigError(f"--threads {threads} is more than the {len(_fair.usable_cpus())} CPUs usable here")
+    before = check_load(threads, strict)
+    chosen = {**settings(quick, epochs, batches, timeout), "threads": threads, "matmul_size": matmul_size}
     cells = plan(models, runners, suite, chosen, data_dir)
     rows = run_cells(cells, chosen["timeout"], shared_processes, log_path)
+    after = check_load(threads, when="after the run")
     summaries = {name: RUNNERS[name].summary for name in runners}
-    return report.result(suite, quick, chosen, rows, shared_processes, summaries)
-
+    record = report.result(suite, quick, chosen, rows, shared_processes, summaries)
+    record["load"] = {"before": before, "after": after, "busy": bool(before["busy"] or after["busy"])}
+    return record
