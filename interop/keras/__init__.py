@@ -1,7 +1,9 @@
 """Keras 3 <-> funcdl: models, weights and files, with an explicit weight table and shape checks.
 
-A funcdl model here is a ``funcdl.nn.Sequential``; a keras model is a
-Sequential or a functional model whose layers form one linear chain. Images
+A keras chain (a Sequential, or a functional model whose layers form one
+line) converts to a ``funcdl.nn.Sequential``; a functional model with
+branches, merges, several inputs or outputs, or nested models to a
+``funcdl.nn.Graph`` named by keras layer (``interop.keras._graph``). Images
 are NHWC on both sides, so kernels copy as they are (Dense (in, out), Conv2D
 HWIO); only the recurrent layers differ (see ``interop.layouts``).
 
@@ -38,10 +40,11 @@ from funcdl.errors import ConfigError, ConversionError, FileFormatError, FuncdlE
 from funcdl.io import atomic_path, check_size, max_bytes
 from funcdl.io.sniff import misnamed
 from interop import frameworks
-from interop.keras._layers import FROM_KERAS, KERAS_SUPPORTED, PADDED, TO_KERAS, layer_tensors
+from interop.keras._graph import GRAPH_SUPPORTED, graph_from_keras
+from interop.keras._layers import FROM_KERAS, PADDED, TO_KERAS, layer_tensors
 from interop.layouts import KERAS_WEIGHTS, checked, weights_from_keras, weights_to_keras
 
-SUPPORTED = KERAS_SUPPORTED
+SUPPORTED = GRAPH_SUPPORTED
 UNKNOWN_SIZE = 64  # stands in for a None (variable) input size when funcdl infers parameter shapes
 
 
@@ -169,18 +172,43 @@ def _gather(keras_model, model, plan, input_shape):
     return _variables(model, input_shape, holders)
 
 
-def from_keras(keras_model: Any) -> tuple[nn.Sequential, dict[str, Any]]:
-    """Convert a keras model (Sequential or a functional linear chain) to funcdl.
+def _graph_from_keras(keras_model):
+    """(nn.Graph, variables) of a keras functional or nested model, every tensor checked."""
+    graph, flat, shapes = graph_from_keras(keras_model, from_keras)
+    variables = traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
+    concrete = tuple(tuple(UNKNOWN_SIZE if d is None else d for d in shape) for shape in shapes)
+    nn.check_variables(graph, variables, concrete[0] if len(concrete) == 1 else concrete, "keras weights",
+                       error=ConversionError)
+    return graph, variables
+
+
+def keras_input_shapes(keras_model: Any) -> Any:
+    """One example's input shape, or a tuple of them (in the model's input order) for several inputs."""
+    inputs = getattr(keras_model, "inputs", None)
+    if not inputs or len(inputs) == 1:
+        return input_shape_of(keras_model)
+    return tuple(tuple(None if d is None else int(d) for d in x.shape[1:]) for x in inputs)
+
+
+def from_keras(keras_model: Any) -> tuple[Any, dict[str, Any]]:
+    """Convert a keras model to funcdl: a chain to a Sequential, anything else to a Graph.
 
     Returns:
-      ``(model, variables)``: a ``funcdl.nn.Sequential`` and ``{'params': {'layers_{i}': ...},
-      'batch_stats': ...}`` (batch_stats only when there is a BatchNormalization). The input shape
-      is ``input_shape_of(keras_model)``; images stay NHWC.
+      ``(model, variables)``. A Sequential or functional linear chain gives a ``funcdl.nn.Sequential`` and
+      ``{'params': {'layers_{i}': ...}, 'batch_stats': ...}`` (batch_stats only when there is a
+      BatchNormalization). A functional model with branches, merges, several inputs or outputs, or nested
+      models gives a ``funcdl.nn.Graph`` whose node names are the keras layer names (params
+      ``{'params': {<layer name>: ...}}``; a nested model's params under its own name). The input shape is
+      ``keras_input_shapes(keras_model)``; images stay NHWC.
     Raises:
-      ConversionError naming the first unsupported layer or option; nothing is converted partially.
+      ConversionError naming every unsupported layer of the model, or the first unsupported option;
+      nothing is converted partially.
     """
     keras = frameworks.keras()
-    layers = _chain(keras, keras_model)
+    try:
+        layers = _chain(keras, keras_model)
+    except ConversionError:  # branches, merges, several inputs or outputs, nested models: a graph
+        return _graph_from_keras(keras_model)
     plan = _plan(layers)
     model = nn.Sequential(tuple(layer for layer, _ in plan))
     variables = _gather(keras_model, model, plan, input_shape_of(keras_model))
@@ -350,7 +378,7 @@ def _kind(path):
 
 
 def load_keras_file(path: str | Path,
-                    unsafe: bool = False) -> tuple[nn.Sequential, dict[str, Any], tuple[int | None, ...]]:
+                    unsafe: bool = False) -> tuple[Any, dict[str, Any], Any]:
     """Read a keras model file (``.keras``, or a legacy full-model ``.h5``) into funcdl.
 
     The architecture JSON is checked for Lambda layers before keras deserialises
@@ -361,7 +389,7 @@ def load_keras_file(path: str | Path,
       unsafe: let keras run Python code stored in the file (Lambda layers); such layers are still
         not convertible, so this only changes which error you get.
     Returns:
-      ``(model, variables, input_shape)``.
+      ``(model, variables, input_shape)``; ``input_shape`` is a tuple of shapes for a model with several inputs.
     """
     path = Path(path)
     if not path.is_file():
@@ -383,7 +411,7 @@ def load_keras_file(path: str | Path,
     except Exception as err:  # keras raises ValueError, TypeError, OSError... for files it cannot read
         raise FileFormatError(f"keras cannot load {path}: {str(err).splitlines()[0] if str(err) else err!r}") from None
     model, variables = from_keras(keras_model)
-    return model, variables, input_shape_of(keras_model)
+    return model, variables, keras_input_shapes(keras_model)
 
 
 def save_keras_file(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int],

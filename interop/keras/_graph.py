@@ -1,0 +1,295 @@
+"""Keras functional and nested models -> a funcdl ``nn.Graph``, read from the model's config.
+
+The architecture is read from ``keras_model.get_config()`` (plain JSON: layer
+class names, options and ``inbound_nodes``), never by letting keras rebuild
+layers; the weights come from the built keras layers. Node names are the keras
+layer names, so params are ``{'params': {<keras layer name>: ...}}``; a keras
+layer that becomes several funcdl layers (``Dense(activation='leaky_relu')``)
+gives nodes ``name``, ``name.1``, ...; a nested model (a Sequential inside a
+model, a model used as a layer) is one node holding the converted sub-model.
+"""
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flax import traverse_util
+
+from funcdl import nn
+from funcdl.errors import ConversionError
+from interop.keras._layers import FROM_KERAS, PADDED, expect
+from interop.layouts import KERAS_WEIGHTS, weights_from_keras
+
+MODELS = ("Functional", "Sequential", "Model")
+MERGES = {"Add": nn.Add, "Subtract": nn.Subtract, "Multiply": nn.Multiply, "Average": nn.Average,
+          "Maximum": nn.Maximum, "Minimum": nn.Minimum}
+GLOBAL_POOLS = {"GlobalAveragePooling1D": nn.GlobalAveragePooling1D,
+                "GlobalAveragePooling2D": nn.GlobalAveragePooling2D, "GlobalMaxPooling1D": nn.GlobalMaxPooling1D,
+                "GlobalMaxPooling2D": nn.GlobalMaxPooling2D}
+SPATIAL_DROPOUTS = ("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D")
+
+
+def _concatenate(c, where, rank):
+    return [nn.Concatenate(axis=int(c["axis"]))]
+
+
+def _global_pool(kind):
+    def convert(c, where, rank):
+        expect(c, where, data_format="channels_last", keepdims=False)
+        return [GLOBAL_POOLS[kind]()]
+    return convert
+
+
+def _spatial_dropout(c, where, rank):
+    # Identity at inference, as keras'; in training funcdl drops single values, keras whole channels.
+    return [nn.Dropout(float(c["rate"]))]
+
+
+GRAPH_LAYERS = {**FROM_KERAS, **{kind: (lambda c, where, rank, kind=kind: [MERGES[kind]()]) for kind in MERGES},
+                "Concatenate": _concatenate, **{kind: _global_pool(kind) for kind in GLOBAL_POOLS},
+                **{kind: _spatial_dropout for kind in SPATIAL_DROPOUTS}}
+GRAPH_SUPPORTED = sorted(set(GRAPH_LAYERS) - {"InputLayer"}) + [
+    "ZeroPadding2D (before a valid Conv2D / AveragePooling2D)", "nested models (Sequential, functional)"]
+
+
+@dataclass
+class _Layer:
+    """One keras layer of the config: its name, class, options, input references and input rank."""
+    name: str
+    kind: str
+    config: dict
+    inputs: list = field(default_factory=list)   # [(layer name, tensor index)]
+    rank: int | None = None
+
+
+def _history(item: Any) -> Iterator[tuple[str, int, int, Any]]:
+    """Every (layer name, node index, tensor index, shape) an ``inbound_nodes`` entry refers to, in order.
+
+    Keras 3 writes ``{"class_name": "__keras_tensor__", "config": {"keras_history": [...], "shape": ...}}``;
+    Keras 2 writes ``[name, node_index, tensor_index, kwargs]``.
+    """
+    if isinstance(item, dict):
+        config = item.get("config")
+        if item.get("class_name") == "__keras_tensor__" and isinstance(config, dict):
+            name, node, tensor = config["keras_history"]
+            yield str(name), int(node), int(tensor), config.get("shape")
+            return
+        for key in ("args", "kwargs"):
+            if key in item:
+                yield from _history(item[key])
+    elif isinstance(item, list):
+        if len(item) >= 3 and isinstance(item[0], str) and isinstance(item[1], int) and isinstance(item[2], int):
+            yield item[0], item[1], item[2], None
+            return
+        for value in item:
+            yield from _history(value)
+
+
+def _layers(config: dict, where: str) -> tuple[list[_Layer], list, list]:
+    """(layers, input references, output references) of a functional or Sequential config."""
+    entries = config.get("layers")
+    if not isinstance(entries, list) or not entries:
+        raise ConversionError(f"{where}: its config lists no layers")
+    layers = []
+    for entry in entries:
+        layer_config = entry.get("config", {})
+        name = entry.get("name") or layer_config.get("name")
+        layers.append(_Layer(str(name), str(entry.get("class_name")), layer_config))
+    if "input_layers" not in config:  # a Sequential: a chain
+        return _chain(layers, where)
+    for layer, entry in zip(layers, entries):
+        nodes = entry.get("inbound_nodes") or []
+        if len(nodes) > 1:
+            raise ConversionError(f"keras layer {layer.name!r} ({layer.kind}) is called {len(nodes)} times (shared "
+                                  "weights); funcdl graph nodes do not share weights")
+        refs = list(_history(nodes[0])) if nodes else []
+        layer.inputs = [(name, tensor) for name, _, tensor, _ in refs]
+        shapes = [shape for *_, shape in refs if isinstance(shape, list)]
+        layer.rank = len(shapes[0]) if shapes else None
+    return layers, _refs(config["input_layers"]), _refs(config["output_layers"])
+
+
+def _refs(spec: Any) -> list[tuple[str, int]]:
+    """[(layer name, tensor index)] of ``input_layers`` / ``output_layers`` (one triple, a list or a dict)."""
+    if isinstance(spec, dict):
+        spec = list(spec.values())
+    if isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str):
+        spec = [spec]
+    return [(str(name), int(tensor)) for name, _, tensor in spec]
+
+
+def _chain(layers: list[_Layer], where: str) -> tuple[list[_Layer], list, list]:
+    """A Sequential's layers wired one after another (its InputLayer, or one made from its build shape)."""
+    if layers[0].kind != "InputLayer":
+        raise ConversionError(f"{where}: the Sequential has no keras.Input; build it with keras.Input(shape) first")
+    for previous, layer in zip(layers, layers[1:]):
+        layer.inputs = [(previous.name, 0)]
+    return layers, [(layers[0].name, 0)], [(layers[-1].name, 0)]
+
+
+def unsupported_layers(config: dict, prefix: str = "") -> list[str]:
+    """``'name' (Kind)`` of every layer of ``config`` (nested models included) funcdl cannot convert."""
+    found = []
+    for entry in config.get("layers") or []:
+        kind, name = entry.get("class_name"), entry.get("name") or entry.get("config", {}).get("name")
+        if kind in MODELS:
+            found += unsupported_layers(entry.get("config") or {}, f"{prefix}{name}/")
+        elif kind not in GRAPH_LAYERS and kind != "ZeroPadding2D":
+            found.append(f"'{prefix}{name}' ({kind})")
+    return found
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists, as the config reads from a file (a live model's config holds tuples)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _input(layer: _Layer) -> nn.Input:
+    """The funcdl Input of a keras InputLayer (its shape without the batch axis; int inputs as int32)."""
+    shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape")
+    if not isinstance(shape, list) or not shape:
+        raise ConversionError(f"keras input {layer.name!r} has no shape; build the model with keras.Input(shape)")
+    dtype = layer.config.get("dtype")
+    dtype = dtype if isinstance(dtype, str) else "float32"
+    return nn.Input(tuple(None if d is None else int(d) for d in shape[1:]), name=layer.name,
+                    dtype="int32" if dtype.startswith(("int", "uint")) else "float32")
+
+
+def _paddings(layers: list[_Layer]) -> dict[str, tuple]:
+    """{consumer name: pads} for every ZeroPadding2D, each merged into the one valid Conv2D / AveragePooling2D
+    it feeds (keras pads with zeros, which that layer's explicit padding does too)."""
+    merged = {}
+    for pad in (layer for layer in layers if layer.kind == "ZeroPadding2D"):
+        consumers = [layer for layer in layers if any(name == pad.name for name, _ in layer.inputs)]
+        target = consumers[0] if len(consumers) == 1 else None
+        if target is None or target.kind not in PADDED or len(target.inputs) != 1:
+            raise ConversionError(f"keras layer {pad.name!r} (ZeroPadding2D) is supported only right before a "
+                                  "'valid' Conv2D or AveragePooling2D")
+        expect(pad.config, f"{pad.name!r} (ZeroPadding2D)", data_format="channels_last")
+        merged[target.name] = (pad, tuple(tuple(int(v) for v in p) for p in pad.config["padding"]))
+    return merged
+
+
+class _Builder:
+    """Collects the nodes and weights of one keras model's graph."""
+
+    def __init__(self, keras_model: Any, convert_nested: Any):
+        self.keras_model, self.convert_nested = keras_model, convert_nested
+        self.nodes: list[nn.Node] = []
+        self.flat: dict[str, np.ndarray] = {}
+        self.produced: dict[str, Any] = {}   # keras layer name -> funcdl reference (a list for several outputs)
+        self.used = 0
+
+    def ref(self, name: str, tensor: int) -> str:
+        value = self.produced[name]
+        return value[tensor] if isinstance(value, list) else value
+
+    def add(self, layer: _Layer, pads: tuple | None) -> None:
+        """Convert one keras layer (its inputs already converted) into nodes and weights."""
+        inputs = [self.ref(name, tensor) for name, tensor in layer.inputs]
+        live = self.keras_model.get_layer(layer.name)
+        where = f"{layer.name!r} ({layer.kind})"
+        if layer.kind in MODELS:
+            return self._nested(layer, live, inputs)
+        if getattr(live, "compute_dtype", "float32") != "float32":
+            raise ConversionError(f"keras layer {where} computes in {live.compute_dtype}; funcdl converts float32")
+        if layer.kind not in MERGES and layer.kind != "Concatenate" and len(inputs) != 1:
+            raise ConversionError(f"keras layer {where} takes {len(inputs)} inputs; funcdl converts it with one")
+        rank = layer.rank if layer.rank is not None else _rank(live)
+        converted = (PADDED[layer.kind](layer.config, where, rank, pads) if pads is not None
+                     else GRAPH_LAYERS[layer.kind](layer.config, where, rank))
+        names = [layer.name] + [f"{layer.name}.{k}" for k in range(1, len(converted))]
+        for index, (name, funcdl_layer) in enumerate(zip(names, converted)):
+            self.nodes.append(nn.Node(name, funcdl_layer, tuple(inputs) if index == 0 else (names[index - 1],)))
+        self.produced[layer.name] = names[-1] if converted else inputs[0]
+        if converted and type(converted[0]).__name__ in KERAS_WEIGHTS:
+            self._weights(layer.name, converted[0], live)
+        elif live.weights:
+            raise ConversionError(f"keras layer {where} has weights funcdl does not convert")
+
+    def _weights(self, name: str, layer: Any, live: Any) -> None:
+        weights = {w.name: np.asarray(w.numpy()) for w in live.weights}
+        for key, value in weights_from_keras(layer, weights).items():
+            if value.dtype != np.float32:
+                raise ConversionError(f"keras weight {name}/{key} is {value.dtype}; funcdl converts float32 weights")
+            collection, tensor = key.split("/")
+            self.flat[f"{collection}/{name}/{tensor}"] = value
+        self.used += len(live.weights)
+
+    def _nested(self, layer: _Layer, live: Any, inputs: list[str]) -> None:
+        model, variables = self.convert_nested(live)
+        self.nodes.append(nn.Node(layer.name, model, tuple(inputs)))
+        for key, value in traverse_util.flatten_dict(dict(variables), sep="/").items():
+            collection, rest = key.split("/", 1)
+            self.flat[f"{collection}/{layer.name}/{rest}"] = np.asarray(value)
+        outputs = len(live.outputs)
+        self.produced[layer.name] = layer.name if outputs == 1 else [f"{layer.name}:{i}" for i in range(outputs)]
+        self.used += len(live.weights)
+
+
+def _rank(live: Any) -> int | None:
+    try:
+        return len(live.input.shape)
+    except (AttributeError, ValueError):
+        return None
+
+
+def _ordered(layers: list[_Layer]) -> list[_Layer]:
+    """``layers`` with every layer after its inputs (keras configs usually are; files may not be)."""
+    by_name = {layer.name: layer for layer in layers}
+    done: dict[str, None] = {}
+    for start in layers:
+        stack = [(start, False)]
+        while stack:
+            layer, expanded = stack.pop()
+            if layer.name in done:
+                continue
+            if expanded:
+                done[layer.name] = None
+                continue
+            stack.append((layer, True))
+            for name, _ in layer.inputs:
+                if name not in by_name:
+                    raise ConversionError(f"keras layer {layer.name!r} takes the output of {name!r}, which the "
+                                          "model does not hold")
+                if name not in done:
+                    stack.append((by_name[name], False))
+    return [by_name[name] for name in done]
+
+
+def graph_from_keras(keras_model: Any, convert_nested: Any) -> tuple[nn.Graph, dict[str, np.ndarray],
+                                                                     tuple]:
+    """(Graph, flat variables ``{'collection/node/name': array}``, input shapes) of a keras model.
+
+    Args:
+      keras_model: a built keras functional model or Sequential (nested models allowed).
+      convert_nested: ``from_keras``, for the nested models (each becomes one node).
+    """
+    config = _plain(keras_model.get_config())
+    missing = unsupported_layers(config)
+    if missing:
+        raise ConversionError(f"the keras model holds layers funcdl cannot convert: {', '.join(missing)}; supported "
+                              f"layers: {', '.join(GRAPH_SUPPORTED)}")
+    layers, input_refs, output_refs = _layers(config, f"keras model {keras_model.name!r}")
+    by_name = {layer.name: layer for layer in layers}
+    inputs = [_input(by_name[name]) for name, _ in input_refs]
+    builder = _Builder(keras_model, convert_nested)
+    builder.produced.update({str(spec.name): str(spec.name) for spec in inputs})
+    merged = _paddings(layers)
+    for layer in _ordered(layers):
+        if layer.kind == "InputLayer":
+            continue
+        if layer.kind == "ZeroPadding2D":
+            builder.produced[layer.name] = builder.ref(*layer.inputs[0])
+            continue
+        builder.add(layer, merged[layer.name][1] if layer.name in merged else None)
+    if builder.used != len(keras_model.weights):
+        raise ConversionError(f"converted {builder.used} keras weights but the model has {len(keras_model.weights)}")
+    outputs = [builder.ref(name, tensor) for name, tensor in output_refs]
+    graph = nn.Graph(inputs=tuple(inputs), nodes=tuple(builder.nodes),
+                     outputs=outputs[0] if len(outputs) == 1 else tuple(outputs))
+    return graph, builder.flat, tuple(spec.shape for spec in inputs)
