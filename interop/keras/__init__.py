@@ -42,6 +42,7 @@ from funcdl.io.sniff import misnamed
 from interop import frameworks
 from interop.keras._graph import GRAPH_SUPPORTED, graph_from_keras
 from interop.keras._layers import FROM_KERAS, PADDED, TO_KERAS, layer_tensors
+from interop.keras._legacy import keras_version, read_keras2_h5
 from interop.layouts import KERAS_WEIGHTS, checked, weights_from_keras, weights_to_keras
 
 SUPPORTED = GRAPH_SUPPORTED
@@ -175,6 +176,11 @@ def _gather(keras_model, model, plan, input_shape):
 def _graph_from_keras(keras_model):
     """(nn.Graph, variables) of a keras functional or nested model, every tensor checked."""
     graph, flat, shapes = graph_from_keras(keras_model, from_keras)
+    return _checked_graph(graph, flat, shapes)
+
+
+def _checked_graph(graph, flat, shapes):
+    """(graph, variables) after checking every tensor's name and shape against what ``graph`` makes."""
     variables = traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
     concrete = tuple(tuple(UNKNOWN_SIZE if d is None else d for d in shape) for shape in shapes)
     nn.check_variables(graph, variables, concrete[0] if len(concrete) == 1 else concrete, "keras weights",
@@ -403,6 +409,10 @@ def load_keras_file(path: str | Path,
     config = _architecture(path)
     if not unsafe:
         _refuse_code(config, path)
+    if kind == ".h5":
+        legacy = _read_keras2(path, config)
+        if legacy is not None:
+            return legacy
     keras = frameworks.keras()
     try:
         keras_model = keras.saving.load_model(str(path), compile=False, safe_mode=not unsafe)
@@ -412,6 +422,18 @@ def load_keras_file(path: str | Path,
         raise FileFormatError(f"keras cannot load {path}: {str(err).splitlines()[0] if str(err) else err!r}") from None
     model, variables = from_keras(keras_model)
     return model, variables, keras_input_shapes(keras_model)
+
+
+def _read_keras2(path, config):
+    """``(model, variables, input_shape)`` of a Keras 2 full-model ``.h5``, read with h5py alone; None for a file
+    Keras 3 wrote (keras reads those)."""
+    import h5py  # lazily, like keras: installed with the [tf] extra
+    with h5py.File(path, "r") as handle:
+        if keras_version(handle).startswith("3"):
+            return None
+        graph, flat, shapes = read_keras2_h5(handle, config, path)
+    model, variables = _checked_graph(graph, flat, shapes)
+    return model, variables, shapes[0] if len(shapes) == 1 else shapes
 
 
 def save_keras_file(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int],

@@ -120,6 +120,10 @@ def _refs(spec: Any) -> list[tuple[str, int]]:
 
 def _chain(layers: list[_Layer], where: str) -> tuple[list[_Layer], list, list]:
     """A Sequential's layers wired one after another (its InputLayer, or one made from its build shape)."""
+    shape = layers[0].config.get("batch_input_shape")
+    if layers[0].kind != "InputLayer" and shape is not None:  # Keras 2 Sequential: the first layer's own shape
+        layers.insert(0, _Layer(f"{layers[0].name}_input", "InputLayer", {"batch_input_shape": shape,
+                                                                           "dtype": layers[0].config.get("dtype")}))
     if layers[0].kind != "InputLayer":
         raise ConversionError(f"{where}: the Sequential has no keras.Input; build it with keras.Input(shape) first")
     for previous, layer in zip(layers, layers[1:]):
@@ -174,14 +178,38 @@ def _paddings(layers: list[_Layer]) -> dict[str, tuple]:
     return merged
 
 
-class _Builder:
-    """Collects the nodes and weights of one keras model's graph."""
+class LiveSource:
+    """The weights of a built keras model's layers (and its nested models, converted by ``convert_nested``)."""
 
     def __init__(self, keras_model: Any, convert_nested: Any):
         self.keras_model, self.convert_nested = keras_model, convert_nested
+        self.total = len(keras_model.weights)
+
+    def weights(self, name: str) -> dict[str, np.ndarray]:
+        return {w.name: np.asarray(w.numpy()) for w in self.keras_model.get_layer(name).weights}
+
+    def dtype(self, name: str) -> str:
+        return str(getattr(self.keras_model.get_layer(name), "compute_dtype", "float32"))
+
+    def rank(self, name: str) -> int | None:
+        return _rank(self.keras_model.get_layer(name))
+
+    def nested(self, layer: "_Layer") -> tuple[Any, Any, int, int]:
+        """(funcdl model, variables, number of outputs, number of keras weights) of a nested model."""
+        live = self.keras_model.get_layer(layer.name)
+        model, variables = self.convert_nested(live)
+        return model, variables, len(live.outputs), len(live.weights)
+
+
+class _Builder:
+    """Collects the nodes and weights of one keras model's graph."""
+
+    def __init__(self, source: Any):
+        self.source = source
         self.nodes: list[nn.Node] = []
         self.flat: dict[str, np.ndarray] = {}
         self.produced: dict[str, Any] = {}   # keras layer name -> funcdl reference (a list for several outputs)
+        self.ranks: dict[str, int | None] = {}
         self.used = 0
 
     def ref(self, name: str, tensor: int) -> str:
@@ -191,44 +219,60 @@ class _Builder:
     def add(self, layer: _Layer, pads: tuple | None) -> None:
         """Convert one keras layer (its inputs already converted) into nodes and weights."""
         inputs = [self.ref(name, tensor) for name, tensor in layer.inputs]
-        live = self.keras_model.get_layer(layer.name)
         where = f"{layer.name!r} ({layer.kind})"
         if layer.kind in MODELS:
-            return self._nested(layer, live, inputs)
-        if getattr(live, "compute_dtype", "float32") != "float32":
-            raise ConversionError(f"keras layer {where} computes in {live.compute_dtype}; funcdl converts float32")
+            return self._nested(layer, inputs)
+        if self.source.dtype(layer.name) != "float32":
+            raise ConversionError(f"keras layer {where} computes in {self.source.dtype(layer.name)}; funcdl "
+                                  "converts float32")
         if layer.kind not in MERGES and layer.kind != "Concatenate" and len(inputs) != 1:
             raise ConversionError(f"keras layer {where} takes {len(inputs)} inputs; funcdl converts it with one")
-        rank = layer.rank if layer.rank is not None else _rank(live)
+        rank = layer.rank if layer.rank is not None else self.ranks.get(layer.inputs[0][0])
+        if rank is None:
+            rank = self.source.rank(layer.name)
         converted = (PADDED[layer.kind](layer.config, where, rank, pads) if pads is not None
                      else GRAPH_LAYERS[layer.kind](layer.config, where, rank))
+        self.ranks[layer.name] = _out_rank(layer, rank)
         names = [layer.name] + [f"{layer.name}.{k}" for k in range(1, len(converted))]
         for index, (name, funcdl_layer) in enumerate(zip(names, converted)):
             self.nodes.append(nn.Node(name, funcdl_layer, tuple(inputs) if index == 0 else (names[index - 1],)))
         self.produced[layer.name] = names[-1] if converted else inputs[0]
+        weights = self.source.weights(layer.name)
         if converted and type(converted[0]).__name__ in KERAS_WEIGHTS:
-            self._weights(layer.name, converted[0], live)
-        elif live.weights:
+            self._weights(layer.name, converted[0], weights)
+        elif weights:
             raise ConversionError(f"keras layer {where} has weights funcdl does not convert")
 
-    def _weights(self, name: str, layer: Any, live: Any) -> None:
-        weights = {w.name: np.asarray(w.numpy()) for w in live.weights}
+    def _weights(self, name: str, layer: Any, weights: dict[str, np.ndarray]) -> None:
         for key, value in weights_from_keras(layer, weights).items():
             if value.dtype != np.float32:
                 raise ConversionError(f"keras weight {name}/{key} is {value.dtype}; funcdl converts float32 weights")
             collection, tensor = key.split("/")
             self.flat[f"{collection}/{name}/{tensor}"] = value
-        self.used += len(live.weights)
+        self.used += len(weights)
 
-    def _nested(self, layer: _Layer, live: Any, inputs: list[str]) -> None:
-        model, variables = self.convert_nested(live)
+    def _nested(self, layer: _Layer, inputs: list[str]) -> None:
+        model, variables, outputs, count = self.source.nested(layer)
         self.nodes.append(nn.Node(layer.name, model, tuple(inputs)))
         for key, value in traverse_util.flatten_dict(dict(variables), sep="/").items():
             collection, rest = key.split("/", 1)
             self.flat[f"{collection}/{layer.name}/{rest}"] = np.asarray(value)
-        outputs = len(live.outputs)
         self.produced[layer.name] = layer.name if outputs == 1 else [f"{layer.name}:{i}" for i in range(outputs)]
-        self.used += len(live.weights)
+        self.used += count
+
+
+def _out_rank(layer: _Layer, rank: int | None) -> int | None:
+    """The rank of ``layer``'s output (batch axis included) from its input's, where its config says."""
+    c = layer.config
+    if layer.kind in GLOBAL_POOLS or layer.kind == "Flatten":
+        return 2
+    if layer.kind == "Reshape":
+        return len(c["target_shape"]) + 1
+    if layer.kind in ("LSTM", "GRU", "SimpleRNN"):
+        return 3 if c.get("return_sequences") else 2
+    if layer.kind == "Embedding":
+        return None if rank is None else rank + 1
+    return rank
 
 
 def _rank(live: Any) -> int | None:
@@ -261,34 +305,40 @@ def _ordered(layers: list[_Layer]) -> list[_Layer]:
     return [by_name[name] for name in done]
 
 
-def graph_from_keras(keras_model: Any, convert_nested: Any) -> tuple[nn.Graph, dict[str, np.ndarray],
-                                                                     tuple]:
-    """(Graph, flat variables ``{'collection/node/name': array}``, input shapes) of a keras model.
+def graph_from_keras(keras_model: Any, convert_nested: Any) -> tuple[nn.Graph, dict[str, np.ndarray], tuple]:
+    """(Graph, flat variables ``{'collection/node/name': array}``, input shapes) of a built keras model.
 
     Args:
       keras_model: a built keras functional model or Sequential (nested models allowed).
       convert_nested: ``from_keras``, for the nested models (each becomes one node).
     """
-    config = _plain(keras_model.get_config())
+    return graph_from_config(_plain(keras_model.get_config()), LiveSource(keras_model, convert_nested),
+                             f"keras model {keras_model.name!r}")
+
+
+def graph_from_config(config: dict, source: Any, where: str) -> tuple[nn.Graph, dict[str, np.ndarray], tuple]:
+    """(Graph, flat variables, input shapes) of a keras model config (JSON) with weights from ``source``."""
     missing = unsupported_layers(config)
     if missing:
         raise ConversionError(f"the keras model holds layers funcdl cannot convert: {', '.join(missing)}; supported "
                               f"layers: {', '.join(GRAPH_SUPPORTED)}")
-    layers, input_refs, output_refs = _layers(config, f"keras model {keras_model.name!r}")
+    layers, input_refs, output_refs = _layers(config, where)
     by_name = {layer.name: layer for layer in layers}
     inputs = [_input(by_name[name]) for name, _ in input_refs]
-    builder = _Builder(keras_model, convert_nested)
+    builder = _Builder(source)
     builder.produced.update({str(spec.name): str(spec.name) for spec in inputs})
+    builder.ranks.update({str(spec.name): None if spec.shape is None else len(spec.shape) + 1 for spec in inputs})
     merged = _paddings(layers)
     for layer in _ordered(layers):
         if layer.kind == "InputLayer":
             continue
         if layer.kind == "ZeroPadding2D":
             builder.produced[layer.name] = builder.ref(*layer.inputs[0])
+            builder.ranks[layer.name] = builder.ranks.get(layer.inputs[0][0])
             continue
         builder.add(layer, merged[layer.name][1] if layer.name in merged else None)
-    if builder.used != len(keras_model.weights):
-        raise ConversionError(f"converted {builder.used} keras weights but the model has {len(keras_model.weights)}")
+    if builder.used != source.total:
+        raise ConversionError(f"converted {builder.used} keras weights but the model has {source.total}")
     outputs = [builder.ref(name, tensor) for name, tensor in output_refs]
     graph = nn.Graph(inputs=tuple(inputs), nodes=tuple(builder.nodes),
                      outputs=outputs[0] if len(outputs) == 1 else tuple(outputs))

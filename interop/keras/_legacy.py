@@ -1,0 +1,100 @@
+"""Keras 2 full-model ``.h5`` files read with h5py alone: the ``model_config`` JSON and the ``model_weights`` groups.
+
+Keras 2 wrote ``model_weights/<layer>/`` with a ``weight_names`` attribute
+(``"<layer>/kernel:0"``, ``"<layer>/lstm_cell/kernel:0"``, ...) and each weight
+at that path inside the layer's group. Keras 3 cannot open many of these files;
+funcdl reads them without keras: no layer is deserialised, no stored code can run.
+"""
+from typing import Any
+
+import numpy as np
+
+from funcdl.errors import ConversionError, FileFormatError, FuncdlError
+from interop.keras._graph import MODELS, graph_from_config
+
+
+def keras_version(handle: Any) -> str:
+    """The ``keras_version`` attribute of an open ``.h5`` file ('' when absent)."""
+    version = handle.attrs.get("keras_version", b"")
+    return version.decode("utf-8", "replace") if isinstance(version, bytes) else str(version)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class H5Source:
+    """The weights of a Keras 2 file's layers, read from its ``model_weights`` group."""
+
+    def __init__(self, group: Any, path: Any, dtypes: dict[str, str]):
+        import h5py  # noqa: PLC0415 -- lazily: h5py comes with the [tf] extra
+        self.group, self.path, self.dtypes = group, path, dtypes
+        found: list[str] = []
+        group.visititems(lambda name, item: found.append(name) if isinstance(item, h5py.Dataset) else None)
+        self.total = len(found)
+
+    def weights(self, name: str) -> dict[str, np.ndarray]:
+        import h5py  # noqa: PLC0415 -- lazily: h5py comes with the [tf] extra
+        layer = self.group.get(name)
+        if layer is None:
+            return {}
+        if not isinstance(layer, h5py.Group):
+            raise FileFormatError(f"{self.path}: model_weights/{name} is not a group of weights")
+        weights: dict[str, np.ndarray] = {}
+        for weight in (_text(n) for n in layer.attrs.get("weight_names", [])):
+            item = layer.get(weight)
+            key = weight.rsplit("/", 1)[-1].split(":")[0]
+            if not isinstance(item, h5py.Dataset) or item.dtype.kind != "f" or key in weights:
+                raise FileFormatError(f"{self.path}: weight {name}/{weight} is missing, repeated or not a float array")
+            weights[key] = np.asarray(item[()])
+        return weights
+
+    def dtype(self, name: str) -> str:
+        return self.dtypes.get(name, "float32")
+
+    def rank(self, name: str) -> None:
+        return None
+
+    def nested(self, layer: Any) -> Any:
+        raise ConversionError(f"keras layer {layer.name!r} is a nested model; funcdl reads nested models from "
+                              ".keras files, not yet from Keras 2 .h5 files")
+
+
+def _normalised(config: dict, dtypes: dict[str, str]) -> dict:
+    """A Keras 2 model config with its layers' options spelt as Keras 3 spells them (in place)."""
+    for entry in config.get("layers") or []:
+        c = entry.get("config")
+        if not isinstance(c, dict):
+            raise FileFormatError(f"layer {entry.get('name')!r} has no config")
+        dtype = c.get("dtype")
+        if isinstance(dtype, dict):  # a mixed-precision policy
+            dtype = (dtype.get("config") or {}).get("name")
+        dtypes[str(entry.get("name") or c.get("name"))] = str(dtype or "float32")
+        kind = entry.get("class_name")
+        if kind in MODELS:
+            _normalised(c if isinstance(c, dict) else {}, dtypes)
+        elif kind == "LeakyReLU" and "alpha" in c:
+            c["negative_slope"] = c.pop("alpha")
+        elif kind == "Conv2D":
+            c.setdefault("groups", 1)
+        elif kind == "GRU":
+            c.setdefault("reset_after", False)  # Keras 2.2's default, when the option was not written
+    return config
+
+
+def read_keras2_h5(handle: Any, config: Any, path: Any) -> tuple[Any, dict[str, np.ndarray], tuple]:
+    """(Graph, flat variables, input shapes) of an open Keras 2 ``.h5`` file whose ``model_config`` is ``config``."""
+    import h5py  # noqa: PLC0415 -- lazily: h5py comes with the [tf] extra
+    group = handle.get("model_weights")
+    if not isinstance(group, h5py.Group) or not isinstance(config, dict) or "config" not in config:
+        raise FileFormatError(f"{path} is not a Keras 2 model file (no model_weights group or model_config)")
+    inner = config["config"]
+    inner = {"layers": inner} if isinstance(inner, list) else inner  # Keras 2.0-2.2 Sequential: a list of layers
+    try:
+        dtypes: dict[str, str] = {}
+        return graph_from_config(_normalised(inner, dtypes), H5Source(group, path, dtypes), str(path))
+    except FuncdlError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as err:
+        raise FileFormatError(f"{path}: its model_config is not a Keras model config ({type(err).__name__}: "
+                              f"{str(err)[:80]})") from None
