@@ -71,8 +71,20 @@ def _nested():
     return keras.Model(z, L.Dense(2, name="head")(y), name="outer")
 
 
-BUILDERS = {"resnet_block": _resnet_block, "inception": _inception, "two_in_two_out": _two_in_two_out,
-            "nested": _nested}
+def _sequence_cnn():
+    x = keras.Input((12, 3), name="seq")
+    y = L.Conv1D(4, 3, padding="same", activation="relu", name="c1")(x)
+    y = L.MaxPooling1D(2, name="p1")(y)
+    y = L.Conv1D(5, 3, strides=2, name="c2")(y)
+    z = L.Conv1D(5, 2, dilation_rate=2, padding="same", use_bias=False, name="c3")(L.AveragePooling1D(
+        3, strides=1, padding="same", name="p2")(x))
+    z = L.MaxPooling1D(3, strides=2, padding="same", name="p3")(L.SpatialDropout1D(0.2, name="drop")(z))
+    y = L.Concatenate(axis=1, name="cat")([y, z])
+    return keras.Model(x, L.Dense(2, name="head")(L.GlobalAveragePooling1D(name="pool")(y)), name="sequence")
+
+
+BUILDERS = {"resnet_block": _resnet_block, "sequence_cnn": _sequence_cnn, "inception": _inception,
+            "two_in_two_out": _two_in_two_out, "nested": _nested}
 
 
 def _randomised(keras_model, seed=0):

@@ -47,6 +47,12 @@ def _recurrent():
     return keras.Model([tokens, side], [L.Dense(2, name="out1")(y), L.Dense(1, name="out2")(a)], name="recurrent")
 
 
+def _sequence():
+    return keras.Sequential([keras.Input((10, 2)), L.Conv1D(3, 3, activation="relu", name="conv"),
+                             L.MaxPooling1D(2, padding="same", name="pool"), L.AveragePooling1D(2, name="avg"),
+                             L.Flatten(name="flat"), L.Dense(2, name="out")], name="sequence")
+
+
 def _history(node):
     """[name, node index, tensor index, {}] of every tensor a Keras 3 inbound node reads, as Keras 2 wrote them."""
     if isinstance(node, dict):
@@ -130,7 +136,8 @@ def _max_diff(model, variables, keras_model, seed=1):
     return max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(ours, theirs))
 
 
-@pytest.mark.parametrize("build, old", [(_cnn, False), (_cnn, True), (_residual, False), (_recurrent, False)])
+@pytest.mark.parametrize("build, old", [(_cnn, False), (_cnn, True), (_residual, False), (_recurrent, False),
+                                        (_sequence, False)])
 def test_keras2_h5_reads_without_keras(tmp_path, monkeypatch, build, old):
     keras_model = _randomised(build())
     path = tmp_path / "model.h5"

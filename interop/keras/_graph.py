@@ -17,7 +17,7 @@ from flax import traverse_util
 
 from funcdl import nn
 from funcdl.errors import ConversionError
-from interop.keras._layers import FROM_KERAS, PADDED, expect
+from interop.keras._layers import FROM_KERAS, PADDED, activation_from_keras, expect
 from interop.layouts import KERAS_WEIGHTS, weights_from_keras
 
 MODELS = ("Functional", "Sequential", "Model")
@@ -26,6 +26,7 @@ MERGES = {"Add": nn.Add, "Subtract": nn.Subtract, "Multiply": nn.Multiply, "Aver
 GLOBAL_POOLS = {"GlobalAveragePooling1D": nn.GlobalAveragePooling1D,
                 "GlobalAveragePooling2D": nn.GlobalAveragePooling2D, "GlobalMaxPooling1D": nn.GlobalMaxPooling1D,
                 "GlobalMaxPooling2D": nn.GlobalMaxPooling2D}
+UNKNOWN_SIZE = 64  # stands in for a None (variable) input size in shape inference
 SPATIAL_DROPOUTS = ("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D")
 
 
@@ -45,9 +46,41 @@ def _spatial_dropout(c, where, rank):
     return [nn.Dropout(float(c["rate"]))]
 
 
+def _one_d(c, where):
+    expect(c, where, data_format="channels_last", lora_rank=None, quantization_config=None)
+    if c["padding"] not in ("valid", "same"):
+        raise ConversionError(f"keras layer {where}: padding={c['padding']!r} is not supported by funcdl (no exact "
+                              "equivalent)")
+    return lambda key: (int(c[key][0]) if isinstance(c[key], list) else int(c[key]), 1)
+
+
+def _conv1d(c, where, channels):
+    """A Conv1D as Reshape (B, T, 1, C) -> Conv2D with a (k, 1) window -> Reshape (B, T', F)."""
+    pair = _one_d(c, where)
+    activation, extra = activation_from_keras(c["activation"], where)
+    conv = nn.Conv2D(int(c["filters"]), kernel_size=pair("kernel_size"), strides=pair("strides"),
+                     padding=c["padding"], dilation=pair("dilation_rate"), groups=int(c.get("groups", 1)),
+                     use_bias=bool(c["use_bias"]), activation=activation)
+    return [nn.Reshape((-1, 1, channels)), conv, nn.Reshape((-1, int(c["filters"])))] + extra
+
+
+def _pool1d(c, where, channels):
+    """A 1-D pooling as Reshape (B, T, 1, C) -> 2-D pooling with a (p, 1) window -> Reshape (B, T', C)."""
+    pair = _one_d(c, where)
+    c = {**c, "strides": c.get("strides") or c["pool_size"]}
+    options = {"pool_size": pair("pool_size"), "strides": pair("strides"), "padding": c["padding"]}
+    pool = (nn.MaxPool2D(**options) if c.get("kind") == "max" else nn.AvgPool2D(**options, count_include_pad=False))
+    return [nn.Reshape((-1, 1, channels)), pool, nn.Reshape((-1, channels))]
+
+
+# keras 1-D layer -> converter(config, where, input channels): funcdl runs them as 2-D layers on (B, T, 1, C)
+ONE_D = {"Conv1D": _conv1d, "MaxPooling1D": lambda c, where, channels: _pool1d({**c, "kind": "max"}, where, channels),
+         "AveragePooling1D": lambda c, where, channels: _pool1d({**c, "kind": "avg"}, where, channels)}
+ONE_D_WEIGHTS = {"Conv1D": lambda weights: {**weights, "kernel": weights["kernel"][:, None]}}  # (k, C, F) -> (k,1,C,F)
+
 GRAPH_LAYERS = {**FROM_KERAS, **{kind: (lambda c, where, rank, kind=kind: [MERGES[kind]()]) for kind in MERGES},
                 "Concatenate": _concatenate, **{kind: _global_pool(kind) for kind in GLOBAL_POOLS},
-                **{kind: _spatial_dropout for kind in SPATIAL_DROPOUTS}}
+                **{kind: _spatial_dropout for kind in SPATIAL_DROPOUTS}, **dict.fromkeys(ONE_D)}
 GRAPH_SUPPORTED = sorted(set(GRAPH_LAYERS) - {"InputLayer"}) + [
     "ZeroPadding2D (before a valid Conv2D / AveragePooling2D)", "nested models (Sequential, functional)"]
 
@@ -210,6 +243,7 @@ class _Builder:
         self.flat: dict[str, np.ndarray] = {}
         self.produced: dict[str, Any] = {}   # keras layer name -> funcdl reference (a list for several outputs)
         self.ranks: dict[str, int | None] = {}
+        self.inputs: tuple[nn.Input, ...] = ()
         self.used = 0
 
     def ref(self, name: str, tensor: int) -> str:
@@ -230,18 +264,33 @@ class _Builder:
         rank = layer.rank if layer.rank is not None else self.ranks.get(layer.inputs[0][0])
         if rank is None:
             rank = self.source.rank(layer.name)
-        converted = (PADDED[layer.kind](layer.config, where, rank, pads) if pads is not None
-                     else GRAPH_LAYERS[layer.kind](layer.config, where, rank))
+        if layer.kind in ONE_D:
+            converted = ONE_D[layer.kind](layer.config, where, self.channels(inputs[0]))
+        elif pads is not None:
+            converted = PADDED[layer.kind](layer.config, where, rank, pads)
+        else:
+            converted = GRAPH_LAYERS[layer.kind](layer.config, where, rank)
         self.ranks[layer.name] = _out_rank(layer, rank)
-        names = [layer.name] + [f"{layer.name}.{k}" for k in range(1, len(converted))]
+        held = [k for k, funcdl_layer in enumerate(converted) if type(funcdl_layer).__name__ in KERAS_WEIGHTS]
+        first = held[0] if held else 0
+        names = [layer.name if k == first else f"{layer.name}.{k}" for k in range(len(converted))]
         for index, (name, funcdl_layer) in enumerate(zip(names, converted)):
             self.nodes.append(nn.Node(name, funcdl_layer, tuple(inputs) if index == 0 else (names[index - 1],)))
         self.produced[layer.name] = names[-1] if converted else inputs[0]
         weights = self.source.weights(layer.name)
-        if converted and type(converted[0]).__name__ in KERAS_WEIGHTS:
-            self._weights(layer.name, converted[0], weights)
+        if held:
+            weights = ONE_D_WEIGHTS[layer.kind](weights) if layer.kind in ONE_D_WEIGHTS else weights
+            self._weights(layer.name, converted[first], weights)
         elif weights:
             raise ConversionError(f"keras layer {where} has weights funcdl does not convert")
+
+    def channels(self, ref: str) -> int:
+        """The last axis of what ``ref`` gives, by funcdl's shape inference over the nodes built so far."""
+        outputs = (ref,) + tuple(node.name for node in self.nodes)
+        graph = nn.Graph(inputs=self.inputs, nodes=tuple(self.nodes), outputs=outputs)
+        concrete = tuple(tuple(UNKNOWN_SIZE if d is None else d for d in spec.shape or ()) for spec in self.inputs)
+        shape = nn.output_shape(graph, concrete[0] if len(concrete) == 1 else concrete)[0]
+        return int(shape[-1])
 
     def _weights(self, name: str, layer: Any, weights: dict[str, np.ndarray]) -> None:
         for key, value in weights_from_keras(layer, weights).items():
@@ -326,6 +375,7 @@ def graph_from_config(config: dict, source: Any, where: str) -> tuple[nn.Graph, 
     by_name = {layer.name: layer for layer in layers}
     inputs = [_input(by_name[name]) for name, _ in input_refs]
     builder = _Builder(source)
+    builder.inputs = tuple(inputs)
     builder.produced.update({str(spec.name): str(spec.name) for spec in inputs})
     builder.ranks.update({str(spec.name): None if spec.shape is None else len(spec.shape) + 1 for spec in inputs})
     merged = _paddings(layers)
