@@ -53,6 +53,16 @@ def _sequence():
                              L.Flatten(name="flat"), L.Dense(2, name="out")], name="sequence")
 
 
+def _nested():
+    inner = keras.Sequential([keras.Input((6,)), L.Dense(5, activation="relu", name="in1"), L.Dense(4, name="in2")],
+                             name="inner")
+    x = keras.Input((6,), name="x")
+    two = keras.Model(x, [L.Dense(3, name="p")(x), L.Dense(2, name="q")(x)], name="two")
+    z = keras.Input((6,), name="z")
+    p, q = two(z)
+    return keras.Model(z, L.Dense(2, name="head")(L.Concatenate(name="cat")([inner(z), p, q])), name="outer")
+
+
 def _history(node):
     """[name, node index, tensor index, {}] of every tensor a Keras 3 inbound node reads, as Keras 2 wrote them."""
     if isinstance(node, dict):
@@ -68,14 +78,15 @@ def _triples(spec):
     return [list(spec)] if isinstance(spec[0], str) else [list(item) for item in spec]
 
 
-def _keras2_config(keras_model, old_sequential=False):
-    """The model_config Keras 2 wrote for ``keras_model``: Keras 2 option names, inbound nodes and shapes."""
-    config = json.loads(json.dumps(keras_model.get_config()))
+def _keras2_layers(config):
+    """A Keras 3 model config (dict) in place as Keras 2 wrote it: option names, inbound nodes, shapes."""
     for entry in config["layers"]:
         c = entry["config"]
         for key in ("module", "registered_name", "build_config"):
             entry.pop(key, None)
         c["dtype"] = "float32"
+        if entry["class_name"] in ("Sequential", "Functional"):
+            _keras2_layers(c)
         if entry["class_name"] == "InputLayer":
             c["batch_input_shape"] = c.pop("batch_shape")
         if entry["class_name"] == "LeakyReLU":
@@ -89,7 +100,13 @@ def _keras2_config(keras_model, old_sequential=False):
     if "input_layers" in config:
         config["input_layers"], config["output_layers"] = (_triples(config["input_layers"]),
                                                            _triples(config["output_layers"]))
-    elif old_sequential:  # Keras 2.0-2.2: no InputLayer, the first layer holds the shape; layers as a list
+    return config
+
+
+def _keras2_config(keras_model, old_sequential=False):
+    """The model_config Keras 2 wrote for ``keras_model``."""
+    config = _keras2_layers(json.loads(json.dumps(keras_model.get_config())))
+    if old_sequential:  # Keras 2.0-2.2: no InputLayer, the first layer holds the shape; layers as a list
         first = config["layers"].pop(0)
         config["layers"][0]["config"]["batch_input_shape"] = first["config"]["batch_input_shape"]
         config = config["layers"]
@@ -110,6 +127,8 @@ def _write_keras2(path, keras_model, old_sequential=False):
             cell = {"LSTM": "lstm_cell/", "GRU": "gru_cell/", "SimpleRNN": "simple_rnn_cell/"}.get(
                 type(layer).__name__, "")
             names = [f"{layer.name}/{cell}{w.name}:0" for w in layer.weights]
+            if isinstance(layer, keras.Model):  # a nested model: its inner layers' weights, in its own group
+                names = [f"{inner.name}/{w.name}:0" for inner in layer.layers for w in inner.weights]
             layer_group.attrs["weight_names"] = [name.encode() for name in names]
             for name, weight in zip(names, layer.weights):
                 layer_group.create_dataset(name, data=np.asarray(weight.numpy()))
@@ -137,7 +156,7 @@ def _max_diff(model, variables, keras_model, seed=1):
 
 
 @pytest.mark.parametrize("build, old", [(_cnn, False), (_cnn, True), (_residual, False), (_recurrent, False),
-                                        (_sequence, False)])
+                                        (_sequence, False), (_nested, False)])
 def test_keras2_h5_reads_without_keras(tmp_path, monkeypatch, build, old):
     keras_model = _randomised(build())
     path = tmp_path / "model.h5"

@@ -8,6 +8,7 @@ funcdl reads them without keras: no layer is deserialised, no stored code can ru
 from typing import Any
 
 import numpy as np
+from flax import traverse_util
 
 from funcdl.errors import ConversionError, FileFormatError, FuncdlError
 from interop.keras._graph import MODELS, graph_from_config
@@ -24,28 +25,38 @@ def _text(value: Any) -> str:
 
 
 class H5Source:
-    """The weights of a Keras 2 file's layers, read from its ``model_weights`` group."""
+    """The weights of a Keras 2 file's layers, read from its ``model_weights`` group (or a nested model's)."""
 
-    def __init__(self, group: Any, path: Any, dtypes: dict[str, str]):
+    def __init__(self, group: Any, path: Any, dtypes: dict[str, str], prefix: str = ""):
         import h5py  # noqa: PLC0415 -- lazily: h5py comes with the [tf] extra
-        self.group, self.path, self.dtypes = group, path, dtypes
+        self.group, self.path, self.dtypes, self.prefix = group, path, dtypes, prefix
         found: list[str] = []
         group.visititems(lambda name, item: found.append(name) if isinstance(item, h5py.Dataset) else None)
         self.total = len(found)
 
-    def weights(self, name: str) -> dict[str, np.ndarray]:
+    def _layer_group(self, name: str) -> tuple[Any, list[str]]:
+        """(the group holding layer ``name``'s weights, their names); a nested model's layers share its group."""
         import h5py  # noqa: PLC0415 -- lazily: h5py comes with the [tf] extra
+        if self.prefix:  # inside a nested model: its group lists every inner layer's weights
+            names = [_text(n) for n in self.group.attrs.get("weight_names", [])]
+            return self.group, [n for n in names if n.split("/", 1)[0] == name]
         layer = self.group.get(name)
         if layer is None:
-            return {}
+            return None, []
         if not isinstance(layer, h5py.Group):
             raise FileFormatError(f"{self.path}: model_weights/{name} is not a group of weights")
+        return layer, [_text(n) for n in layer.attrs.get("weight_names", [])]
+
+    def weights(self, name: str) -> dict[str, np.ndarray]:
+        import h5py  # noqa: PLC0415 -- lazily: h5py comes with the [tf] extra
+        group, names = self._layer_group(name)
         weights: dict[str, np.ndarray] = {}
-        for weight in (_text(n) for n in layer.attrs.get("weight_names", [])):
-            item = layer.get(weight)
+        for weight in names:
+            item = group.get(weight)
             key = weight.rsplit("/", 1)[-1].split(":")[0]
             if not isinstance(item, h5py.Dataset) or item.dtype.kind != "f" or key in weights:
-                raise FileFormatError(f"{self.path}: weight {name}/{weight} is missing, repeated or not a float array")
+                raise FileFormatError(f"{self.path}: weight {self.prefix}{name}/{weight} is missing, repeated or not "
+                                      "a float array")
             weights[key] = np.asarray(item[()])
         return weights
 
@@ -55,9 +66,17 @@ class H5Source:
     def rank(self, name: str) -> None:
         return None
 
-    def nested(self, layer: Any) -> Any:
-        raise ConversionError(f"keras layer {layer.name!r} is a nested model; funcdl reads nested models from "
-                              ".keras files, not yet from Keras 2 .h5 files")
+    def nested(self, layer: Any) -> tuple[Any, Any, int, int]:
+        """(funcdl graph, variables, number of outputs, number of weights) of a nested model's layer."""
+        import h5py  # noqa: PLC0415 -- lazily: h5py comes with the [tf] extra
+        group = self.group.get(layer.name)
+        if self.prefix or not isinstance(group, h5py.Group):
+            raise ConversionError(f"keras layer {self.prefix}{layer.name!r}: funcdl reads one level of nested "
+                                  "models from Keras 2 .h5 files")
+        source = H5Source(group, self.path, self.dtypes, prefix=f"{layer.name}/")
+        graph, flat, _ = graph_from_config(layer.config, source, f"{self.path}: {layer.name}")
+        variables = traverse_util.unflatten_dict(flat, sep="/")
+        return graph, variables, len(graph.output_refs), source.total
 
 
 def _normalised(config: dict, dtypes: dict[str, str]) -> dict:
