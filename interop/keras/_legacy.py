@@ -114,6 +114,6 @@ def read_keras2_h5(handle: Any, config: Any, path: Any) -> tuple[Any, dict[str, 
         return graph_from_config(_normalised(inner, dtypes), H5Source(group, path, dtypes), str(path))
     except FuncdlError:
         raise
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as err:
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError) as err:
         raise FileFormatError(f"{path}: its model_config is not a Keras model config ({type(err).__name__}: "
                               f"{str(err)[:80]})") from None
