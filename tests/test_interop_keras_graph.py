@@ -83,8 +83,18 @@ def _sequence_cnn():
     return keras.Model(x, L.Dense(2, name="head")(L.GlobalAveragePooling1D(name="pool")(y)), name="sequence")
 
 
-BUILDERS = {"resnet_block": _resnet_block, "sequence_cnn": _sequence_cnn, "inception": _inception,
-            "two_in_two_out": _two_in_two_out, "nested": _nested}
+def _swish_steps():
+    x = keras.Input((5, 3), name="seq")
+    y = L.TimeDistributed(L.Dense(4, activation="tanh"), name="td")(x)
+    y = L.Activation("silu", name="act")(y)
+    y = L.Dense(3, activation="swish", name="d")(y)
+    steps = keras.Model(x, L.GlobalMaxPooling1D(name="pool")(y), name="steps")
+    return keras.Sequential([keras.Input((5, 3)), steps, L.Dense(2, activation="silu", name="head")],
+                            name="swish_steps")
+
+
+BUILDERS = {"resnet_block": _resnet_block, "sequence_cnn": _sequence_cnn, "swish_steps": _swish_steps,
+            "inception": _inception, "two_in_two_out": _two_in_two_out, "nested": _nested}
 
 
 def _randomised(keras_model, seed=0):
@@ -133,6 +143,10 @@ def test_graph_layout():
     chain = nested.node("chain").layer  # a Sequential holding a model is a graph; the inner chain a Sequential
     assert isinstance(chain, nn.Graph) and isinstance(chain.node("inner").layer, nn.Sequential)
     assert nested.node("cat").inputs == ("chain", "two:0", "two:1")
+    swish, _ = ik.from_keras(_randomised(_swish_steps()))  # a Sequential with silu: a graph; x * sigmoid(x)
+    steps = swish.node("steps").layer
+    assert steps.node("act.gate").inputs == ("td",) and steps.node("act").inputs == ("td", "act.gate")
+    assert swish.node("head.1").inputs == ("head", "head.1.gate")
 
 
 @pytest.mark.parametrize("name", ["resnet_block", "two_in_two_out", "nested"])
@@ -150,8 +164,10 @@ def test_every_unsupported_layer_is_named_at_once():
     x = keras.Input((4, 4, 2))
     y = L.Cropping2D(1, name="crop")(inner(x))
     y = L.Conv3D(2, 1, name="conv3d")(L.Reshape((6, 6, 2, 1))(y))
+    y = L.TimeDistributed(L.Conv2D(1, 1), name="td")(y)
     with pytest.raises(ConversionError, match=r"'inner/up' \(UpSampling2D\).*'crop' \(Cropping2D\).*'conv3d' "
-                                              r"\(Conv3D\); supported layers: Activation, Add"):
+                                              r"\(Conv3D\), 'td' \(TimeDistributed\(Conv2D\)\); supported "
+                                              r"layers: Activation, Add"):
         ik.from_keras(keras.Model(x, y))
 
 

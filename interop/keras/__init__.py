@@ -212,10 +212,9 @@ def from_keras(keras_model: Any) -> tuple[Any, dict[str, Any]]:
     """
     keras = frameworks.keras()
     try:
-        layers = _chain(keras, keras_model)
-    except ConversionError:  # branches, merges, several inputs or outputs, nested models: a graph
+        plan = _plan(_chain(keras, keras_model))
+    except ConversionError:  # branches, merges, several inputs or outputs, nested models, swish: a graph
         return _graph_from_keras(keras_model)
-    plan = _plan(layers)
     model = nn.Sequential(tuple(layer for layer, _ in plan))
     variables = _gather(keras_model, model, plan, input_shape_of(keras_model))
     return model, variables

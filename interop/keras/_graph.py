@@ -78,9 +78,35 @@ ONE_D = {"Conv1D": _conv1d, "MaxPooling1D": lambda c, where, channels: _pool1d({
          "AveragePooling1D": lambda c, where, channels: _pool1d({**c, "kind": "avg"}, where, channels)}
 ONE_D_WEIGHTS = {"Conv1D": lambda weights: {**weights, "kernel": weights["kernel"][:, None]}}  # (k, C, F) -> (k,1,C,F)
 
+PER_STEP = ("Dense", "Dropout", "Activation", "ReLU", "LeakyReLU")  # act on the last axis: TimeDistributed is free
+
+
+def _time_distributed(c, where, rank):
+    inner = c.get("layer") or {}
+    if inner.get("class_name") not in PER_STEP:
+        raise ConversionError(f"keras layer {where}: TimeDistributed({inner.get('class_name')}) is not supported; "
+                              f"supported inside it: {', '.join(PER_STEP)}")
+    return GRAPH_LAYERS[inner["class_name"]](inner.get("config") or {}, where, rank)
+
+
+SWISH = ("silu", "swish")  # x * sigmoid(x): two graph nodes, a Sigmoid gate and a Multiply
+
+
+class _Swish:
+    """Marks where a converted layer list needs ``x * sigmoid(x)`` (the builder adds the two nodes)."""
+
+
+def _split_swish(kind: str, config: dict) -> tuple[dict, bool]:
+    """(config with a silu / swish activation made linear, whether it was one)."""
+    if config.get("activation") in SWISH and kind in ("Dense", "Conv2D", "Conv1D", "Activation"):
+        return {**config, "activation": "linear"}, True
+    return config, False
+
+
 GRAPH_LAYERS = {**FROM_KERAS, **{kind: (lambda c, where, rank, kind=kind: [MERGES[kind]()]) for kind in MERGES},
                 "Concatenate": _concatenate, **{kind: _global_pool(kind) for kind in GLOBAL_POOLS},
-                **{kind: _spatial_dropout for kind in SPATIAL_DROPOUTS}, **dict.fromkeys(ONE_D)}
+                **{kind: _spatial_dropout for kind in SPATIAL_DROPOUTS}, **dict.fromkeys(ONE_D),
+                "TimeDistributed": _time_distributed}
 GRAPH_SUPPORTED = sorted(set(GRAPH_LAYERS) - {"InputLayer"}) + [
     "ZeroPadding2D (before a valid Conv2D / AveragePooling2D)", "nested models (Sequential, functional)"]
 
@@ -173,6 +199,10 @@ def unsupported_layers(config: dict, prefix: str = "") -> list[str]:
             found += unsupported_layers(entry.get("config") or {}, f"{prefix}{name}/")
         elif kind not in GRAPH_LAYERS and kind != "ZeroPadding2D":
             found.append(f"'{prefix}{name}' ({kind})")
+        elif kind == "TimeDistributed":
+            inner = ((entry.get("config") or {}).get("layer") or {}).get("class_name")
+            if inner not in PER_STEP:
+                found.append(f"'{prefix}{name}' (TimeDistributed({inner}))")
     return found
 
 
@@ -264,18 +294,26 @@ class _Builder:
         rank = layer.rank if layer.rank is not None else self.ranks.get(layer.inputs[0][0])
         if rank is None:
             rank = self.source.rank(layer.name)
+        config, swish = _split_swish(layer.kind, layer.config)
+        converted: list = []
         if layer.kind in ONE_D:
-            converted = ONE_D[layer.kind](layer.config, where, self.channels(inputs[0]))
+            converted = ONE_D[layer.kind](config, where, self.channels(inputs[0]))
         elif pads is not None:
-            converted = PADDED[layer.kind](layer.config, where, rank, pads)
-        else:
-            converted = GRAPH_LAYERS[layer.kind](layer.config, where, rank)
+            converted = PADDED[layer.kind](config, where, rank, pads)
+        elif not (swish and layer.kind == "Activation"):
+            converted = GRAPH_LAYERS[layer.kind](config, where, rank)
+        converted = converted + [_Swish()] if swish else converted
         self.ranks[layer.name] = _out_rank(layer, rank)
         held = [k for k, funcdl_layer in enumerate(converted) if type(funcdl_layer).__name__ in KERAS_WEIGHTS]
         first = held[0] if held else 0
         names = [layer.name if k == first else f"{layer.name}.{k}" for k in range(len(converted))]
         for index, (name, funcdl_layer) in enumerate(zip(names, converted)):
-            self.nodes.append(nn.Node(name, funcdl_layer, tuple(inputs) if index == 0 else (names[index - 1],)))
+            args = tuple(inputs) if index == 0 else (names[index - 1],)
+            if isinstance(funcdl_layer, _Swish):
+                self.nodes.append(nn.Node(f"{name}.gate", nn.Sigmoid(), args))
+                self.nodes.append(nn.Node(name, nn.Multiply(), args + (f"{name}.gate",)))
+            else:
+                self.nodes.append(nn.Node(name, funcdl_layer, args))
         self.produced[layer.name] = names[-1] if converted else inputs[0]
         weights = self.source.weights(layer.name)
         if held:
