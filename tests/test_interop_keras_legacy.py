@@ -63,6 +63,15 @@ def _nested():
     return keras.Model(z, L.Dense(2, name="head")(L.Concatenate(name="cat")([inner(z), p, q])), name="outer")
 
 
+def _preprocessing():
+    rng = np.random.default_rng(2)
+    image = keras.Input((6, 6, 3), name="image")
+    adapted = L.Normalization(name="norm")
+    adapted.adapt(rng.uniform(0, 255, (16, 6, 6, 3)).astype(np.float32))
+    y = L.Conv2D(2, 3, name="conv")(adapted(L.Rescaling(1 / 255, offset=-0.5, name="scale")(image)))
+    return keras.Model(image, L.Dense(2, name="head")(L.GlobalMaxPooling2D(name="pool")(y)), name="preprocessing")
+
+
 def _history(node):
     """[name, node index, tensor index, {}] of every tensor a Keras 3 inbound node reads, as Keras 2 wrote them."""
     if isinstance(node, dict):
@@ -137,6 +146,8 @@ def _write_keras2(path, keras_model, old_sequential=False):
 def _randomised(keras_model, seed=0):
     rng = np.random.default_rng(seed)
     for weight in keras_model.weights:
+        if weight.name in ("mean", "variance", "count"):  # a Normalization's adapted statistics stay as they are
+            continue
         scale = rng.uniform(0.5, 1.5, weight.shape) if weight.name == "moving_variance" else (
             0.4 * rng.normal(size=weight.shape))
         weight.assign(scale.astype(np.float32))
@@ -156,7 +167,8 @@ def _max_diff(model, variables, keras_model, seed=1):
 
 
 @pytest.mark.parametrize("build, old", [(_cnn, False), (_cnn, True), (_residual, False), (_recurrent, False),
-                                        (_sequence, False), (_nested, False)])
+                                        (_sequence, False), (_nested, False),
+                                        (_preprocessing, False)])
 def test_keras2_h5_reads_without_keras(tmp_path, monkeypatch, build, old):
     keras_model = _randomised(build())
     path = tmp_path / "model.h5"

@@ -48,6 +48,7 @@ from funcdl.nn._init import NAMES as initializers
 from funcdl.nn._merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from funcdl.nn._norm import BatchNorm, LayerNorm
 from funcdl.nn._pool import AvgPool2D, MaxPool2D
+from funcdl.nn._preprocessing import Normalization, Rescaling
 from funcdl.nn._recurrent import GRU, LSTM, SimpleRNN
 from funcdl.nn._sequential import Sequential
 from funcdl.nn._shape import Dropout, Flatten, ImageRows, Reshape
@@ -74,6 +75,7 @@ __all__ = [
     "TABLE",
     "Add", "as_graph", "Average", "Concatenate", "describe_shape", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
     "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Graph", "Input", "Maximum", "Minimum", "Multiply", "Node",
+    "Normalization", "Rescaling",
     "input_specs", "node_shapes", "parse_ref", "sample_input", "Subtract", "Summary", "Symbol",
     "AvgPool2D", "BatchNorm", "check_dtypes", "check_variables", "Conv2D", "conv_as_matmul", "conv_implementation",
     "count_params", "Dense", "Dropout", "Embedding", "explicit_padding", "Flatten", "from_config", "GELU", "gelu",

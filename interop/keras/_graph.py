@@ -89,6 +89,32 @@ def _time_distributed(c, where, rank):
     return GRAPH_LAYERS[inner["class_name"]](inner.get("config") or {}, where, rank)
 
 
+def _numbers(value: Any, where: str, what: str) -> Any:
+    """A number, or a tuple of numbers (one per channel), from a keras option or weight."""
+    array = np.asarray(value, np.float64).reshape(-1)
+    if array.size == 0 or not np.all(np.isfinite(array)):
+        raise ConversionError(f"keras layer {where}: {what} must be finite numbers")
+    return float(array[0]) if np.ndim(value) == 0 else tuple(float(v) for v in array)
+
+
+def _rescaling(c, where, rank):
+    return [nn.Rescaling(scale=_numbers(c["scale"], where, "scale"), offset=_numbers(c["offset"], where, "offset"))]
+
+
+def _normalization(c, stats, where, rank):
+    """Normalization with its statistics: from the config when given there, else the adapted weights."""
+    axes = c.get("axis") if isinstance(c.get("axis"), list) else [c.get("axis")]
+    if axes != [-1] and (rank is None or axes != [rank - 1]):
+        raise ConversionError(f"keras layer {where}: axis={c.get('axis')!r} is not supported (funcdl normalises "
+                              "per channel, the last axis)")
+    mean, variance = (c["mean"], c["variance"]) if c.get("mean") is not None else (
+        stats.get("mean"), stats.get("variance"))
+    if mean is None or variance is None:
+        raise ConversionError(f"keras layer {where} was never adapted: it has no mean and variance")
+    return [nn.Normalization(mean=_numbers(mean, where, "mean"), variance=_numbers(variance, where, "variance"),
+                             invert=bool(c.get("invert", False)))]
+
+
 SWISH = ("silu", "swish")  # x * sigmoid(x): two graph nodes, a Sigmoid gate and a Multiply
 
 
@@ -106,7 +132,7 @@ def _split_swish(kind: str, config: dict) -> tuple[dict, bool]:
 GRAPH_LAYERS = {**FROM_KERAS, **{kind: (lambda c, where, rank, kind=kind: [MERGES[kind]()]) for kind in MERGES},
                 "Concatenate": _concatenate, **{kind: _global_pool(kind) for kind in GLOBAL_POOLS},
                 **{kind: _spatial_dropout for kind in SPATIAL_DROPOUTS}, **dict.fromkeys(ONE_D),
-                "TimeDistributed": _time_distributed}
+                "TimeDistributed": _time_distributed, "Rescaling": _rescaling, "Normalization": None}
 GRAPH_SUPPORTED = sorted(set(GRAPH_LAYERS) - {"InputLayer"}) + [
     "ZeroPadding2D (before a valid Conv2D / AveragePooling2D)", "nested models (Sequential, functional)"]
 
@@ -298,6 +324,10 @@ class _Builder:
         converted: list = []
         if layer.kind in ONE_D:
             converted = ONE_D[layer.kind](config, where, self.channels(inputs[0]))
+        elif layer.kind == "Normalization":  # its adapted statistics become part of the architecture
+            stats = self.source.weights(layer.name)
+            converted = _normalization(config, stats, where, rank)
+            self.used += len(stats)
         elif pads is not None:
             converted = PADDED[layer.kind](config, where, rank, pads)
         elif not (swish and layer.kind == "Activation"):
@@ -319,7 +349,7 @@ class _Builder:
         if held:
             weights = ONE_D_WEIGHTS[layer.kind](weights) if layer.kind in ONE_D_WEIGHTS else weights
             self._weights(layer.name, converted[first], weights)
-        elif weights:
+        elif weights and layer.kind != "Normalization":
             raise ConversionError(f"keras layer {where} has weights funcdl does not convert")
 
     def channels(self, ref: str) -> int:

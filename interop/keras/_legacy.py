@@ -54,9 +54,9 @@ class H5Source:
         for weight in names:
             item = group.get(weight)
             key = weight.rsplit("/", 1)[-1].split(":")[0]
-            if not isinstance(item, h5py.Dataset) or item.dtype.kind != "f" or key in weights:
+            if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "fiu" or key in weights:
                 raise FileFormatError(f"{self.path}: weight {self.prefix}{name}/{weight} is missing, repeated or not "
-                                      "a float array")
+                                      "a numeric array")
             weights[key] = np.asarray(item[()])
         return weights
 
