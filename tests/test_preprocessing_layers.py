@@ -4,7 +4,7 @@ import pytest
 from layer_harness import run_layer_test
 
 from funcdl import nn
-from funcdl.errors import ShapeError
+from funcdl.errors import ConfigError, ShapeError
 
 
 @pytest.mark.parametrize("layer", [nn.Rescaling(1 / 255), nn.Rescaling((1.0, 2.0, 0.5), offset=-1.0),
@@ -25,3 +25,13 @@ def test_values():
     np.testing.assert_allclose(back, x * np.array([2.0, 1.0, 1.0], np.float32) + [0.5, 1.0, -1.0], rtol=1e-6)
     with pytest.raises(ShapeError, match="2 mean values for 3 channels"):
         nn.Normalization(mean=(0.0, 1.0), variance=1.0).apply({}, x)
+
+
+@pytest.mark.parametrize("config", [{"type": "Rescaling", "scale": "x"}, {"type": "Rescaling", "offset": [[1.0]]},
+                                    {"type": "Normalization", "mean": [], "variance": 1.0},
+                                    {"type": "Normalization", "mean": 0.0, "variance": -1.0},
+                                    {"type": "Normalization", "epsilon": 0.0}])
+def test_bad_configs_are_refused(config):
+    with pytest.raises(ConfigError):
+        nn.from_config(config)
+    assert nn.from_config({"type": "Normalization", "mean": [1.0, 2.0], "variance": [1.0, 4.0]}).mean == (1.0, 2.0)

@@ -1,4 +1,5 @@
 """Fixed input transforms with no parameters: Rescaling and Normalization (Keras' preprocessing layers)."""
+import math
 from typing import Any
 
 import jax.numpy as jnp
@@ -6,13 +7,25 @@ import jax.numpy as jnp
 from funcdl.errors import ConfigError, ShapeError
 from funcdl.nn._base import Layer, layer_path
 
+MAX_CHANNELS = 1 << 20  # the statistics live in the architecture JSON: keep it a reasonable size
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check(layer: Layer, **values: Any) -> None:
+    """ConfigError unless every value is a finite number or a non-empty tuple of them (one per channel)."""
+    for what, value in values.items():
+        if not (_number(value) or (isinstance(value, (tuple, list)) and 0 < len(value) <= MAX_CHANNELS
+                                   and all(_number(v) for v in value))):
+            raise ConfigError(f"{type(layer).__name__}: {what} must be a finite number or a tuple of them (one per "
+                              f"channel), got {str(value)[:60]}")
+
 
 def _values(layer: Layer, value: Any, what: str) -> jnp.ndarray:
     """``value`` (a number, or a tuple of one per channel) as an array that broadcasts over the last axis."""
-    array = jnp.asarray(value, jnp.float32)
-    if array.ndim > 1:
-        raise ConfigError(f"layer {layer_path(layer)}: {what} must be a number or a tuple of numbers")
-    return array
+    return jnp.asarray(value, jnp.float32)
 
 
 def _check_channels(layer: Layer, x: Any, values: jnp.ndarray, what: str) -> None:
@@ -28,6 +41,10 @@ class Rescaling(Layer):
     """
     scale: Any = 1.0
     offset: Any = 0.0
+
+    def __post_init__(self):
+        _check(self, scale=self.scale, offset=self.offset)
+        super().__post_init__()
 
     def __call__(self, x):
         scale, offset = _values(self, self.scale, "scale"), _values(self, self.offset, "offset")
@@ -46,6 +63,15 @@ class Normalization(Layer):
     variance: Any = 1.0
     epsilon: float = 1e-7
     invert: bool = False
+
+    def __post_init__(self):
+        _check(self, mean=self.mean, variance=self.variance)
+        if min(self.variance if isinstance(self.variance, (tuple, list)) else [self.variance]) < 0:
+            raise ConfigError(f"Normalization: variance must not be negative, got {str(self.variance)[:60]}")
+        if not _number(self.epsilon) or self.epsilon <= 0 or not isinstance(self.invert, bool):
+            raise ConfigError(f"Normalization: epsilon must be a positive number and invert a bool, got "
+                              f"{self.epsilon!r}, {self.invert!r}")
+        super().__post_init__()
 
     def __call__(self, x):
         mean, variance = _values(self, self.mean, "mean"), _values(self, self.variance, "variance")
