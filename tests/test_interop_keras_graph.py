@@ -181,8 +181,8 @@ def test_every_unsupported_layer_is_named_at_once():
     y = L.Conv3D(2, 1, name="conv3d")(L.Reshape((6, 6, 2, 1))(y))
     y = L.TimeDistributed(L.Conv2D(1, 1), name="td")(y)
     with pytest.raises(ConversionError, match=r"'inner/up' \(UpSampling2D\).*'crop' \(Cropping2D\).*'conv3d' "
-                                              r"\(Conv3D\), 'td' \(TimeDistributed\(Conv2D\)\); supported "
-                                              r"layers: Activation, Add"):
+                                              r"\(Conv3D\), 'td' \(TimeDistributed\(Conv2D\)\) are not "
+                                              r"supported; supported layers: Activation, Add"):
         ik.from_keras(keras.Model(x, y))
 
 

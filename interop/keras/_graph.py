@@ -437,8 +437,8 @@ def graph_from_config(config: dict, source: Any, where: str) -> tuple[nn.Graph, 
     """(Graph, flat variables, input shapes) of a keras model config (JSON) with weights from ``source``."""
     missing = unsupported_layers(config)
     if missing:
-        raise ConversionError(f"the keras model holds layers funcdl cannot convert: {', '.join(missing)}; supported "
-                              f"layers: {', '.join(GRAPH_SUPPORTED)}")
+        what = (f"keras layer {missing[0]} is" if len(missing) == 1 else f"keras layers {', '.join(missing)} are")
+        raise ConversionError(f"{what} not supported; supported layers: {', '.join(GRAPH_SUPPORTED)}")
     layers, input_refs, output_refs = _layers(config, where)
     by_name = {layer.name: layer for layer in layers}
     inputs = [_input(by_name[name]) for name, _ in input_refs]
