@@ -60,7 +60,8 @@ def _nested():
     two = keras.Model(x, [L.Dense(3, name="p")(x), L.Dense(2, name="q")(x)], name="two")
     z = keras.Input((6,), name="z")
     p, q = two(z)
-    return keras.Model(z, L.Dense(2, name="head")(L.Concatenate(name="cat")([inner(z), p, q])), name="outer")
+    y = L.BatchNormalization(name="bn")(L.Concatenate(name="cat")([inner(z), p, q]))  # axis [1] after a nested model
+    return keras.Model(z, L.Dense(2, name="head")(y), name="outer")
 
 
 def _preprocessing():
@@ -91,6 +92,7 @@ def _keras2_layers(config):
     """A Keras 3 model config (dict) in place as Keras 2 wrote it: option names, inbound nodes, shapes."""
     for entry in config["layers"]:
         c = entry["config"]
+        built = (entry.get("build_config") or {}).get("input_shape")
         for key in ("module", "registered_name", "build_config"):
             entry.pop(key, None)
         c["dtype"] = "float32"
@@ -103,7 +105,7 @@ def _keras2_layers(config):
         if entry["class_name"] == "Conv2D":
             c.pop("groups")  # before TF 2.3
         if entry["class_name"] == "BatchNormalization":
-            c["axis"] = [3]  # Keras 2 wrote the built axes
+            c["axis"] = [len(built) - 1]  # Keras 2 wrote the built axes, as positive numbers
         if "inbound_nodes" in entry:
             entry["inbound_nodes"] = [_history(node) for node in entry["inbound_nodes"]]
     if "input_layers" in config:

@@ -320,6 +320,8 @@ class _Builder:
         rank = layer.rank if layer.rank is not None else self.ranks.get(layer.inputs[0][0])
         if rank is None:
             rank = self.source.rank(layer.name)
+        if rank is None and layer.kind in ("BatchNormalization", "LayerNormalization", "Normalization"):
+            rank = len(self.shape(inputs[0])) + 1  # their axes may be written as positive numbers
         config, swish = _split_swish(layer.kind, layer.config)
         converted: list = []
         if layer.kind in ONE_D:
@@ -352,13 +354,16 @@ class _Builder:
         elif weights and layer.kind != "Normalization":
             raise ConversionError(f"keras layer {where} has weights funcdl does not convert")
 
-    def channels(self, ref: str) -> int:
-        """The last axis of what ``ref`` gives, by funcdl's shape inference over the nodes built so far."""
+    def shape(self, ref: str) -> tuple[int, ...]:
+        """One example's shape of what ``ref`` gives, by funcdl's shape inference over the nodes built so far."""
         outputs = (ref,) + tuple(node.name for node in self.nodes)
         graph = nn.Graph(inputs=self.inputs, nodes=tuple(self.nodes), outputs=outputs)
         concrete = tuple(tuple(UNKNOWN_SIZE if d is None else d for d in spec.shape or ()) for spec in self.inputs)
-        shape = nn.output_shape(graph, concrete[0] if len(concrete) == 1 else concrete)[0]
-        return int(shape[-1])
+        return tuple(nn.output_shape(graph, concrete[0] if len(concrete) == 1 else concrete)[0])
+
+    def channels(self, ref: str) -> int:
+        """The last axis of what ``ref`` gives."""
+        return int(self.shape(ref)[-1])
 
     def _weights(self, name: str, layer: Any, weights: dict[str, np.ndarray]) -> None:
         for key, value in weights_from_keras(layer, weights).items():
