@@ -183,6 +183,28 @@ def test_keras2_h5_reads_without_keras(tmp_path, monkeypatch, build, old):
     assert _max_diff(model, variables, keras_model) <= TOL
 
 
+def test_keras2_names_funcdl_cannot_hold_are_made_valid(tmp_path):
+    keras_model = _randomised(_cnn())
+    path = tmp_path / "model.h5"
+    _write_keras2(path, keras_model)
+    with h5py.File(path, "a") as handle:  # Keras 2 allowed '/' in names (models converted from Caffe use it)
+        config = json.loads(handle.attrs["model_config"])
+        for entry in config["config"]["layers"]:
+            if entry["config"].get("name") == "hidden":
+                entry["config"]["name"] = "fc/1"
+        handle.attrs["model_config"] = json.dumps(config)
+        group = handle["model_weights"]
+        group.create_group("fc")
+        group.move("hidden", "fc/1")
+        group.move("fc/1/hidden", "fc/1/fc")
+        group.move("fc/1/fc/bias:0", "fc/1/fc/1/bias:0")
+        group.move("fc/1/fc/kernel:0", "fc/1/fc/1/kernel:0")
+        group["fc/1"].attrs["weight_names"] = [b"fc/1/kernel:0", b"fc/1/bias:0"]
+    model, variables, _ = ik.load_keras_file(path)
+    assert model.node("fc_1").inputs == ("flat",) and set(variables["params"]["fc_1"]) == {"kernel", "bias"}
+    assert _max_diff(model, variables, keras_model) <= TOL
+
+
 def test_cli_converts_a_keras2_h5(tmp_path, capsys):
     keras_model = _randomised(_residual())
     source, target = tmp_path / "old.h5", tmp_path / "new.funcdl"

@@ -8,6 +8,7 @@ layer that becomes several funcdl layers (``Dense(activation='leaky_relu')``)
 gives nodes ``name``, ``name.1``, ...; a nested model (a Sequential inside a
 model, a model used as a layer) is one node holding the converted sub-model.
 """
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,6 +146,7 @@ class _Layer:
     config: dict
     inputs: list = field(default_factory=list)   # [(layer name, tensor index)]
     rank: int | None = None
+    node: str = ""   # its funcdl node name: the keras name, made valid where it is not (Keras 2 allowed '/')
 
 
 def _history(item: Any) -> Iterator[tuple[str, int, int, Any]]:
@@ -181,7 +183,7 @@ def _layers(config: dict, where: str) -> tuple[list[_Layer], list, list]:
         name = entry.get("name") or layer_config.get("name")
         layers.append(_Layer(str(name), str(entry.get("class_name")), layer_config))
     if "input_layers" not in config:  # a Sequential: a chain
-        return _chain(layers, where)
+        return _named(*_chain(layers, where))
     for layer, entry in zip(layers, entries):
         nodes = entry.get("inbound_nodes") or []
         if len(nodes) > 1:
@@ -191,7 +193,27 @@ def _layers(config: dict, where: str) -> tuple[list[_Layer], list, list]:
         layer.inputs = [(name, tensor) for name, _, tensor, _ in refs]
         shapes = [shape for *_, shape in refs if isinstance(shape, list)]
         layer.rank = len(shapes[0]) if shapes else None
-    return layers, _refs(config["input_layers"]), _refs(config["output_layers"])
+    return _named(layers, _refs(config["input_layers"]), _refs(config["output_layers"]))
+
+
+_INVALID = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def _named(layers: list[_Layer], *refs: Any) -> tuple[list[_Layer], Any, Any]:
+    """``layers`` with their node names: the keras names, with characters funcdl names cannot hold made '_'."""
+    taken: set[str] = set()
+    valid = [layer for layer in layers if not _INVALID.search(layer.name) and layer.name[:1] not in ".-"
+             and 0 < len(layer.name) <= 180 and layer.name != "params" and not layer.name.startswith("__")]
+    for layer in valid + [layer for layer in layers if layer not in valid]:
+        name = layer.name if layer in valid else _INVALID.sub("_", layer.name)[:180]
+        if layer not in valid and (name[:1] in ("", ".", "-") or name == "params" or name.startswith("__")):
+            name = "k_" + name
+        base, count = name, 1
+        while name in taken:
+            name, count = f"{base}_{count}", count + 1
+        layer.node = name
+        taken.add(name)
+    return layers, refs[0], refs[1]
 
 
 def _refs(spec: Any) -> list[tuple[str, int]]:
@@ -248,7 +270,7 @@ def _input(layer: _Layer) -> nn.Input:
         raise ConversionError(f"keras input {layer.name!r} has no shape; build the model with keras.Input(shape)")
     dtype = layer.config.get("dtype")
     dtype = dtype if isinstance(dtype, str) else "float32"
-    return nn.Input(tuple(None if d is None else int(d) for d in shape[1:]), name=layer.name,
+    return nn.Input(tuple(None if d is None else int(d) for d in shape[1:]), name=layer.node,
                     dtype="int32" if dtype.startswith(("int", "uint")) else "float32")
 
 
@@ -338,7 +360,7 @@ class _Builder:
         self.ranks[layer.name] = _out_rank(layer, rank)
         held = [k for k, funcdl_layer in enumerate(converted) if type(funcdl_layer).__name__ in KERAS_WEIGHTS]
         first = held[0] if held else 0
-        names = [layer.name if k == first else f"{layer.name}.{k}" for k in range(len(converted))]
+        names = [layer.node if k == first else f"{layer.node}.{k}" for k in range(len(converted))]
         for index, (name, funcdl_layer) in enumerate(zip(names, converted)):
             args = tuple(inputs) if index == 0 else (names[index - 1],)
             if isinstance(funcdl_layer, _Swish):
@@ -350,7 +372,7 @@ class _Builder:
         weights = self.source.weights(layer.name)
         if held:
             weights = ONE_D_WEIGHTS[layer.kind](weights) if layer.kind in ONE_D_WEIGHTS else weights
-            self._weights(layer.name, converted[first], weights)
+            self._weights(layer.node, converted[first], weights)
         elif weights and layer.kind != "Normalization":
             raise ConversionError(f"keras layer {where} has weights funcdl does not convert")
 
@@ -375,11 +397,11 @@ class _Builder:
 
     def _nested(self, layer: _Layer, inputs: list[str]) -> None:
         model, variables, outputs, count = self.source.nested(layer)
-        self.nodes.append(nn.Node(layer.name, model, tuple(inputs)))
+        self.nodes.append(nn.Node(layer.node, model, tuple(inputs)))
         for key, value in traverse_util.flatten_dict(dict(variables), sep="/").items():
             collection, rest = key.split("/", 1)
-            self.flat[f"{collection}/{layer.name}/{rest}"] = np.asarray(value)
-        self.produced[layer.name] = layer.name if outputs == 1 else [f"{layer.name}:{i}" for i in range(outputs)]
+            self.flat[f"{collection}/{layer.node}/{rest}"] = np.asarray(value)
+        self.produced[layer.name] = layer.node if outputs == 1 else [f"{layer.node}:{i}" for i in range(outputs)]
         self.used += count
 
 
@@ -449,8 +471,9 @@ def graph_from_config(config: dict, source: Any, where: str) -> tuple[nn.Graph, 
     inputs = [_input(by_name[name]) for name, _ in input_refs]
     builder = _Builder(source)
     builder.inputs = tuple(inputs)
-    builder.produced.update({str(spec.name): str(spec.name) for spec in inputs})
-    builder.ranks.update({str(spec.name): None if spec.shape is None else len(spec.shape) + 1 for spec in inputs})
+    for (name, _), spec in zip(input_refs, inputs):
+        builder.produced[name] = str(spec.name)
+        builder.ranks[name] = None if spec.shape is None else len(spec.shape) + 1
     merged = _paddings(layers)
     for layer in _ordered(layers):
         if layer.kind == "InputLayer":
