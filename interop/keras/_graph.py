@@ -3,10 +3,13 @@
 The architecture is read from ``keras_model.get_config()`` (plain JSON: layer
 class names, options and ``inbound_nodes``), never by letting keras rebuild
 layers; the weights come from the built keras layers. Node names are the keras
-layer names, so params are ``{'params': {<keras layer name>: ...}}``; a keras
-layer that becomes several funcdl layers (``Dense(activation='leaky_relu')``)
-gives nodes ``name``, ``name.1``, ...; a nested model (a Sequential inside a
-model, a model used as a layer) is one node holding the converted sub-model.
+layer names (characters funcdl names cannot hold, such as Keras 2's '/', become
+'_'), so params are ``{'params': {<keras layer name>: ...}}``. A keras layer
+that becomes several funcdl layers gives nodes ``name.k`` around the one named
+``name`` that holds the weights (``Dense(activation='leaky_relu')``: ``name``,
+``name.1``; Conv1D: ``name.0``, ``name``, ``name.2``); silu / swish adds
+``name.gate``. A nested model (a Sequential inside a model, a model used as a
+layer) is one node holding the converted sub-model.
 """
 import re
 from collections.abc import Iterator
@@ -339,11 +342,29 @@ class _Builder:
                                   "converts float32")
         if layer.kind not in MERGES and layer.kind != "Concatenate" and len(inputs) != 1:
             raise ConversionError(f"keras layer {where} takes {len(inputs)} inputs; funcdl converts it with one")
+        rank = self._rank(layer, inputs)
+        converted = self._convert(layer, where, rank, pads, inputs)
+        self.ranks[layer.name] = _out_rank(layer, rank)
+        held = [k for k, funcdl_layer in enumerate(converted) if type(funcdl_layer).__name__ in KERAS_WEIGHTS]
+        self._append(layer, converted, held[0] if held else 0, inputs)
+        weights = self.source.weights(layer.name)
+        if held:
+            weights = ONE_D_WEIGHTS[layer.kind](weights) if layer.kind in ONE_D_WEIGHTS else weights
+            self._weights(layer.node, converted[held[0]], weights)
+        elif weights and layer.kind != "Normalization":
+            raise ConversionError(f"keras layer {where} has weights funcdl does not convert")
+
+    def _rank(self, layer: _Layer, inputs: list[str]) -> int | None:
+        """The rank of the layer's input (batch axis included): from the config, the model, or shape inference."""
         rank = layer.rank if layer.rank is not None else self.ranks.get(layer.inputs[0][0])
         if rank is None:
             rank = self.source.rank(layer.name)
         if rank is None and layer.kind in ("BatchNormalization", "LayerNormalization", "Normalization"):
             rank = len(self.shape(inputs[0])) + 1  # their axes may be written as positive numbers
+        return rank
+
+    def _convert(self, layer: _Layer, where: str, rank: int | None, pads: tuple | None, inputs: list[str]) -> list:
+        """The funcdl layers computing ``layer`` (a ``_Swish`` marks x * sigmoid(x))."""
         config, swish = _split_swish(layer.kind, layer.config)
         converted: list = []
         if layer.kind in ONE_D:
@@ -356,10 +377,10 @@ class _Builder:
             converted = PADDED[layer.kind](config, where, rank, pads)
         elif not (swish and layer.kind == "Activation"):
             converted = GRAPH_LAYERS[layer.kind](config, where, rank)
-        converted = converted + [_Swish()] if swish else converted
-        self.ranks[layer.name] = _out_rank(layer, rank)
-        held = [k for k, funcdl_layer in enumerate(converted) if type(funcdl_layer).__name__ in KERAS_WEIGHTS]
-        first = held[0] if held else 0
+        return converted + [_Swish()] if swish else converted
+
+    def _append(self, layer: _Layer, converted: list, first: int, inputs: list[str]) -> None:
+        """Nodes for ``converted``, one after another; ``converted[first]`` is named as the keras layer."""
         names = [layer.node if k == first else f"{layer.node}.{k}" for k in range(len(converted))]
         for index, (name, funcdl_layer) in enumerate(zip(names, converted)):
             args = tuple(inputs) if index == 0 else (names[index - 1],)
@@ -369,12 +390,6 @@ class _Builder:
             else:
                 self.nodes.append(nn.Node(name, funcdl_layer, args))
         self.produced[layer.name] = names[-1] if converted else inputs[0]
-        weights = self.source.weights(layer.name)
-        if held:
-            weights = ONE_D_WEIGHTS[layer.kind](weights) if layer.kind in ONE_D_WEIGHTS else weights
-            self._weights(layer.node, converted[first], weights)
-        elif weights and layer.kind != "Normalization":
-            raise ConversionError(f"keras layer {where} has weights funcdl does not convert")
 
     def shape(self, ref: str) -> tuple[int, ...]:
         """One example's shape of what ``ref`` gives, by funcdl's shape inference over the nodes built so far."""
