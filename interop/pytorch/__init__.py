@@ -54,17 +54,21 @@ def _as_jax(flat):
 
 
 # -- torch -> funcdl, by tracing ---------------------------------------------------------------
-def from_torch(module: Any, example_input: Any) -> tuple[nn.Sequential, dict[str, Any]]:
-    """A funcdl Sequential and its variables equal to a torch module (in eval mode).
+def from_torch(module: Any, example_input: Any) -> tuple[nn.Sequential | nn.Graph, dict[str, Any]]:
+    """A funcdl model and its variables equal to a torch module (in eval mode).
+
+    A forward that is one chain becomes a Sequential (params ``layers_0``, ...); one with residual adds,
+    ``torch.cat``, branches or several outputs a Graph with input ``input``, whose nodes (and params) are
+    named by torch module path (``layer1.0.conv1``) or fx node name (``add_1``).
 
     Args:
-      module: a ``torch.nn.Module`` whose forward is a single chain of supported
-        pieces (``SUPPORTED``); it is traced with torch.fx, not guessed from names.
+      module: a ``torch.nn.Module`` whose forward is built of supported pieces
+        (``SUPPORTED``); it is traced with torch.fx, not guessed from names.
       example_input: one batch the module accepts (torch tensor or array), NCHW
         for images; it fixes C, H, W for the Flatten permutation.
     Returns:
       ``(model, variables)``; ``model.apply(variables, x.transpose(0, 2, 3, 1))``
-      equals ``module(x)`` for images (``x`` as is otherwise).
+      equals ``module(x)`` for images (``x`` as is otherwise); a tuple for several outputs.
     Raises:
       ConfigError naming the first unsupported module, function or pattern.
     """
@@ -76,18 +80,18 @@ def from_torch(module: Any, example_input: Any) -> tuple[nn.Sequential, dict[str
     example = example_input if isinstance(example_input, torch.Tensor) else torch.as_tensor(
         np.asarray(example_input))
     reader = _trace.read(module, example.detach())
-    model = nn.Sequential(tuple(spec.cls(**spec.kwargs) for spec in reader.specs))
     shape = tuple(example.shape[1:])
     input_shape = (shape[1], shape[2], shape[0]) if example.ndim == 4 else shape
     dtype = jnp.float32 if example.is_floating_point() else jnp.int32
-    return model, _collect(reader, model, input_shape, dtype, _trace.torch_array)
+    model, names = reader.model(input_shape, dtype)
+    return model, _collect(reader, model, names, input_shape, dtype, _trace.torch_array)
 
 
-def _collect(reader, model, input_shape, dtype, torch_array):
+def _collect(reader, model, names, input_shape, dtype, torch_array):
     expected = nn.variable_shapes(nn.init_shapes(model, input_shape, dtype))
     flat, used = {}, set(reader.ignored)
     for collection, index, name, key, convert in reader.entries:
-        path = f"{collection}/layers_{index}/{name}"
+        path = f"{collection}/{names[index]}/{name}"
         source = None if key is None else torch_array(reader.state_dict[key])
         flat[path] = checked(convert(source), expected[path], f"{key} -> {path}", "from_torch")
         used.add(key)
