@@ -1,4 +1,6 @@
-"""from_torch beyond chains: residual adds, concatenations, branches, several outputs, nested containers."""
+"""Graphs from PyTorch: from_torch beyond chains (residual adds, concatenations, branches, several outputs, nested
+containers) and .pt2 programs written by torch.export, converted through their ATen graphs (no --arch, never
+unpickled)."""
 import jax
 import numpy as np
 import pytest
@@ -8,8 +10,10 @@ tnn = torch.nn
 F = torch.nn.functional
 
 from funcdl import nn  # noqa: E402
+from funcdl.cli import main  # noqa: E402
 from funcdl.errors import ConversionError  # noqa: E402
-from interop.pytorch import from_torch  # noqa: E402
+from funcdl.io import load_model  # noqa: E402
+from interop.pytorch import from_exported, from_torch, load_torch_model  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -238,3 +242,108 @@ def test_unsupported_merges_name_themselves():
         from_torch(AddsConstant().eval(), torch.randn(2, 3))
     with pytest.raises(ConversionError, match="no broadcasting"):
         from_torch(Broadcast().eval(), torch.randn(2, 3))
+
+
+# -- .pt2 programs ---------------------------------------------------------------------------------
+class MLP(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = tnn.Linear(6, 8)
+        self.norm = tnn.BatchNorm1d(8)
+        self.out = tnn.Linear(8, 3)
+
+    def forward(self, x):
+        return F.log_softmax(self.out(F.gelu(self.norm(self.hidden(x)))), dim=-1)
+
+
+class CNN(tnn.Module):
+    """The classic MNIST CNN, shrunk, with an average pool and a global mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = tnn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = tnn.Conv2d(4, 6, 3, stride=2)
+        self.fc = tnn.Linear(6 * 3 * 3, 5)
+        self.head = tnn.Linear(6, 5)
+
+    def forward(self, x):
+        x = F.avg_pool2d(torch.sigmoid(self.conv1(x)), 2)
+        x = F.max_pool2d(F.leaky_relu(self.conv2(x), 0.1), 1)
+        return self.fc(torch.flatten(x, 1)) + self.head(x.mean(dim=(2, 3)))
+
+
+def _save(module, x, path, decompose=False):
+    program = torch.export.export(module.eval(), (x,))
+    if decompose:  # the ATen IR older torch wrote: convolution, addmm of t(weight), _native_batch_norm_legit...
+        program = program.run_decompositions()
+    torch.export.save(program, str(path))
+    return path
+
+
+def _gaps(model, variables, module, x):
+    with torch.no_grad():
+        want = module(x)
+    got = model.apply(variables, x.numpy().transpose(0, 2, 3, 1) if x.ndim == 4 else x.numpy())
+    wants, gots = (want, got) if isinstance(want, tuple) else ((want,), (got,))
+    return [float(np.max(np.abs(np.asarray(g) - w.numpy()))) for g, w in zip(gots, wants)]
+
+
+@pytest.mark.parametrize("decompose", [False, True], ids=["export", "decomposed"])
+@pytest.mark.parametrize("make, shape", [
+    (MLP, (4, 6)), (CNN, (2, 1, 14, 14)), (ResNet, (2, 3, 16, 16)), (Inception, (2, 3, 8, 8)), (TwoHeads, (3, 10)),
+], ids=["mlp", "cnn", "resnet", "inception", "two_heads"])
+def test_pt2_file_converts_without_architecture(tmp_path, make, shape, decompose):
+    module = _randomise_batch_norms(make())
+    x = torch.randn(*shape)
+    path = _save(module, x, tmp_path / "net.pt2", decompose)
+    model, variables, input_shape = load_torch_model(path)
+    assert input_shape == ((shape[2], shape[3], shape[1]) if len(shape) == 4 else shape[1:])
+    gaps = _gaps(model, variables, module, x)
+    assert max(gaps) <= TOLERANCE, gaps
+    if make in (ResNet, Inception, TwoHeads, CNN):
+        assert isinstance(model, nn.Graph)
+
+
+def test_dynamic_batch_program_converts():
+    module = _randomise_batch_norms(CNN())
+    x = torch.randn(3, 1, 14, 14)
+    program = torch.export.export(module, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    model, variables, input_shape = from_exported(program)
+    assert input_shape == (14, 14, 1)
+    assert max(_gaps(model, variables, module, x)) <= TOLERANCE
+
+
+def test_resnet_nodes_are_named_by_module(tmp_path):
+    module = _randomise_batch_norms(ResNet())
+    x = torch.randn(2, 3, 16, 16)
+    model, _, _ = from_exported(torch.export.export(module, (x,)))
+    names = {node.name for node in model.nodes}
+    assert {"conv1", "layer1.0.bn2", "layer2.0.downsample.0", "fc"} <= names
+
+
+class Unsupported(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = tnn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.cumsum(self.fc(x), dim=1)
+
+
+def test_unsupported_op_names_itself_node_and_source_line(tmp_path):
+    path = _save(Unsupported(), torch.randn(2, 4), tmp_path / "net.pt2")
+    with pytest.raises(ConversionError, match=r"aten\.cumsum.*node cumsum.*line \d+.*torch\.cumsum") as info:
+        from_exported(path)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_converts_and_inspects_a_pt2(tmp_path, capsys):
+    module = _randomise_batch_norms(ResNet())
+    x = torch.randn(2, 3, 16, 16)
+    path = _save(module, x, tmp_path / "net.pt2")
+    assert main(["inspect", str(path)]) == 0
+    assert "layer2.0.downsample.0" in capsys.readouterr().out
+    assert main(["convert", str(path), str(tmp_path / "net.funcdl")]) == 0
+    loaded = load_model(tmp_path / "net.funcdl")
+    model, variables = loaded[0], loaded[1]
+    assert max(_gaps(model, variables, module, x)) <= TOLERANCE

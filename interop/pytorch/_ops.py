@@ -360,7 +360,11 @@ def _merge_values(reader, node, args, what):
     if not all(isinstance(a, torch.fx.Node) and a in reader.values for a in args):
         raise ConversionError(f"{describe(node)} (node {node.name}) combines a tensor with a constant or an "
                               f"unsupported value; {what} is supported between two tensors computed from the input")
-    values = [reader.values[a] for a in args]
+    return check_merge(reader, node, [reader.values[a] for a in args], what)
+
+
+def check_merge(reader, node, values, what):
+    """``values`` if funcdl can merge them (``what``: 'concatenation', 'add', ...) as torch does."""
     for value in values:
         reader.take(node, value)
         if value.perm is not None and what == "concatenation":
