@@ -13,7 +13,7 @@ from funcdl import nn  # noqa: E402
 from funcdl.cli import main  # noqa: E402
 from funcdl.errors import ConversionError  # noqa: E402
 from funcdl.io import load_model  # noqa: E402
-from interop.pytorch import from_exported, from_torch, load_torch_model  # noqa: E402
+from interop.pytorch import from_exported, from_torch, load_torch_model, to_torch  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -346,4 +346,44 @@ def test_cli_converts_and_inspects_a_pt2(tmp_path, capsys):
     assert main(["convert", str(path), str(tmp_path / "net.funcdl")]) == 0
     loaded = load_model(tmp_path / "net.funcdl")
     model, variables = loaded[0], loaded[1]
+    assert max(_gaps(model, variables, module, x)) <= TOLERANCE
+
+
+# -- more modules: ReLU6, Hardswish, SiLU, ELU, channel dropout, Identity -----------------------------------
+class MobileStyle(tnn.Module):
+    """A MobileNet-flavoured CNN: ReLU6, Hardswish, SiLU, ELU, Dropout2d/1d, Identity, adaptive pooling."""
+
+    def __init__(self, drop1d=True):
+        super().__init__()
+        self.features = tnn.Sequential(tnn.Conv2d(3, 6, 3, padding=1), tnn.ReLU6(), tnn.Dropout2d(0.3),
+                                       tnn.Conv2d(6, 6, 3, padding=1, groups=6), tnn.Hardswish(), tnn.Identity(),
+                                       tnn.AdaptiveAvgPool2d(1))
+        self.fc = tnn.Linear(6, 8)
+        self.act = tnn.ELU(alpha=0.5)
+        self.drop = tnn.Dropout1d(0.2) if drop1d else tnn.Identity()
+        self.out = tnn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.flatten(self.features(x), 1)
+        return self.out(F.silu(self.drop(self.act(self.fc(x)))))
+
+
+def test_mobile_style_modules_convert_both_ways():
+    module = MobileStyle().eval()
+    x = torch.randn(2, 3, 8, 8) * 4  # wide enough to reach ReLU6's and Hardswish's bends
+    model, gaps = _forward_gap(module, x)
+    assert isinstance(model, nn.Sequential) and max(gaps) <= TOLERANCE, gaps
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert {"ReLU6", "HardSwish", "ELU", "SiLU"} <= set(kinds) and "Dropout" not in kinds
+    assert next(layer for layer in model.layers if isinstance(layer, nn.ELU)).alpha == 0.5
+    _, variables = from_torch(module, x)
+    back = to_torch(model, variables, (8, 8, 3))
+    with torch.no_grad():
+        assert float((back(x) - module(x)).abs().max()) <= TOLERANCE
+
+
+def test_mobile_style_pt2_converts(tmp_path):
+    module = MobileStyle(drop1d=False).eval()  # Dropout1d of (N, C) exports as unsqueeze(0)/squeeze: not read
+    x = torch.randn(2, 3, 8, 8) * 4
+    model, variables, _ = load_torch_model(_save(module, x, tmp_path / "net.pt2"))
     assert max(_gaps(model, variables, module, x)) <= TOLERANCE

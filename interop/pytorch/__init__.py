@@ -108,9 +108,10 @@ def from_exported(program: Any) -> tuple[nn.Sequential | nn.Graph, dict[str, Any
     if isinstance(program, torch.export.ExportedProgram):
         buffer = io.BytesIO()
         torch.export.save(program, buffer)
-        with atomic_path(Path(tempfile.mkdtemp()) / "program.pt2") as tmp:
-            tmp.write_bytes(buffer.getvalue())
-            program = _pt2.read(tmp).program
+        with tempfile.TemporaryDirectory() as folder:  # the safe reader reads files; removed after
+            path = Path(folder) / "program.pt2"
+            path.write_bytes(buffer.getvalue())
+            program = _pt2.read(path).program
     elif isinstance(program, (str, Path)):
         program = read_pt2(program).program
     elif isinstance(program, _pt2.Pt2Archive):

@@ -19,11 +19,13 @@ from interop.pytorch import _ops
 from interop.pytorch._nodes import Value
 from interop.pytorch._trace import Reader
 
-_ACTIVATION_ARGS = ("dim", "negative_slope", "approximate", "beta", "threshold")
+_ACTIVATION_ARGS = ("dim", "negative_slope", "approximate", "beta", "threshold", "alpha")
 _RESHAPES = ("view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze", "view_copy")
-_IDENTITIES = ("clone", "contiguous", "alias", "detach", "dropout", "lift_fresh_copy")
+_IDENTITIES = ("clone", "contiguous", "alias", "detach", "dropout", "feature_dropout", "alpha_dropout",
+               "feature_alpha_dropout", "lift_fresh_copy")
 _OTHERS = ("_softmax", "_log_softmax", "permute", "max_pool2d", "max_pool2d_with_indices", "avg_pool2d",
            "adaptive_avg_pool2d", "_adaptive_avg_pool2d")
+_HARD = ("hardswish", "hardswish_", "hardtanh", "hardtanh_")
 _MERGES = {"add": nn.Add, "add_": nn.Add, "sub": nn.Subtract, "sub_": nn.Subtract, "mul": nn.Multiply,
            "mul_": nn.Multiply, "maximum": nn.Maximum, "minimum": nn.Minimum}
 SUPPORTED_ATEN = ("conv2d, convolution (2-D, not transposed), linear, addmm/mm of a transposed weight, batch_norm, "
@@ -31,7 +33,7 @@ SUPPORTED_ATEN = ("conv2d, convolution (2-D, not transposed), linear, addmm/mm o
                   "(_)adaptive_avg_pool2d, mean over H and W, view/reshape/_unsafe_view/flatten/squeeze/unsqueeze, "
                   "permute, t (of weights), add/sub/mul/maximum/minimum of equal shapes, cat, clone/contiguous/"
                   "alias/detach/dropout (inference), relu, leaky_relu, sigmoid, tanh, gelu, softplus, (_)softmax, "
-                  "(_)log_softmax")
+                  "(_)log_softmax, relu6/hardtanh(0, 6), silu, hardswish, elu")
 
 
 class _Ref(str):
@@ -203,7 +205,7 @@ class ExportedReader:
             if base == "permute" and list(args.get("dims", [])) not in ([1, 0], [-1, -2], [1, -2], [-1, 0]):
                 return None
             return _Weight(weight.fqn, weight.array, not weight.transposed)
-        simple = (base.rstrip("_") in nn.ACTIVATIONS or base in _RESHAPES + _IDENTITIES + _OTHERS
+        simple = (base.rstrip("_") in nn.ACTIVATIONS or base in _RESHAPES + _IDENTITIES + _OTHERS + _HARD
                   or base in _MERGES)
         if not simple:
             return None
@@ -213,6 +215,10 @@ class ExportedReader:
 
     def _simple(self, base, stand, value, args):
         reader = self.reader
+        if base in ("hardswish", "hardswish_"):
+            return _ops.activation_call("hard_swish", reader, stand, value, {})
+        if base in ("hardtanh", "hardtanh_") and (args.get("min_val"), args.get("max_val")) == (0.0, 6.0):
+            return _ops.activation_call("relu6", reader, stand, value, {})
         if base.rstrip("_") in nn.ACTIVATIONS:
             options = {k: args[k] for k in _ACTIVATION_ARGS if args.get(k) is not None}
             return _ops.activation_call(base.rstrip("_"), reader, stand, value, options)

@@ -473,7 +473,9 @@ def _function_table():
             F.softmax: ("softmax", ("dim", "_stacklevel", "dtype")),
             torch.log_softmax: ("log_softmax", ("dim", "dtype")),
             F.log_softmax: ("log_softmax", ("dim", "_stacklevel", "dtype")), F.gelu: ("gelu", ("approximate",)),
-            F.softplus: ("softplus", ("beta", "threshold"))}
+            F.softplus: ("softplus", ("beta", "threshold")), F.relu6: ("relu6", ("inplace",)),
+            F.silu: ("silu", ("inplace",)), F.hardswish: ("hard_swish", ("inplace",)),
+            F.elu: ("elu", ("alpha", "inplace"))}
     other = {F.dropout: ("dropout", ("p", "training", "inplace")), torch.dropout: ("dropout", ("p", "train")),
              F.max_pool2d: ("max_pool2d", ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
                                            "return_indices")),
@@ -545,6 +547,8 @@ def _module_table():
         tnn.AdaptiveAvgPool2d: lambda r, n, m, v: adaptive_pool(r, n, v, m.output_size),
         tnn.AdaptiveMaxPool2d: lambda r, n, m, v: adaptive_pool(r, n, v, m.output_size, m.return_indices, True),
         tnn.Dropout: lambda r, n, m, v: dropout(r, n, v, m.p),
+        # channel dropout is the identity at inference; funcdl's Dropout would drop single elements in training
+        tnn.Dropout1d: lambda r, n, m, v: identity(r, n, v), tnn.Dropout2d: lambda r, n, m, v: identity(r, n, v),
         tnn.Flatten: lambda r, n, m, v: reshape(r, n, v), tnn.Unflatten: lambda r, n, m, v: reshape(r, n, v),
         tm.Reshape: lambda r, n, m, v: reshape(r, n, v), tnn.Identity: lambda r, n, m, v: identity(r, n, v),
         tm.Permute: lambda r, n, m, v: permute(r, n, v, m.dims),
