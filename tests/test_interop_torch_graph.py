@@ -313,6 +313,13 @@ def test_dynamic_batch_program_converts():
     assert max(_gaps(model, variables, module, x)) <= TOLERANCE
 
 
+def test_training_mode_program_is_refused_in_one_line():
+    program = torch.export.export(MLP().train(), (torch.randn(4, 6),))  # BatchNorm updates its buffers
+    with pytest.raises(ConversionError, match=r"exported in training mode; call module.eval\(\)") as info:
+        from_exported(program)
+    assert "\n" not in str(info.value)
+
+
 def test_resnet_nodes_are_named_by_module(tmp_path):
     module = _randomise_batch_norms(ResNet())
     x = torch.randn(2, 3, 16, 16)

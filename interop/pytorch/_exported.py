@@ -95,6 +95,10 @@ class ExportedReader:
     def run(self):
         """(input shape (funcdl), dtype) after converting every node; the reader holds the layers."""
         tensors = self.program.tensors
+        mutated = [spec.name for spec in self.graph.output_specs if spec.kind == "buffer_mutation"]
+        if mutated:
+            raise ConversionError(f"the program updates buffers ({', '.join(mutated[:3])}): it was exported in "
+                                  "training mode; call module.eval() before torch.export")
         user = []
         for spec in self.graph.input_specs:
             if spec.kind == "user_input":
@@ -194,6 +198,9 @@ class ExportedReader:
     # -- the ops ----------------------------------------------------------------------------------------------
     def _convert(self, base, node, args, name):
         """The Value (or transposed weight) the op computes, or None if unsupported."""
+        if base.endswith("_") and args.get("self") in self.weights:
+            raise ConversionError(f"it updates {self.weights[args['self']].fqn} in place: the program was exported "
+                                  "in training mode; call module.eval() before torch.export")
         for kind, handler in (("conv2d", self._conv), ("convolution", self._conv), ("linear", self._linear),
                               ("addmm", self._addmm), ("mm", self._addmm), ("batch_norm", self._batch_norm),
                               ("_native_batch_norm_legit_no_training", self._batch_norm),
