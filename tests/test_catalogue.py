@@ -577,7 +577,8 @@ ROWS = [
     cli("convert a keras Conv3D model", lambda c: ["convert", c.inputs.path("conv3d.keras"), c.tmp / "out.funcdl"],
         2, "keras layer 'conv3d' (Conv3D) is not supported; supported layers:", needs=KERAS),
     cli("convert a torch.export Conv3d program", lambda c: [
-        "convert", c.inputs.path("conv3d.pt2"), c.tmp / "out.funcdl"], 2, "no funcdl architecture", needs=TORCH),
+        "convert", c.inputs.path("conv3d.pt2"), c.tmp / "out.funcdl"], 2,
+        "unsupported ATen op torch.ops.aten.conv3d.default (node conv3d)", needs=TORCH),
     cli("convert to .pt a LayerNorm torch cannot express", lambda c: [
         "convert", c.inputs.path("layernorm_bias.funcdl"), c.tmp / "out.pt"], 2,
         "layers_2 (LayerNorm): torch has no LayerNorm with a bias but no scale", needs=TORCH),

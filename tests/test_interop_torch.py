@@ -473,19 +473,19 @@ def test_unknown_suffix_and_missing_file(tmp_path):
 
 
 # -- refusals ----------------------------------------------------------------------------------
-class _Residual(tnn.Module):
+class _MatMul(tnn.Module):
     def __init__(self):
         super().__init__()
         self.fc = tnn.Linear(4, 4)
 
     def forward(self, x):
-        return x + self.fc(x)
+        return torch.matmul(x, self.fc(x))
 
 
 @pytest.mark.parametrize("module, x, match", [
     (lambda: tnn.Sequential(tnn.Conv3d(1, 2, 2)), lambda: torch.randn(1, 1, 3, 3, 3), "Conv3d"),
     (lambda: tnn.Sequential(tnn.Linear(4, 8), tnn.Transformer(8, 2, 1, 1, 16)), None, "Transformer"),
-    (_Residual, lambda: torch.randn(2, 4), "add"),
+    (_MatMul, lambda: torch.randn(4, 4), "matmul"),
     (lambda: tnn.Sequential(tnn.Conv2d(1, 2, 3), tnn.MaxPool2d(2, ceil_mode=True)), lambda: torch.randn(1, 1, 7, 7),
      "ceil_mode"),
     (lambda: tnn.Sequential(tnn.LSTM(3, 4)), lambda: torch.randn(2, 5, 3), "batch_first"),
@@ -496,7 +496,7 @@ def test_unsupported_pieces_raise_conversion_error(module, x, match):
     example = x() if x is not None else torch.randn(2, 4)
     with pytest.raises(ConversionError, match=match) as info:
         from_torch(module(), example)
-    if match in ("Conv3d", "Transformer", "add"):
+    if match in ("Conv3d", "Transformer", "matmul"):
         assert "supports" in str(info.value) and "Linear" in str(info.value)
 
 

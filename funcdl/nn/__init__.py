@@ -6,14 +6,18 @@ are flax's own; ``variables['params']`` holds the weights and
 """
 from funcdl.nn._activations import (
     ACTIVATIONS,
+    ELU,
     GELU,
     TABLE,
     Activation,
     ActivationLayer,
+    HardSwish,
     LeakyReLU,
     LogSoftmax,
     ReLU,
+    ReLU6,
     Sigmoid,
+    SiLU,
     Softmax,
     Softplus,
     Tanh,
@@ -83,5 +87,5 @@ __all__ = [
     "layer_shapes", "LayerNorm", "leaky_relu", "LeakyReLU", "linear", "log_softmax", "LogSoftmax", "LSTM",
     "MaxPool2D", "output_shape", "padding_spec", "pair", "REGISTRY", "ReLU", "relu", "Reshape", "Sequential",
     "shape_errors", "Sigmoid", "sigmoid", "SimpleRNN", "Softmax", "softmax", "Softplus", "softplus", "summary",
-    "takes_train", "Tanh", "tanh", "to_config", "variable_shapes",
+    "takes_train", "Tanh", "tanh", "to_config", "variable_shapes", "ELU", "HardSwish", "ReLU6", "SiLU",
 ]

@@ -55,6 +55,26 @@ def softplus(x: jax.Array, beta: float = 1.0, threshold: float = 20.0) -> jax.Ar
     return jnp.where(scaled > threshold, x, jnp.logaddexp(scaled, 0.0) / beta)
 
 
+def relu6(x: jax.Array) -> jax.Array:
+    """min(max(x, 0), 6)."""
+    return jnp.clip(x, 0.0, 6.0)
+
+
+def silu(x: jax.Array) -> jax.Array:
+    """x * sigmoid(x) (swish)."""
+    return jax.nn.silu(x)
+
+
+def hard_swish(x: jax.Array) -> jax.Array:
+    """x * relu6(x + 3) / 6, as torch.nn.Hardswish."""
+    return x * jnp.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def elu(x: jax.Array, alpha: float = 1.0) -> jax.Array:
+    """x if x > 0 else alpha * (exp(x) - 1)."""
+    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0.0)))
+
+
 def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
     """GELU; exact (erf) by default as in torch and keras, tanh form with ``approximate=True``."""
     return jax.nn.gelu(x, approximate=approximate)
@@ -112,6 +132,10 @@ Softmax = _layer_class("Softmax", softmax)
 LogSoftmax = _layer_class("LogSoftmax", log_softmax)
 Softplus = _layer_class("Softplus", softplus)
 GELU = _layer_class("GELU", gelu)
+ReLU6 = _layer_class("ReLU6", relu6)
+SiLU = _layer_class("SiLU", silu)
+HardSwish = _layer_class("HardSwish", hard_swish)
+ELU = _layer_class("ELU", elu)
 
 
 @dataclass(frozen=True)
@@ -147,6 +171,10 @@ TABLE = (
     Activation("softplus", softplus, Softplus, torch="Softplus", keras="softplus"),
     Activation("gelu", gelu, GELU, torch="GELU", keras="gelu"),
     Activation("gelu_tanh", gelu_tanh, GELU, {"approximate": True}, torch="GELU"),
+    Activation("relu6", relu6, ReLU6, torch="ReLU6"),
+    Activation("silu", silu, SiLU, torch="SiLU"),
+    Activation("hard_swish", hard_swish, HardSwish, torch="Hardswish"),
+    Activation("elu", elu, ELU, torch="ELU"),
     Activation("linear", linear, None, keras="linear"),
 )
 BY_NAME = {row.name: row for row in TABLE}

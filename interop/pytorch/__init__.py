@@ -14,6 +14,7 @@ import io
 import json
 import pickle
 import re
+import tempfile
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -34,8 +35,8 @@ from interop.layouts import checked
 from interop.pytorch import _pt2
 from interop.pytorch._nodes import SUPPORTED
 
-__all__ = ["SUPPORTED", "from_state_dict", "from_torch", "keeps_metadata", "load_torch_file", "load_torch_model",
-           "read_metadata", "read_pt2", "save_torch_file", "to_state_dict", "to_torch"]
+__all__ = ["SUPPORTED", "from_exported", "from_state_dict", "from_torch", "keeps_metadata", "load_torch_file",
+           "load_torch_model", "read_metadata", "read_pt2", "save_torch_file", "to_state_dict", "to_torch"]
 SUFFIXES = (".pt", ".pth", ".pt2", ".safetensors")
 _META = "funcdl.torch"  # metadata prefix in .pt2 extra files and .safetensors headers
 _RNN_KEY = re.compile(r"^(.*)\.(weight|bias)_(ih|hh)_l(\d+)$")
@@ -54,17 +55,21 @@ def _as_jax(flat):
 
 
 # -- torch -> funcdl, by tracing ---------------------------------------------------------------
-def from_torch(module: Any, example_input: Any) -> tuple[nn.Sequential, dict[str, Any]]:
-    """A funcdl Sequential and its variables equal to a torch module (in eval mode).
+def from_torch(module: Any, example_input: Any) -> tuple[nn.Sequential | nn.Graph, dict[str, Any]]:
+    """A funcdl model and its variables equal to a torch module (in eval mode).
+
+    A forward that is one chain becomes a Sequential (params ``layers_0``, ...); one with residual adds,
+    ``torch.cat``, branches or several outputs a Graph with input ``input``, whose nodes (and params) are
+    named by torch module path (``layer1.0.conv1``) or fx node name (``add_1``).
 
     Args:
-      module: a ``torch.nn.Module`` whose forward is a single chain of supported
-        pieces (``SUPPORTED``); it is traced with torch.fx, not guessed from names.
+      module: a ``torch.nn.Module`` whose forward is built of supported pieces
+        (``SUPPORTED``); it is traced with torch.fx, not guessed from names.
       example_input: one batch the module accepts (torch tensor or array), NCHW
         for images; it fixes C, H, W for the Flatten permutation.
     Returns:
       ``(model, variables)``; ``model.apply(variables, x.transpose(0, 2, 3, 1))``
-      equals ``module(x)`` for images (``x`` as is otherwise).
+      equals ``module(x)`` for images (``x`` as is otherwise); a tuple for several outputs.
     Raises:
       ConfigError naming the first unsupported module, function or pattern.
     """
@@ -76,18 +81,53 @@ def from_torch(module: Any, example_input: Any) -> tuple[nn.Sequential, dict[str
     example = example_input if isinstance(example_input, torch.Tensor) else torch.as_tensor(
         np.asarray(example_input))
     reader = _trace.read(module, example.detach())
-    model = nn.Sequential(tuple(spec.cls(**spec.kwargs) for spec in reader.specs))
     shape = tuple(example.shape[1:])
     input_shape = (shape[1], shape[2], shape[0]) if example.ndim == 4 else shape
     dtype = jnp.float32 if example.is_floating_point() else jnp.int32
-    return model, _collect(reader, model, input_shape, dtype, _trace.torch_array)
+    model, names = reader.model(input_shape, dtype)
+    return model, _collect(reader, model, names, input_shape, dtype, _trace.torch_array)
 
 
-def _collect(reader, model, input_shape, dtype, torch_array):
+def from_exported(program: Any) -> tuple[nn.Sequential | nn.Graph, dict[str, Any], tuple[int, ...]]:
+    """A funcdl model, its variables and input shape from a ``torch.export`` program's ATen graph.
+
+    The program is read by funcdl's own ``.pt2`` reader (never unpickled); its ops map to funcdl layers as in
+    ``from_torch`` (``_exported.SUPPORTED_ATEN``); a chain becomes a Sequential, anything else a Graph.
+
+    Args:
+      program: a ``.pt2`` path, a ``read_pt2`` archive or program, or a ``torch.export.ExportedProgram``
+        (exported from a module in eval mode).
+    Returns:
+      ``(model, variables, input_shape)``, input_shape funcdl's (H, W, C for NCHW images).
+    Raises:
+      ConversionError naming the first unsupported op, its node and the source line torch recorded.
+    """
+    torch = _torch()
+    # imports torch: only once a conversion runs
+    from interop.pytorch import _exported  # noqa: PLC0415
+    if isinstance(program, torch.export.ExportedProgram):
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+        with tempfile.TemporaryDirectory() as folder:  # the safe reader reads files; removed after
+            path = Path(folder) / "program.pt2"
+            path.write_bytes(buffer.getvalue())
+            program = _pt2.read(path).program
+    elif isinstance(program, (str, Path)):
+        program = read_pt2(program).program
+    elif isinstance(program, _pt2.Pt2Archive):
+        program = program.program
+    if not isinstance(program, _pt2.Pt2Program):
+        raise ConfigError(f"from_exported needs a .pt2 path or an exported program, got {type(program).__name__}")
+    exported, input_shape, dtype = _exported.read(program)
+    model, names = exported.reader.model(input_shape, dtype)
+    return model, _collect(exported.reader, model, names, input_shape, dtype, np.asarray), input_shape
+
+
+def _collect(reader, model, names, input_shape, dtype, torch_array):
     expected = nn.variable_shapes(nn.init_shapes(model, input_shape, dtype))
     flat, used = {}, set(reader.ignored)
     for collection, index, name, key, convert in reader.entries:
-        path = f"{collection}/layers_{index}/{name}"
+        path = f"{collection}/{names[index]}/{name}"
         source = None if key is None else torch_array(reader.state_dict[key])
         flat[path] = checked(convert(source), expected[path], f"{key} -> {path}", "from_torch")
         used.add(key)
@@ -245,8 +285,12 @@ def load_torch_model(path: str | Path, model: Any | None = None,
 
     The architecture comes from ``model`` / ``input_shape`` when given, else from
     the funcdl metadata ``save_torch_file`` writes into ``.pt2`` and
-    ``.safetensors`` files.
+    ``.safetensors`` files, else (a ``.pt2`` written by ``torch.export``) from
+    the program's graph (``from_exported``).
     """
+    if model is None and Path(path).suffix.lower() == ".pt2" and Path(path).is_file() and (
+            f"{_META}.architecture" not in _pt2_funcdl_json(path)):
+        return from_exported(path)  # any torch.export program: its graph is the architecture
     state, header = _read(path)
     if model is None:
         if f"{_META}.architecture" not in header:

@@ -17,7 +17,8 @@ SUPPORTED = (
     "modules: Linear, Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d/AdaptiveMaxPool2d (output size dividing "
     "the input), BatchNorm1d, BatchNorm2d, LayerNorm, Dropout, Flatten, "
     "Unflatten, Embedding, LSTM, GRU, RNN (batch_first), ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax, "
-    "GELU, Softplus, Identity, ZeroPad2d, Sequential/ModuleList and custom modules built from these; "
+    "GELU, Softplus, Identity, ZeroPad2d, Sequential/ModuleList/ModuleDict and custom modules built from these; "
+    "x + y, x += y, torch.add, x * y, x - y, torch.maximum/minimum (equal shapes), torch.cat, several outputs; "
     "functions: F.relu, F.leaky_relu, torch.sigmoid, torch.tanh, torch.softmax, F.log_softmax, F.gelu, "
     "F.softplus, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg/max_pool2d, F.pad (zeros), torch.flatten, "
     "x.view/reshape/flatten/squeeze/unsqueeze/permute(0, 2, 3, 1), x.size(), out[:, -1] and h_n[-1] after "
@@ -40,6 +41,7 @@ class Value:
     pad_value: float = 0.0
     dtype: object = None
     rnn: tuple | None = None  # (cell, num_layers) of the recurrent module behind a tuple value
+    ref: str = "input"  # the funcdl graph node (or the input) that computes it
 
 
 @dataclasses.dataclass
@@ -47,6 +49,8 @@ class Spec:
     """A funcdl layer to build: its class and settings (mutable until the end)."""
     cls: type
     kwargs: dict
+    name: str = ""  # the graph node's name (its params key when the model is a Graph)
+    inputs: tuple = ()  # references of the nodes (or the input) it reads, in call order
 
 
 def describe(node):
@@ -64,13 +68,22 @@ def describe(node):
 
 
 def last_step(reader, node, value):
-    """``out[:, -1]`` of a sequence: make the recurrent layer behind it return its last step."""
+    """``out[:, -1]`` of a sequence: make the recurrent layer behind it return its last step.
+
+    Walks back from ``value`` through layers that act on each step alone; each must feed nothing else,
+    since the recurrent layer's output changes shape.
+    """
     reader.take(node, value)
-    for spec in reversed(reader.specs):
+    ref, allowed = value.ref, 0
+    while ref in reader.by_name and reader.consumers(ref) <= allowed:
+        spec = reader.by_name[ref]
         if spec.cls in RECURRENT and spec.kwargs["return_sequences"]:
             spec.kwargs["return_sequences"] = False
             return reader.derive(node, value)
         axis_ok = spec.kwargs.get("axis", -1) == -1 and spec.kwargs.get("num_axes", 1) == 1
-        if not (spec.cls in _TIMEWISE or (spec.cls in (nn.Softmax, nn.LogSoftmax, nn.LayerNorm) and axis_ok)):
+        if len(spec.inputs) != 1 or not (spec.cls in _TIMEWISE or (
+                spec.cls in (nn.Softmax, nn.LogSoftmax, nn.LayerNorm) and axis_ok)):
             break
-    raise ConversionError(f"{describe(node)}: out[:, -1] is supported only on the output sequence of an LSTM/GRU/RNN")
+        ref, allowed = spec.inputs[0], 1
+    raise ConversionError(f"{describe(node)}: out[:, -1] is supported only on the output sequence of an LSTM/GRU/RNN "
+                          "that feeds nothing else")

@@ -250,7 +250,7 @@ def recurrent(reader, node, m, value):
         reader.specs[-1].kwargs["return_sequences"] = m.return_sequences
         return reader.derive(node, value)
     meta = node.meta["tensor_meta"]
-    return Value("recurrent", tuple(meta[0].shape), len(reader.specs), rnn=(cell, m.num_layers))
+    return Value("recurrent", tuple(meta[0].shape), len(reader.specs), rnn=(cell, m.num_layers), ref=reader.cursor)
 
 
 def getitem(reader, node, value, index):
@@ -258,13 +258,13 @@ def getitem(reader, node, value, index):
     if value.kind == "recurrent":
         cell = value.rnn[0]
         if index == 0:
-            return Value("tensor", tuple(meta.shape), value.end, dtype=meta.dtype)
+            return Value("tensor", tuple(meta.shape), value.end, dtype=meta.dtype, ref=value.ref)
         if index == 1:
             kind = "hidden" if cell == "lstm" else "state"
-            return Value(kind, tuple(meta.shape) if kind == "state" else (), value.end, rnn=value.rnn)
+            return Value(kind, tuple(meta.shape) if kind == "state" else (), value.end, rnn=value.rnn, ref=value.ref)
     elif value.kind == "hidden":
         if index == 0:
-            return Value("state", tuple(meta.shape), value.end, rnn=value.rnn)
+            return Value("state", tuple(meta.shape), value.end, rnn=value.rnn, ref=value.ref)
         raise ConversionError(f"{describe(node)}: the LSTM cell state c_n has no funcdl equivalent; use h_n or the "
                               "output")
     elif value.kind == "state":
@@ -282,11 +282,13 @@ def getitem(reader, node, value, index):
 
 def _final_state(reader, node, value):
     """h_n[-1]: the last layer's final hidden state, i.e. that layer returning its last step."""
-    if value.end != len(reader.specs):
-        raise ConversionError(f"{describe(node)}: h_n used after other layers were applied")
-    reader.specs[-1].kwargs["return_sequences"] = False
+    spec = reader.by_name[value.ref]
+    if reader.consumers(value.ref) or spec.cls not in (nn.LSTM, nn.GRU, nn.SimpleRNN):
+        raise ConversionError(f"{describe(node)}: h_n is supported only when the output sequence of its LSTM/GRU/RNN "
+                              "feeds nothing else")
+    spec.kwargs["return_sequences"] = False
     meta = node.meta["tensor_meta"]
-    return Value("tensor", tuple(meta.shape), value.end, dtype=meta.dtype)
+    return Value("tensor", tuple(meta.shape), value.end, dtype=meta.dtype, ref=value.ref)
 
 
 def reshape(reader, node, value):
@@ -353,6 +355,77 @@ def identity(reader, node, value):
     return reader.derive(node, value)
 
 
+def _merge_values(reader, node, args, what):
+    """The Values of a merge's tensor operands, checked to be combinable in funcdl's layout."""
+    if not all(isinstance(a, torch.fx.Node) and a in reader.values for a in args):
+        raise ConversionError(f"{describe(node)} (node {node.name}) combines a tensor with a constant or an "
+                              f"unsupported value; {what} is supported between two tensors computed from the input")
+    return check_merge(reader, node, [reader.values[a] for a in args], what)
+
+
+def check_merge(reader, node, values, what):
+    """``values`` if funcdl can merge them (``what``: 'concatenation', 'add', ...) as torch does."""
+    for value in values:
+        reader.take(node, value)
+        if value.perm is not None and what == "concatenation":
+            raise ConversionError(f"{describe(node)} (node {node.name}): concatenating flattened NCHW images has no "
+                                  "funcdl equivalent (funcdl flattens in (H, W, C) order); use x.permute(0, 2, 3, 1) "
+                                  "before flattening")
+    first = values[0]
+    for value in values[1:]:
+        same_perm = (first.perm is None) == (value.perm is None) and (
+            first.perm is None or np.array_equal(first.perm, value.perm))
+        if value.layout != first.layout or not same_perm:
+            raise ConversionError(f"{describe(node)} (node {node.name}) combines an NCHW image with a permuted or "
+                                  f"flattened tensor ({first.shape} and {value.shape}); funcdl holds images NHWC")
+        if what != "concatenation" and value.shape != first.shape:
+            raise ConversionError(f"{describe(node)} (node {node.name}): {what} of shapes {first.shape} and "
+                                  f"{value.shape}; funcdl merges tensors of equal shapes only (no broadcasting)")
+    return values
+
+
+def merge(cls, reader, node):
+    """x + y, x * y, x - y, torch.maximum/minimum (also in place, ``out += shortcut(x)``): a merge layer."""
+    args = list(node.args[:2])
+    if node.kwargs.get("alpha", 1) != 1 or len(node.args) > 2:
+        raise ConversionError(f"{describe(node)} (node {node.name}) with alpha has no funcdl equivalent")
+    if "other" in node.kwargs:
+        args.append(node.kwargs["other"])
+    values = _merge_values(reader, node, args, f"{cls.__name__.lower()}")
+    reader.emit(cls, inputs=[v.ref for v in values])
+    return reader.derive(node, values[0])
+
+
+def concatenate(reader, node):
+    """torch.cat(tensors, dim): a Concatenate on funcdl's axis of that dim."""
+    tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if not isinstance(tensors, (tuple, list)) or not isinstance(dim, int):
+        raise ConversionError(f"{describe(node)} (node {node.name}): torch.cat needs a list of tensors and an int dim")
+    values = _merge_values(reader, node, list(tensors), "concatenation")
+    axis = _axis(values[0], dim)
+    if axis == -len(values[0].shape):
+        raise ConversionError(f"{describe(node)} (node {node.name}): concatenating along the batch axis is not "
+                              "supported")
+    if len(values) == 1:
+        return reader.derive(node, values[0])
+    reader.emit(nn.Concatenate, inputs=[v.ref for v in values], axis=axis)
+    return reader.derive(node, values[0])
+
+
+def _merge_table():
+    table = {operator.add: nn.Add, operator.iadd: nn.Add, torch.add: nn.Add, operator.mul: nn.Multiply,
+             operator.imul: nn.Multiply, torch.mul: nn.Multiply, operator.sub: nn.Subtract,
+             operator.isub: nn.Subtract, torch.sub: nn.Subtract, torch.maximum: nn.Maximum,
+             torch.minimum: nn.Minimum}
+    return {**{fn: (lambda r, n, c=cls: merge(c, r, n)) for fn, cls in table.items()},
+            torch.cat: concatenate, torch.concat: concatenate, torch.concatenate: concatenate}
+
+
+_METHOD_MERGES = {"add": nn.Add, "add_": nn.Add, "mul": nn.Multiply, "mul_": nn.Multiply, "sub": nn.Subtract,
+                  "sub_": nn.Subtract}
+
+
 def _torch_option(name):
     """torch's name for a funcdl activation setting (the rest are the same)."""
     return "dim" if name == "axis" else name
@@ -400,7 +473,9 @@ def _function_table():
             F.softmax: ("softmax", ("dim", "_stacklevel", "dtype")),
             torch.log_softmax: ("log_softmax", ("dim", "dtype")),
             F.log_softmax: ("log_softmax", ("dim", "_stacklevel", "dtype")), F.gelu: ("gelu", ("approximate",)),
-            F.softplus: ("softplus", ("beta", "threshold"))}
+            F.softplus: ("softplus", ("beta", "threshold")), F.relu6: ("relu6", ("inplace",)),
+            F.silu: ("silu", ("inplace",)), F.hardswish: ("hard_swish", ("inplace",)),
+            F.elu: ("elu", ("alpha", "inplace"))}
     other = {F.dropout: ("dropout", ("p", "training", "inplace")), torch.dropout: ("dropout", ("p", "train")),
              F.max_pool2d: ("max_pool2d", ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
                                            "return_indices")),
@@ -420,6 +495,9 @@ _METHODS = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "sque
 
 
 def convert_function(reader, node):
+    merges = _merge_table()
+    if node.target in merges:
+        return merges[node.target](reader, node)
     table = _function_table()
     if node.target not in table:
         name = getattr(node.target, "__name__", str(node.target))
@@ -432,6 +510,8 @@ def convert_function(reader, node):
 
 
 def convert_method(reader, node):
+    if node.target in _METHOD_MERGES:
+        return merge(_METHOD_MERGES[node.target], reader, node)
     if node.target not in _METHODS:
         raise _unsupported(f"tensor method .{node.target}() (node {node.name})")
     kind = _METHODS[node.target]
@@ -467,6 +547,8 @@ def _module_table():
         tnn.AdaptiveAvgPool2d: lambda r, n, m, v: adaptive_pool(r, n, v, m.output_size),
         tnn.AdaptiveMaxPool2d: lambda r, n, m, v: adaptive_pool(r, n, v, m.output_size, m.return_indices, True),
         tnn.Dropout: lambda r, n, m, v: dropout(r, n, v, m.p),
+        # channel dropout is the identity at inference; funcdl's Dropout would drop single elements in training
+        tnn.Dropout1d: lambda r, n, m, v: identity(r, n, v), tnn.Dropout2d: lambda r, n, m, v: identity(r, n, v),
         tnn.Flatten: lambda r, n, m, v: reshape(r, n, v), tnn.Unflatten: lambda r, n, m, v: reshape(r, n, v),
         tm.Reshape: lambda r, n, m, v: reshape(r, n, v), tnn.Identity: lambda r, n, m, v: identity(r, n, v),
         tm.Permute: lambda r, n, m, v: permute(r, n, v, m.dims),

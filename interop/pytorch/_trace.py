@@ -1,16 +1,22 @@
-"""Read a ``torch.nn.Module`` into a funcdl Sequential by tracing its forward with ``torch.fx``.
+"""Read a ``torch.nn.Module`` into a funcdl model by tracing its forward with ``torch.fx``.
 
 Every node of the traced graph is mapped to funcdl layers (or to nothing, for
 views that funcdl does not need) by ``interop.pytorch._ops``; anything else is
-refused with a ConversionError naming it. The graph must be a single chain
-from the one input to the output. Imported only once torch is.
+refused with a ConversionError naming it. Each funcdl layer is a graph node
+named after the torch module (``layer1.0.conv1``) or the fx node (``add_1``)
+it comes from. A forward that is one chain from its input to its one output
+becomes a ``Sequential``; anything else (residual adds, concatenations,
+branches, several outputs) a ``Graph``. Imported only once torch is.
 """
 import contextlib
 import io
+import re
 
+import jax.numpy as jnp
 import torch
 from torch.fx.passes.shape_prop import ShapeProp
 
+from funcdl import nn
 from funcdl.errors import ConversionError, ShapeError
 from interop.pytorch import _ops
 from interop.pytorch._modules import LEAVES
@@ -32,6 +38,9 @@ class Reader:
         self.module = module
         self.state_dict = state_dict
         self.specs = []
+        self.by_name = {}  # graph node name -> Spec
+        self.cursor = "input"  # the reference the next emitted layer reads
+        self.node = None  # the fx node being converted (names the layers it emits)
         # (collection, layer index, name, torch key or None, fn(torch array) -> funcdl array)
         self.entries = []
         self.values = {}
@@ -39,9 +48,31 @@ class Reader:
         self.ignored = set()  # state-dict keys deliberately not carried over
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def emit(self, cls, **kwargs):
-        self.specs.append(Spec(cls, kwargs))
+    def emit(self, cls, inputs=None, **kwargs):
+        """Append a layer reading ``inputs`` (default: the cursor, i.e. the value last taken or emitted)."""
+        name = self._fresh()
+        spec = Spec(cls, kwargs, name, tuple(inputs) if inputs is not None else (self.cursor,))
+        self.specs.append(spec)
+        self.by_name[name] = spec
+        self.cursor = name
         return len(self.specs) - 1
+
+    def _fresh(self):
+        """A new node name: the torch module's path (or the fx node's name), made unique."""
+        node = self.node
+        base = node.target if node is not None and node.op == "call_module" else getattr(node, "name", "layer")
+        base = re.sub(r"[^A-Za-z0-9_.\-]", "_", str(base))[:150]
+        if not re.match(r"[A-Za-z0-9_]", base) or base == "params" or base.startswith("__"):
+            base = "n_" + base
+        name, k = base, 0
+        while name in self.by_name or name == "input":
+            k += 1
+            name = f"{base}_{k}"
+        return name
+
+    def consumers(self, ref):
+        """How many layers read the node ``ref``."""
+        return sum(1 for spec in self.specs for r in spec.inputs if nn.parse_ref(r)[0] == ref)
 
     def weight(self, index, name, key, fn=None, collection="params"):
         self.entries.append((collection, index, name, key, fn or (lambda a: a)))
@@ -51,26 +82,24 @@ class Reader:
         if value.kind != "tensor":
             raise ConversionError(f"{node.name} ({describe(node)}) gets a tuple; take out[0] / out[:, -1] / h_n[-1] of "
                                   "an LSTM/GRU/RNN first")
-        if value.end != len(self.specs):
-            raise ConversionError(f"{node.name} ({describe(node)}) uses a value from before other layers were applied; "
-                                  "funcdl converts single chains only (no branches or skip connections)")
         if value.pad is not None and not pad_ok:
             raise ConversionError(f"{node.name} ({describe(node)}) follows explicit padding; only Conv2d, MaxPool2d "
                                   "and AvgPool2d may follow F.pad / ZeroPad2d")
+        self.cursor = value.ref
         return value
 
     def derive(self, node, value, **changes):
         meta = node.meta["tensor_meta"]
         fields = dict(kind="tensor", shape=tuple(meta.shape), end=len(self.specs), layout=value.layout,
-                      perm=value.perm, dtype=meta.dtype, pad=None)
+                      perm=value.perm, dtype=meta.dtype, pad=None, ref=self.cursor)
         fields.update(changes)
         return Value(**fields)
 
     def input_value(self, node):
         inputs = [n for n in node.all_input_nodes if "tensor_meta" in n.meta]
         if len(inputs) != 1:
-            raise ConversionError(f"{node.name} ({describe(node)}) takes {len(inputs)} tensors; funcdl converts single "
-                                  "chains with one input (no skip connections, extra inputs or initial states)")
+            raise ConversionError(f"{node.name} ({describe(node)}) takes {len(inputs)} tensors; it is supported with "
+                                  "one (extra inputs and initial states are not)")
         return self.values[inputs[0]]
 
     # -- the walk ------------------------------------------------------------------------------
@@ -94,16 +123,41 @@ class Reader:
         raise ConversionError("the traced graph has no output")
 
     def finish(self, node):
+        """The output reference (one tensor) or tuple of them (a tuple or list of tensors)."""
         result = node.args[0]
-        if not hasattr(result, "op") or result not in self.values:
-            raise ConversionError("forward must return one tensor")
-        value = self.take(node, self.values[result])
-        if value.perm is not None:
-            raise ConversionError("the model ends on a flattened NCHW activation; funcdl flattens NHWC images in (H, "
-                                  "W, C) order: end with a Linear, or x.permute(0, 2, 3, 1) before flattening")
-        return value
+        several = isinstance(result, (tuple, list))
+        refs = []
+        for item in result if several else (result,):
+            if not hasattr(item, "op") or item not in self.values:
+                raise ConversionError("forward must return a tensor or a tuple of tensors")
+            value = self.take(node, self.values[item])
+            if value.perm is not None:
+                raise ConversionError("the model ends on a flattened NCHW activation; funcdl flattens NHWC images in "
+                                      "(H, W, C) order: end with a Linear, or x.permute(0, 2, 3, 1) before flattening")
+            refs.append(value.ref)
+        self.outputs = tuple(refs) if several else refs[0]
+        return self.outputs
+
+    def is_chain(self):
+        """Whether the layers form one chain from the input to the one output (a Sequential)."""
+        previous = "input"
+        for spec in self.specs:
+            if spec.inputs != (previous,):
+                return False
+            previous = spec.name
+        return self.outputs == previous
+
+    def model(self, input_shape, dtype):
+        """(funcdl model, the params key of each layer): a Sequential for a chain, else a Graph."""
+        layers = [spec.cls(**spec.kwargs) for spec in self.specs]
+        if self.is_chain():
+            return nn.Sequential(tuple(layers)), [f"layers_{i}" for i in range(len(layers))]
+        nodes = [nn.Node(spec.name, layer, spec.inputs) for spec, layer in zip(self.specs, layers)]
+        source = nn.Input(tuple(input_shape), name="input", dtype="int32" if dtype == jnp.int32 else "float32")
+        return nn.Graph(inputs=(source,), nodes=tuple(nodes), outputs=self.outputs), [s.name for s in self.specs]
 
     def convert(self, node):
+        self.node = node
         if node.op == "call_module":
             target = self.module.get_submodule(node.target)
             if node.target in self.called and any(True for _ in target.parameters()):
