@@ -447,7 +447,7 @@ ROWS = [
     # -- API: unknown names ----------------------------------------------------------------------------------
     api("unknown model", lambda c: fd.models.get("resnet50", 10), ConfigError,
         "unknown model 'resnet50'; choose one of: cnn, gru, lstm, mlp"),
-    api("unknown dataset", lambda c: fd.data.load("cifar10"), ConfigError, "unknown dataset 'cifar10'"),
+    api("unknown dataset", lambda c: fd.data.load("cifar1000"), ConfigError, "unknown dataset 'cifar1000'"),
     api("unknown optimizer flavor", lambda c: fd.optim.get("adam", 1e-3, flavor="jax"), ConfigError,
         "unknown optimizer flavor 'jax'; choose one of: keras, torch"),
     api("unknown loss", lambda c: fd.losses.get("hinge"), ConfigError, "unknown loss 'hinge'"),
