@@ -161,6 +161,10 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=0.01, help="learning rate")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per batch")
     parser.add_argument("--seed", type=int, default=0, help="seeds the random batches compared")
+    parser.add_argument("--loss", default=None,
+                        help=f"loss compared, any of: {', '.join(parity.LOSSES)} (default: picked from the "
+                        "model's output: cross_entropy for logits, sparse_categorical_crossentropy after a "
+                        "softmax, binary_crossentropy after one sigmoid unit, else mse)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON line last")
     _common(parser)
 
@@ -170,7 +174,7 @@ def run_compare(args: argparse.Namespace) -> int:
     model, variables, input_shape = _load(args, args.file)
     report = parity.compare(model, variables, input_shape, runners=args.frameworks.split(","), steps=args.steps,
                             optimizer=args.optimizer, learning_rate=args.lr, batch_size=args.batch_size,
-                            seed=args.seed)
+                            seed=args.seed, loss=args.loss)
     print(parity.format_report(report))
     if args.json:
         print(json.dumps(report))
