@@ -35,6 +35,7 @@ from funcdl.io import flatten_variables
 from funcdl.train import TrainState, make_train_step
 from funcdl.train import objective as objective_lib
 from interop import frameworks, keras, pytorch
+from interop.layouts import KERAS_WEIGHTS, weights_from_keras
 
 RUNNERS = ("funcdl", "funcdl-eager", "torch-eager", "torch-compile", "tf-eager", "tf-xla")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
@@ -331,11 +332,26 @@ class KerasRunner:
         with self.tf.GradientTape() as tape:
             loss = self._loss(module(x, training=True), y)
         grads = {w.path: g for w, g in zip(module.trainable_weights, tape.gradient(loss, module.trainable_weights))}
+        if isinstance(self.model, nn.Graph):
+            return float(loss), self._graph_gradients(module, grads)
         module.set_weights([np.asarray(grads.get(w.path, w)) for w in module.weights])
         _, as_funcdl = keras.from_keras(module)
         grads = flatten_variables({"params": as_funcdl["params"]})
         kept = flatten_variables({"params": self.variables["params"]})  # one-bias layers have no recurrent_bias
         return float(loss), {name: value for name, value in grads.items() if name in kept}
+
+    def _graph_gradients(self, module, grads):
+        """funcdl's flat ``params/...`` gradients of a Graph from Keras' (layers named after nodes)."""
+        flat = {}
+        for node in self.model.nodes:
+            if type(node.layer).__name__ not in KERAS_WEIGHTS:
+                continue
+            weights = {w.name: np.asarray(grads.get(w.path, w)) for w in module.get_layer(node.name).weights}
+            for key, value in weights_from_keras(node.layer, weights).items():
+                collection, name = key.split("/")
+                flat[f"{collection}/{node.name}/{name}"] = value
+        kept = flatten_variables({"params": self.variables["params"]})
+        return {name: value for name, value in flat.items() if name in kept}
 
     def train(self, xs, ys, optimizer, learning_rate, flavor):
         module = self.build()
@@ -390,7 +406,8 @@ def compare(model: Any, variables: Any, input_shape: Sequence[int], runners: Seq
     """Run ``model`` in every runner on the same batches and compare each with funcdl jit.
 
     Args:
-      model, variables, input_shape: a funcdl Sequential, its variables, one example's shape (NHWC).
+      model, variables, input_shape: a funcdl Sequential or Graph (one input, one output), its variables, one
+        example's shape (NHWC); a Graph gets no per-layer report.
       runners: names from RUNNERS; a runner whose framework is missing gets a note instead of figures.
       steps: optimizer steps compared (each runner uses the matching optimizer flavor).
       optimizer: 'sgd', 'adam' or 'rmsprop'; learning_rate, batch_size, seed: as named.

@@ -154,3 +154,13 @@ def test_compare_cli_loss_option(tmp_path, capsys):
     assert "loss: mse (as asked)" in capsys.readouterr().out
     assert main(["compare", str(path), "--loss", "cross_entropy"]) == 2
     assert "takes logits but the model ends in Softmax" in capsys.readouterr().err
+
+
+def test_graph_model_parity_in_torch_and_keras():
+    model = fd.models.resnet(8, width=2, input_shape=(6, 6, 2))
+    model, variables, shape = build(model, (6, 6, 2))
+    report = parity.compare(model, variables, shape, runners=["funcdl", "torch-eager", "tf-eager"], steps=2,
+                            batch_size=4)
+    assert report["ok"], parity.format_report(report)
+    assert [row["note"] for row in report["runners"]] == [None, None, None]
+    assert all(row["forward_max_abs"] <= 1e-5 and row["grad_max_rel"] <= 1e-5 for row in report["runners"])
