@@ -171,3 +171,32 @@ def test_unsupported_graph_node_names_itself_and_nothing_is_written(tmp_path, ca
     assert sorted(path.name for path in tmp_path.iterdir()) == ["nested.funcdl"]
     with pytest.raises(ConversionError, match="graph node 'sequential'"):
         pytorch.to_torch(model, variables, (3,))
+
+
+def test_convert_list_supported(capsys):
+    assert main(["convert", "--list-supported"]) == 0
+    out = capsys.readouterr().out
+    for title in ("PyTorch -> funcdl", "funcdl -> PyTorch", "Keras -> funcdl", "funcdl -> Keras"):
+        assert title in out
+    assert "Concatenate" in out and "GlobalAveragePooling2D" in out
+    assert main(["convert"]) == 2
+    assert "needs SOURCE and DESTINATION files (or --list-supported)" in capsys.readouterr().err
+
+
+def test_listed_torch_export_layers_are_the_planners():
+    from interop import cli
+    from interop.pytorch import _plan
+    assert cli._TO_TORCH == _plan.SUPPORTED
+
+
+def test_refusals_name_the_node_in_one_line():
+    x = nn.Input((4,), name="x")
+    model = nn.Graph(inputs=x, outputs=nn.LayerNorm(use_scale=False, name="norm")(x))
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 4)))
+    with pytest.raises(ConversionError, match="^graph node 'norm' \\(LayerNorm\\): torch has no LayerNorm") as info:
+        pytorch.to_torch(model, variables, (4,))
+    assert "\n" not in str(info.value) and "layers_0" not in str(info.value)
+    model = nn.Graph(inputs=x, outputs=nn.BatchNorm(unbiased_running_var=True, name="bn")(x))
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 4)))
+    with pytest.raises(ConversionError, match="funcdl layer bn \\(BatchNorm\\): unbiased_running_var=True"):
+        keras_bridge.to_keras(model, variables, (4,))

@@ -198,8 +198,8 @@ def _keras_layers(keras, model, variables, input_shape, strict):
     for index, (layer, shape) in enumerate(zip(model.layers, shapes)):
         kind = type(layer).__name__
         if kind not in TO_KERAS:
-            raise ConversionError(f"funcdl layer layers_{index} ({kind}) has no keras counterpart; supported: "
-                                  f"{', '.join(sorted(TO_KERAS))}")
+            raise ConversionError(f"funcdl layer layers_{index} ({kind}) has no keras counterpart; "
+                                  "`funcdl convert --list-supported` lists the layers that have")
         plan.append((index, layer, TO_KERAS[kind](keras.layers, layer, shape, f"layers_{index}", strict)))
     return plan
 

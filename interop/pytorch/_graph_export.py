@@ -144,6 +144,19 @@ def _node_modules(name: str, layer: Any, shapes: list[tuple], out_shape: tuple) 
                               "layers take several")
     if type(layer) in _GLOBAL:
         return [_global_pool(layer, shape)], []
+    try:
+        return _planned(name, layer, shape, out_shape)
+    except ConversionError as err:  # the per-layer exporters name a Sequential's layers_0: name the node instead
+        text = str(err)
+        if text.startswith("graph node"):
+            raise
+        rest = text.replace("layers_0 ", "", 1)
+        raise ConversionError(f"graph node {name!r}{' ' if rest.startswith('(') else ': '}{rest}") from None
+
+
+def _planned(name: str, layer: Any, shape: tuple, out_shape: tuple) -> tuple[list, list]:
+    """(torch modules, entries) of a one-input node by the Sequential planner, its output left in the graph's
+    layout."""
     p = _plan.Planner(image_input=len(shape) == 3)
     if isinstance(layer, _plan._RECURRENT):
         _plan._recurrent(p, [layer], 0, shape)
