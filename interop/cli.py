@@ -10,7 +10,8 @@ from funcdl.cli.registry import Command
 from funcdl.errors import ConfigError, FileFormatError
 from funcdl.io import formats, load_model
 from funcdl.io.sniff import sniff
-from interop import parity
+from interop import keras, parity, pytorch
+from interop.keras import _graph_export as keras_graph_export
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:
@@ -75,9 +76,12 @@ def _load(args, path):
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``funcdl convert``."""
-    parser.add_argument("source", help="model file to read")
-    parser.add_argument("destination", help="file to write (its name picks the format) or a SavedModel folder: "
+    parser.add_argument("source", nargs="?", help="model file to read")
+    parser.add_argument("destination", nargs="?",
+                        help="file to write (its name picks the format) or a SavedModel folder: "
                         "a new one, or an existing SavedModel, which is replaced; any other folder is refused")
+    parser.add_argument("--list-supported", action="store_true",
+                        help="print the layers and ops each conversion supports, and exit")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing SavedModel folder even if it holds other files too")
     _common(parser)
@@ -92,6 +96,11 @@ def _shape_text(input_shape: Any) -> str:
 
 def run_convert(args: argparse.Namespace) -> int:
     """Read SOURCE, write DESTINATION; prints one line saying what was written and what metadata it kept."""
+    if args.list_supported:
+        print(supported_text())
+        return 0
+    if not args.source or not args.destination:
+        raise ConfigError("funcdl convert needs SOURCE and DESTINATION files (or --list-supported)")
     # fail before reading when the output cannot be written or would replace something of the user's
     formats.check_destination(args.destination, source=args.source, force=args.force)
     model, variables, input_shape = _load(args, args.source)
@@ -103,6 +112,21 @@ def run_convert(args: argparse.Namespace) -> int:
           f"{nn.count_params(variables.get('params', {})):,} parameters, input shape {_shape_text(input_shape)}"
           f"{_metadata_note(metadata, kept, args.destination)}")
     return 0
+
+
+def supported_text() -> str:
+    """What each conversion supports, one short paragraph per direction (``funcdl convert --list-supported``)."""
+    merges = "Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, GlobalAverage/MaxPooling1D/2D"
+    sections = [("PyTorch -> funcdl (from_torch, .pt/.pth/.pt2/.safetensors)", pytorch.SUPPORTED),
+                ("funcdl -> PyTorch (to_torch)", f"{_TO_TORCH}; in graphs also {merges}"),
+                ("Keras -> funcdl (from_keras, .keras/.h5)", ", ".join(keras.SUPPORTED)),
+                ("funcdl -> Keras (to_keras)", ", ".join(keras_graph_export.SUPPORTED))]
+    return "\n\n".join(f"{title}:\n  {text}" for title, text in sections)
+
+
+# funcdl layers to_torch writes (``interop.pytorch._plan``), kept here so listing them needs no torch
+_TO_TORCH = ("Dense, Conv2D, MaxPool2D, AvgPool2D, BatchNorm, LayerNorm, Embedding, SimpleRNN, LSTM, GRU, Dropout, "
+             "Flatten, Reshape, ImageRows, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax, Softplus, GELU")
 
 
 def _metadata_note(metadata: dict[str, str], kept: bool, destination: str) -> str:
@@ -161,6 +185,10 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=0.01, help="learning rate")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per batch")
     parser.add_argument("--seed", type=int, default=0, help="seeds the random batches compared")
+    parser.add_argument("--loss", default=None,
+                        help=f"loss compared, any of: {', '.join(parity.LOSSES)} (default: picked from the "
+                        "model's output: cross_entropy for logits, sparse_categorical_crossentropy after a "
+                        "softmax, binary_crossentropy after one sigmoid unit, else mse)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON line last")
     _common(parser)
 
@@ -170,7 +198,7 @@ def run_compare(args: argparse.Namespace) -> int:
     model, variables, input_shape = _load(args, args.file)
     report = parity.compare(model, variables, input_shape, runners=args.frameworks.split(","), steps=args.steps,
                             optimizer=args.optimizer, learning_rate=args.lr, batch_size=args.batch_size,
-                            seed=args.seed)
+                            seed=args.seed, loss=args.loss)
     print(parity.format_report(report))
     if args.json:
         print(json.dumps(report))

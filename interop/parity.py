@@ -9,11 +9,19 @@ alone and fed funcdl's own input to it: OK or INACCURATE, with the max abs and
 relative difference). Everything runs with full fp32 matmul precision (XLA's
 and TF32 defaults would hide real differences). Dropout is set to rate 0 for
 the gradient and training comparisons: its random masks are framework-specific.
+
+The loss is picked from what the model outputs (``funcdl.train.objective``):
+logits get cross-entropy, a softmax's probabilities Keras' sparse categorical
+cross-entropy on probabilities, one sigmoid unit binary cross-entropy, anything
+else mean squared error; ``compare(loss=...)`` (CLI ``--loss``) names one
+instead. Every framework computes the same function (probabilities clipped to
+``[1e-7, 1 - 1e-7]`` as Keras does), and the report says which loss it was.
 """
 import contextlib
+import dataclasses
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -25,11 +33,17 @@ from funcdl import nn, optim
 from funcdl.errors import ConfigError, FuncdlError, choices_message
 from funcdl.io import flatten_variables
 from funcdl.train import TrainState, make_train_step
+from funcdl.train import objective as objective_lib
 from interop import frameworks, keras, pytorch
+from interop.layouts import KERAS_WEIGHTS, weights_from_keras
 
 RUNNERS = ("funcdl", "funcdl-eager", "torch-eager", "torch-compile", "tf-eager", "tf-xla")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 FORWARD_ATOL, GRAD_RTOL, LOSS_RTOL = 1e-5, 1e-5, 1e-4
+# the losses every framework computes here, by funcdl name (aliases such as 'mean_squared_error' work too)
+LOSSES = ("mse", "cross_entropy", "sparse_categorical_crossentropy", "binary_crossentropy",
+          "binary_crossentropy_with_logits")
+_EPSILON = 1e-7  # keras.backend.epsilon(): where probability losses clip
 
 
 def without_dropout(model: Any) -> Any:
@@ -100,9 +114,81 @@ def _from_framework_layout(y):
     return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
 
 
+@dataclasses.dataclass(frozen=True)
+class ParityLoss:
+    """The loss compared, as funcdl computes it; the torch and Keras runners compute the same function.
+
+    Attributes:
+      name: one of LOSSES.
+      from_logits: whether the model's outputs are logits (or log-probabilities) for this loss.
+      labels: 'integer' (class indices), 'binary' (0/1 targets) or 'dense' (real targets).
+      loss_fn: funcdl's ``(outputs, targets) -> (B,)``.
+      description: one line for the report, e.g. how the loss was matched to the model's last layer.
+    """
+    name: str
+    from_logits: bool
+    labels: str
+    loss_fn: Callable
+    description: str
+
+
+def _output_layer(model: Any) -> Any:
+    """The layer that makes the output of a Sequential (itself) or of a one-output Graph (its output node's)."""
+    if isinstance(model, nn.Graph) and isinstance(model.outputs, str):
+        name = model.outputs.partition(":")[0]
+        if name not in model.input_names:
+            return model.node(name).layer
+    return model
+
+
+def _canonical_loss(loss: str) -> str:
+    """The LOSSES name of ``loss`` (a funcdl name or an alias); ConfigError for any other."""
+    try:
+        fn = losses_lib.get(loss)
+    except ConfigError:
+        fn = None
+    for name in LOSSES:
+        if fn is losses_lib.get(name):
+            return name
+    raise ConfigError(choices_message("parity loss", loss, LOSSES))
+
+
+def choose_loss(model: Any, output_shape: Sequence[int], loss: str | None = None) -> ParityLoss:
+    """The loss to compare ``model`` on: ``loss`` if given, else the one its output calls for (module docstring).
+
+    Args:
+      model: the funcdl model; its last layer says whether it outputs logits or probabilities.
+      output_shape: its output's shape with the batch axis.
+      loss: a name from LOSSES (or an alias), or None to pick one.
+    Raises:
+      ConfigError: an unknown loss, or one that cannot take what the model outputs (says what to use).
+    """
+    layer = _output_layer(model)
+    kind, _ = objective_lib.output_kind(layer)
+    classes = len(output_shape) == 2 and output_shape[-1] > 1
+    if loss is None:
+        if classes:
+            name = "cross_entropy" if kind != objective_lib.PROBABILITIES else "sparse_categorical_crossentropy"
+        elif output_shape[-1] == 1 and kind == objective_lib.PROBABILITIES:
+            name = "binary_crossentropy"
+        else:
+            name = "mse"
+        how = "picked from the model's output"
+    else:
+        name, how = _canonical_loss(loss), "as asked"
+    if name in ("cross_entropy", "sparse_categorical_crossentropy") and not classes:
+        raise ConfigError(f"loss {name} needs class scores of shape (batch, classes); the model outputs "
+                          f"{tuple(output_shape)}: use --loss mse")
+    resolved = objective_lib.resolve(name, layer)
+    from_logits = bool(getattr(resolved.loss_fn, "keywords", {}).get("from_logits", name in (
+        "cross_entropy", "binary_crossentropy_with_logits")))
+    labels = "integer" if resolved.label_kind == "integer" else "binary" if "binary" in name else "dense"
+    return ParityLoss(name, from_logits, labels, resolved.loss_fn, f"{resolved.description} ({how})")
+
+
 def make_batches(model: Any, variables: Any, input_shape: Sequence[int], steps: int, batch_size: int,
-                 seed: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """``steps + 1`` batches (x NHWC float32 or int, y labels or targets) and the loss kind."""
+                 seed: int, loss: str | None = None) -> tuple[np.ndarray, np.ndarray, ParityLoss]:
+    """``steps + 1`` batches (x NHWC float32 or int, y labels or targets) and the loss compared on them."""
     rng = np.random.default_rng(seed)
     layers = getattr(model, "layers", ())
     if layers and isinstance(layers[0], nn.Embedding):
@@ -110,17 +196,22 @@ def make_batches(model: Any, variables: Any, input_shape: Sequence[int], steps: 
     else:
         x = rng.normal(size=(steps + 1, batch_size) + tuple(input_shape)).astype(np.float32)
     out = jax.eval_shape(lambda v, s: model.apply(v, s), variables, jnp.asarray(x[0]))
-    if len(out.shape) == 2 and out.shape[-1] > 1:
-        return x, rng.integers(0, out.shape[-1], (steps + 1, batch_size)).astype(np.int32), "cross_entropy"
-    return x, rng.normal(size=(steps + 1,) + out.shape).astype(np.float32), "mse"
+    if not hasattr(out, "shape"):
+        raise ConfigError("compare takes models with one output array; this one returns several")
+    chosen = choose_loss(model, out.shape, loss)
+    if chosen.labels == "integer":
+        return x, rng.integers(0, out.shape[-1], (steps + 1, batch_size)).astype(np.int32), chosen
+    if chosen.labels == "binary":
+        return x, rng.integers(0, 2, (steps + 1,) + out.shape).astype(np.float32), chosen
+    return x, rng.normal(size=(steps + 1,) + out.shape).astype(np.float32), chosen
 
 
 class FuncdlRunner:
     """funcdl on the same batches: compiled by XLA, or op by op under ``jax.disable_jit()``."""
 
-    def __init__(self, model, variables, input_shape, loss_kind, eager=False):
+    def __init__(self, model, variables, input_shape, loss, eager=False):
         self.model, self.variables, self.eager = without_dropout(model), variables, eager
-        self.loss_fn = losses_lib.get(loss_kind)
+        self.loss_fn = loss.loss_fn if loss is not None else losses_lib.mse
 
     def _maybe_jit(self, fn):
         return fn if self.eager else jax.jit(fn)
@@ -159,11 +250,11 @@ class FuncdlRunner:
 class TorchRunner:
     """The model converted by ``interop.pytorch.to_torch``: eager, or through ``torch.compile``."""
 
-    def __init__(self, model, variables, input_shape, loss_kind, compiled=False):
+    def __init__(self, model, variables, input_shape, loss, compiled=False):
         self.torch = frameworks.torch()
         self.torch.backends.cuda.matmul.allow_tf32 = False
         self.torch.backends.cudnn.allow_tf32 = False
-        self.model, self.input_shape, self.loss_kind = without_dropout(model), tuple(input_shape), loss_kind
+        self.model, self.input_shape, self.loss = without_dropout(model), tuple(input_shape), loss
         self.build = lambda: pytorch.to_torch(self.model, variables, input_shape)
         self.compiled = compiled
 
@@ -172,10 +263,17 @@ class TorchRunner:
         return fn(self.torch.from_numpy(np.array(_to_framework_layout(np.asarray(x)))))
 
     def _loss(self, outputs, y):
-        functional = self.torch.nn.functional
-        if self.loss_kind == "cross_entropy":
+        functional, loss = self.torch.nn.functional, self.loss
+        if loss.labels == "integer":
+            if not loss.from_logits:  # Keras' form, as funcdl computes it: log of the clipped probabilities
+                outputs = self.torch.log(self.torch.clamp(outputs, _EPSILON, 1.0 - _EPSILON))
             return functional.cross_entropy(outputs, self.torch.from_numpy(np.array(y)).long())
-        return functional.mse_loss(outputs, self.torch.from_numpy(np.array(_to_framework_layout(y))))
+        target = self.torch.from_numpy(np.array(_to_framework_layout(y)))
+        if loss.labels == "binary":
+            if loss.from_logits:
+                return functional.binary_cross_entropy_with_logits(outputs, target)
+            return functional.binary_cross_entropy(self.torch.clamp(outputs, _EPSILON, 1.0 - _EPSILON), target)
+        return functional.mse_loss(outputs, target)
 
     def forward(self, x):
         with self.torch.no_grad():
@@ -210,17 +308,20 @@ class TorchRunner:
 class KerasRunner:
     """The model converted by ``interop.keras.to_keras``: TF eager, or ``tf.function(jit_compile=True)``."""
 
-    def __init__(self, model, variables, input_shape, loss_kind, xla=False):
+    def __init__(self, model, variables, input_shape, loss, xla=False):
         self.tf, self.keras = frameworks.tensorflow(), frameworks.keras()
         self.tf.config.experimental.enable_tensor_float_32_execution(False)
-        self.model, self.loss_kind, self.xla = without_dropout(model), loss_kind, xla
+        self.model, self.loss, self.xla = without_dropout(model), loss, xla
         self.variables = variables
         self.build = lambda: keras.to_keras(self.model, variables, input_shape)
 
     def _loss(self, outputs, y):
-        losses = self.keras.losses
-        if self.loss_kind == "cross_entropy":
-            return self.tf.reduce_mean(losses.sparse_categorical_crossentropy(y, outputs, from_logits=True))
+        losses, loss = self.keras.losses, self.loss
+        if loss.labels == "integer":
+            return self.tf.reduce_mean(losses.sparse_categorical_crossentropy(y, outputs,
+                                                                              from_logits=loss.from_logits))
+        if loss.labels == "binary":
+            return self.tf.reduce_mean(losses.binary_crossentropy(y, outputs, from_logits=loss.from_logits))
         return self.tf.reduce_mean(self.tf.square(outputs - y))
 
     def forward(self, x):
@@ -231,11 +332,26 @@ class KerasRunner:
         with self.tf.GradientTape() as tape:
             loss = self._loss(module(x, training=True), y)
         grads = {w.path: g for w, g in zip(module.trainable_weights, tape.gradient(loss, module.trainable_weights))}
+        if isinstance(self.model, nn.Graph):
+            return float(loss), self._graph_gradients(module, grads)
         module.set_weights([np.asarray(grads.get(w.path, w)) for w in module.weights])
         _, as_funcdl = keras.from_keras(module)
         grads = flatten_variables({"params": as_funcdl["params"]})
         kept = flatten_variables({"params": self.variables["params"]})  # one-bias layers have no recurrent_bias
         return float(loss), {name: value for name, value in grads.items() if name in kept}
+
+    def _graph_gradients(self, module, grads):
+        """funcdl's flat ``params/...`` gradients of a Graph from Keras' (layers named after nodes)."""
+        flat = {}
+        for node in self.model.nodes:
+            if type(node.layer).__name__ not in KERAS_WEIGHTS:
+                continue
+            weights = {w.name: np.asarray(grads.get(w.path, w)) for w in module.get_layer(node.name).weights}
+            for key, value in weights_from_keras(node.layer, weights).items():
+                collection, name = key.split("/")
+                flat[f"{collection}/{node.name}/{name}"] = value
+        kept = flatten_variables({"params": self.variables["params"]})
+        return {name: value for name, value in flat.items() if name in kept}
 
     def train(self, xs, ys, optimizer, learning_rate, flavor):
         module = self.build()
@@ -258,15 +374,15 @@ class KerasRunner:
         return losses, seconds
 
 
-def make_runner(name: str, model: Any, variables: Any, input_shape: Sequence[int], loss_kind: str) -> Any:
-    """The runner called ``name`` (one of RUNNERS)."""
+def make_runner(name: str, model: Any, variables: Any, input_shape: Sequence[int], loss: ParityLoss | None) -> Any:
+    """The runner called ``name`` (one of RUNNERS); ``loss`` None for forward only."""
     if name not in RUNNERS:
         raise ConfigError(choices_message("framework", name, RUNNERS))
     if name.startswith("funcdl"):
-        return FuncdlRunner(model, variables, input_shape, loss_kind, eager=name == "funcdl-eager")
+        return FuncdlRunner(model, variables, input_shape, loss, eager=name == "funcdl-eager")
     if name.startswith("torch"):
-        return TorchRunner(model, variables, input_shape, loss_kind, compiled=name == "torch-compile")
-    return KerasRunner(model, variables, input_shape, loss_kind, xla=name == "tf-xla")
+        return TorchRunner(model, variables, input_shape, loss, compiled=name == "torch-compile")
+    return KerasRunner(model, variables, input_shape, loss, xla=name == "tf-xla")
 
 
 def _runner_row(name, runner, reference, batches, trajectory, optimizer, learning_rate):
@@ -286,17 +402,19 @@ def _runner_row(name, runner, reference, batches, trajectory, optimizer, learnin
 
 def compare(model: Any, variables: Any, input_shape: Sequence[int], runners: Sequence[str] = RUNNERS, steps: int = 10,
             optimizer: str = "sgd", learning_rate: float = 0.01, batch_size: int = 16, seed: int = 0,
-            layers: bool = True) -> dict[str, Any]:
+            layers: bool = True, loss: str | None = None) -> dict[str, Any]:
     """Run ``model`` in every runner on the same batches and compare each with funcdl jit.
 
     Args:
-      model, variables, input_shape: a funcdl Sequential, its variables, one example's shape (NHWC).
+      model, variables, input_shape: a funcdl Sequential or Graph (one input, one output), its variables, one
+        example's shape (NHWC); a Graph gets no per-layer report.
       runners: names from RUNNERS; a runner whose framework is missing gets a note instead of figures.
       steps: optimizer steps compared (each runner uses the matching optimizer flavor).
       optimizer: 'sgd', 'adam' or 'rmsprop'; learning_rate, batch_size, seed: as named.
       layers: also convert and check every layer on its own (the per-layer report).
+      loss: a name from LOSSES, or None to pick it from the model's output (``choose_loss``).
     Returns:
-      a JSON-able report: ``{'ok', 'runners': [...], 'layers': [...], ...}``.
+      a JSON-able report: ``{'ok', 'loss', 'loss_description', 'runners': [...], 'layers': [...], ...}``.
     """
     if optimizer not in OPTIMIZERS:
         raise ConfigError(choices_message("optimizer", optimizer, OPTIMIZERS))
@@ -305,37 +423,38 @@ def compare(model: Any, variables: Any, input_shape: Sequence[int], runners: Seq
             raise ConfigError(choices_message("framework", name, RUNNERS))
     if steps < 1 or batch_size < 1:
         raise ConfigError("--steps and --batch-size must be positive integers")
-    xs, ys, loss_kind = make_batches(model, variables, input_shape, steps, batch_size, seed)
+    xs, ys, chosen = make_batches(model, variables, input_shape, steps, batch_size, seed, loss)
     forms = {"torch": (model, variables), "keras": keras_equivalent(model, variables)}
     rows, references = [], {}
     with full_precision():
         for name in runners:
             flavor = "keras" if name.startswith("tf") else "torch"
             if flavor not in references:
-                references[flavor] = _reference(*forms[flavor], input_shape, loss_kind, (xs, ys), optimizer,
+                references[flavor] = _reference(*forms[flavor], input_shape, chosen, (xs, ys), optimizer,
                                                 learning_rate, flavor)
-            rows.append(_safe_row(name, *forms[flavor], input_shape, loss_kind, references[flavor], (xs, ys),
+            rows.append(_safe_row(name, *forms[flavor], input_shape, chosen, references[flavor], (xs, ys),
                                   optimizer, learning_rate))
         layer_rows = layer_report(model, variables, input_shape, xs[0], runners) if layers else []
     ok = all(r["ok"] for r in rows if r["note"] is None) and all(r["status"] == "OK" for r in layer_rows)
-    loss = next(iter(references.values()))["loss"] if references else None
+    at_init = next(iter(references.values()))["loss"] if references else None
     return {"ok": ok, "input_shape": list(input_shape), "batch_size": batch_size, "steps": steps,
-            "optimizer": optimizer, "learning_rate": learning_rate, "loss": loss_kind, "loss_at_init": loss,
+            "optimizer": optimizer, "learning_rate": learning_rate, "loss": chosen.name,
+            "loss_description": chosen.description, "loss_at_init": at_init,
             "tolerances": {"forward_abs": FORWARD_ATOL, "grad_rel": GRAD_RTOL, "loss_rel": LOSS_RTOL},
             "runners": rows, "layers": layer_rows}
 
 
-def _reference(model, variables, input_shape, loss_kind, batches, optimizer, learning_rate, flavor):
+def _reference(model, variables, input_shape, chosen, batches, optimizer, learning_rate, flavor):
     """funcdl jit's forward, gradients and loss trajectory: what every runner of ``flavor`` is held to."""
-    (xs, ys), base = batches, FuncdlRunner(model, variables, input_shape, loss_kind)
+    (xs, ys), base = batches, FuncdlRunner(model, variables, input_shape, chosen)
     loss, grads = base.gradients(xs[0], ys[0])
     return {"forward": base.forward(xs[0]), "grads": grads, "loss": loss,
             "trajectory": base.train(xs[1:], ys[1:], optimizer, learning_rate, flavor)}
 
 
-def _safe_row(name, model, variables, input_shape, loss_kind, reference, batches, optimizer, lr):
+def _safe_row(name, model, variables, input_shape, chosen, reference, batches, optimizer, lr):
     try:
-        runner = make_runner(name, model, variables, input_shape, loss_kind)
+        runner = make_runner(name, model, variables, input_shape, chosen)
         return _runner_row(name, runner, reference, batches, reference["trajectory"], optimizer, lr)
     except FuncdlError as err:  # a missing framework, or a layer this framework cannot take
         return {"runner": name, "ok": False, "note": str(err)}
@@ -370,7 +489,7 @@ def _layer_row(index, layer, framework, sub, sub_variables, x, expected):
     row = {"layer": f"layers_{index}", "type": type(layer).__name__, "framework": framework}
     try:
         runner_class = TorchRunner if framework == "torch" else KerasRunner
-        runner = runner_class(sub, sub_variables, x.shape[1:], "mse")
+        runner = runner_class(sub, sub_variables, x.shape[1:], None)
         actual = runner.forward(x)
     except Exception as err:
         return {**row, "status": "UNSUPPORTED", "max_abs": None, "max_rel": None,
@@ -387,8 +506,9 @@ def _figure(value, spec=".1e"):
 def format_report(report: dict[str, Any]) -> str:
     """The report as two plain-text tables (runners, then layers)."""
     lines = [f"parity: {report['optimizer']} lr={report['learning_rate']}, {report['steps']} steps, batch "
-             f"{report['batch_size']}, loss {report['loss']}; tolerances forward {FORWARD_ATOL:g} abs, "
+             f"{report['batch_size']}; tolerances forward {FORWARD_ATOL:g} abs, "
              f"gradients {GRAD_RTOL:g} rel, losses {LOSS_RTOL:g} rel",
+             f"loss: {report.get('loss_description') or report['loss']}",
              f"{'runner':<15}{'flavor':<8}{'fwd max abs':>12}{'grad max rel':>14}{'loss max rel':>14}"
              f"{'ms/step':>10}{'first ms':>10}  status"]
     for row in report["runners"]:

@@ -13,9 +13,7 @@ torch = pytest.importorskip("torch")
 tnn = torch.nn
 F = torch.nn.functional
 
-import funcdl as fd  # noqa: E402
 from funcdl import nn  # noqa: E402
-from funcdl.cli import main  # noqa: E402
 from funcdl.errors import ConversionError, FileFormatError, MissingDependencyError  # noqa: E402
 from funcdl.io import flatten_variables, unflatten_variables  # noqa: E402
 from interop.pytorch import (  # noqa: E402
@@ -505,13 +503,3 @@ def test_missing_torch_says_which_extra(monkeypatch):
     with pytest.raises(MissingDependencyError, match=r"pip install 'funcdl\[torch\]'") as info:
         to_torch(nn.Sequential([nn.Dense(2)]), {}, (3,))
     assert isinstance(info.value, ImportError)  # code that catches ImportError for optional imports still works
-
-
-def test_graph_models_are_refused_in_one_line_and_nothing_is_written(tmp_path, capsys):
-    model = fd.models.resnet(8, width=4, input_shape=(8, 8, 1))
-    fd.save_model(tmp_path / "resnet.funcdl", model, model.init(jax.random.key(0), jnp.ones((1, 8, 8, 1))),
-                  input_shape=(8, 8, 1))
-    assert main(["convert", str(tmp_path / "resnet.funcdl"), str(tmp_path / "resnet.pt")]) != 0
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "got a Graph: graph models cannot be written as PyTorch files yet" in err
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["resnet.funcdl"]

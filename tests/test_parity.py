@@ -3,6 +3,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -104,3 +105,62 @@ def test_compare_cli_json(tmp_path, capsys):
     assert "PARITY OK" in out and "layers_0" in out
     assert main(["compare", str(path), "--frameworks", "funcdl,caffe"]) == 2
     assert "unknown framework 'caffe'" in capsys.readouterr().err
+
+
+def test_softmax_model_is_compared_on_probabilities():
+    model, variables, shape = build(nn.Sequential([nn.Conv2D(3, 3), nn.relu, nn.Flatten(), nn.Dense(5),
+                                                   nn.Softmax()]), (6, 6, 2))
+    report = parity.compare(model, variables, shape, runners=["funcdl", "torch-eager", "tf-eager"], steps=3,
+                            batch_size=6, optimizer="adam", learning_rate=1e-2)
+    assert report["ok"], parity.format_report(report)
+    assert report["loss"] == "sparse_categorical_crossentropy"
+    assert "from_logits=False" in report["loss_description"] and "Softmax" in report["loss_description"]
+    assert "loss: sparse_categorical_crossentropy (from_logits=False" in parity.format_report(report)
+    # the loss at the start is -log p(label) of the model's probabilities, not a softmax of them taken as logits
+    xs, ys, _ = parity.make_batches(model, variables, shape, 3, 6, 0)
+    probs = np.asarray(model.apply(variables, jnp.asarray(xs[0])), np.float64)
+    picked = probs[np.arange(6), ys[0]]
+    assert report["loss_at_init"] == pytest.approx(-np.mean(np.log(picked)), rel=1e-5)
+    as_logits = np.mean(np.log(np.exp(probs).sum(-1)) - picked)
+    assert abs(report["loss_at_init"] - as_logits) > 0.1
+    assert all(row["loss_max_rel"] <= 1e-4 and row["grad_max_rel"] <= 1e-5 for row in report["runners"])
+
+
+def test_loss_picked_from_output_or_named():
+    logits = nn.Sequential([nn.Dense(4)])
+    sigmoid = nn.Sequential([nn.Dense(1, activation="sigmoid")])
+    assert parity.choose_loss(logits, (8, 4)).name == "cross_entropy"
+    assert parity.choose_loss(nn.Sequential([nn.Dense(4), nn.log_softmax]), (8, 4)).from_logits
+    assert parity.choose_loss(sigmoid, (8, 1)).name == "binary_crossentropy"
+    assert parity.choose_loss(logits, (8, 4, 3)).name == "mse"
+    assert parity.choose_loss(logits, (8, 4), "mean_squared_error").name == "mse"
+    with pytest.raises(ConfigError, match="takes logits but the model ends in Softmax"):
+        parity.choose_loss(nn.Sequential([nn.Dense(4), nn.Softmax()]), (8, 4), "cross_entropy")
+    with pytest.raises(ConfigError, match="unknown parity loss 'hinge'"):
+        parity.choose_loss(logits, (8, 4), "hinge")
+    model, variables, shape = build(sigmoid, (3,))
+    report = parity.compare(model, variables, shape, runners=["funcdl", "torch-eager", "tf-eager"], steps=2,
+                            batch_size=8, layers=False)
+    assert report["ok"] and report["loss"] == "binary_crossentropy", parity.format_report(report)
+
+
+def test_compare_cli_loss_option(tmp_path, capsys):
+    model, variables, shape = build(nn.Sequential([nn.Flatten(), nn.Dense(3), nn.Softmax()]), (2, 2, 1))
+    path = tmp_path / "softmax.funcdl"
+    fd.save_model(path, model, variables, input_shape=shape)
+    assert main(["compare", str(path), "--frameworks", "funcdl,torch-eager,tf-eager", "--steps", "2"]) == 0
+    assert "loss: sparse_categorical_crossentropy (from_logits=False" in capsys.readouterr().out
+    assert main(["compare", str(path), "--frameworks", "funcdl,torch-eager", "--steps", "2", "--loss", "mse"]) == 0
+    assert "loss: mse (as asked)" in capsys.readouterr().out
+    assert main(["compare", str(path), "--loss", "cross_entropy"]) == 2
+    assert "takes logits but the model ends in Softmax" in capsys.readouterr().err
+
+
+def test_graph_model_parity_in_torch_and_keras():
+    model = fd.models.resnet(8, width=2, input_shape=(6, 6, 2))
+    model, variables, shape = build(model, (6, 6, 2))
+    report = parity.compare(model, variables, shape, runners=["funcdl", "torch-eager", "tf-eager"], steps=2,
+                            batch_size=4)
+    assert report["ok"], parity.format_report(report)
+    assert [row["note"] for row in report["runners"]] == [None, None, None]
+    assert all(row["forward_max_abs"] <= 1e-5 and row["grad_max_rel"] <= 1e-5 for row in report["runners"])

@@ -40,6 +40,7 @@ from funcdl.errors import ConfigError, ConversionError, FileFormatError, FuncdlE
 from funcdl.io import atomic_path, check_size, max_bytes
 from funcdl.io.sniff import misnamed
 from interop import frameworks
+from interop.keras import _graph_export
 from interop.keras._graph import GRAPH_SUPPORTED, graph_from_keras
 from interop.keras._layers import FROM_KERAS, PADDED, TO_KERAS, layer_tensors
 from interop.keras._legacy import keras_version, read_keras2_h5
@@ -223,16 +224,15 @@ def from_keras(keras_model: Any) -> tuple[Any, dict[str, Any]]:
 def _keras_layers(keras, model, variables, input_shape, strict):
     """[(index, funcdl layer, [keras layers])]; ConversionError for anything keras cannot express exactly."""
     if not isinstance(model, nn.Sequential):
-        raise ConversionError(f"to_keras converts a funcdl.nn.Sequential (a chain of layers), got a "
-                              f"{type(model).__name__}: graph models cannot be written as Keras files yet; save "
-                              "it as .funcdl or as a SavedModel folder")
+        raise ConversionError(f"to_keras converts a funcdl.nn.Sequential or Graph, got a {type(model).__name__}: "
+                              "wrap it in nn.Sequential([...])")
     shapes = nn.layer_shapes(model, input_shape, variables=variables)[:-1]
     plan = []
     for index, (layer, shape) in enumerate(zip(model.layers, shapes)):
         kind = type(layer).__name__
         if kind not in TO_KERAS:
-            raise ConversionError(f"funcdl layer layers_{index} ({kind}) has no keras counterpart; supported: "
-                                  f"{', '.join(sorted(TO_KERAS))}")
+            raise ConversionError(f"funcdl layer layers_{index} ({kind}) has no keras counterpart; "
+                                  "`funcdl convert --list-supported` lists the layers that have")
         plan.append((index, layer, TO_KERAS[kind](keras.layers, layer, shape, f"layers_{index}", strict)))
     return plan
 
@@ -257,18 +257,22 @@ def _assign(keras_model, model, variables, plan):
 
 
 def to_keras(model: Any, variables: Any, input_shape: Sequence[int], strict: bool = True) -> Any:
-    """Build a keras Sequential computing ``model`` with ``variables``.
+    """Build a keras Sequential computing ``model`` with ``variables`` (a functional model for a Graph).
 
     Args:
-      model: a ``funcdl.nn.Sequential``.
+      model: a ``funcdl.nn.Sequential``, or a ``funcdl.nn.Graph`` (one keras layer per node, named after it).
       variables: its ``{'params': ..., 'batch_stats': ...}``.
-      input_shape: one example's shape, e.g. (28, 28, 1) (NHWC images) or (T,) token ids.
+      input_shape: one example's shape, e.g. (28, 28, 1) (NHWC images) or (T,) token ids; for a Graph with
+        several inputs, a tuple or dict of them.
       strict: refuse settings that only change training (BatchNorm's unbiased running variance);
         False accepts them, the converted model then matches in inference only.
     Returns:
       a built ``keras.Sequential`` whose layer holding funcdl's ``layers_{i}`` weights is named ``layers_{i}``.
     """
     keras = frameworks.keras()
+    if isinstance(model, nn.Graph):
+        nn.check_variables(model, variables, input_shape, "to_keras", error=ConversionError)
+        return _graph_export.build(keras, model, variables, input_shape, strict)
     if any(d is None for d in input_shape):
         raise ConfigError(f"to_keras needs a concrete input_shape, got {tuple(input_shape)}")
     input_shape = tuple(int(d) for d in input_shape)

@@ -146,21 +146,20 @@ def to_torch(model: Any, variables: Any, input_shape: Sequence[int]) -> Any:
     """A ``torch.nn.Sequential`` computing what ``model`` computes, holding its weights (eval mode).
 
     Args:
-      model: a funcdl Sequential.
+      model: a funcdl Sequential, or a Graph (then a module whose ``forward`` follows the graph, one submodule
+        per node named after it; see ``interop.pytorch._graph_export``).
       variables: its variables (``{'params': ..., 'batch_stats': ...}``).
-      input_shape: one example's funcdl input shape, no batch axis (H, W, C for images).
+      input_shape: one example's funcdl input shape, no batch axis (H, W, C for images); a tuple or dict
+        of them for a Graph with several inputs.
     Returns:
       the torch module; it takes NCHW images (``x.transpose(0, 3, 1, 2)`` of funcdl's
       input) and its ``state_dict()`` uses torch's names and layouts. Call
       ``.train()`` on it to continue training in PyTorch.
     """
     torch = _torch()
-    # imports torch: only once a conversion runs
-    from interop.pytorch import _plan  # noqa: PLC0415
-    input_shape, dtype = tuple(input_shape), _input_dtype(model)
+    input_shape = _shape_tree(input_shape)
     nn.check_variables(model, variables, input_shape, "to_torch", error=ConversionError)
-    modules, entries = _plan.plan(model, input_shape, dtype)
-    module = torch.nn.Sequential(*modules)
+    module, entries = _module_and_entries(model, input_shape)
     flat = flatten_variables(variables)
     state = module.state_dict()
     # nanoGPT's checks: every torch tensor and every funcdl array has exactly one entry
@@ -172,6 +171,27 @@ def to_torch(model: Any, variables: Any, input_shape: Sequence[int]) -> Any:
         state[entry.key] = torch.from_numpy(array.copy())
     module.load_state_dict(state)
     return module.eval()
+
+
+def _shape_tree(input_shape):
+    """One shape as a tuple; a dict or tuple of shapes (a Graph's several inputs) with each shape a tuple."""
+    if isinstance(input_shape, Mapping):
+        return {key: tuple(value) for key, value in input_shape.items()}
+    if input_shape and all(isinstance(value, (tuple, list)) for value in input_shape):
+        return tuple(tuple(value) for value in input_shape)
+    return tuple(input_shape)
+
+
+def _module_and_entries(model, input_shape):
+    """(the torch module of ``model``, weights not yet loaded; its entries: torch key, funcdl path, layouts)."""
+    torch = _torch()
+    # they import torch: only once a conversion runs
+    from interop.pytorch import _graph_export, _plan  # noqa: PLC0415
+    dtype = _input_dtype(model)
+    if isinstance(model, nn.Graph):
+        return _graph_export.build(model, input_shape, dtype)
+    modules, entries = _plan.plan(model, input_shape, dtype)
+    return torch.nn.Sequential(*modules), entries
 
 
 def _same_names(what, actual, expected):
@@ -205,12 +225,12 @@ def from_state_dict(state_dict: Mapping[str, Any], model: Any, input_shape: Sequ
       ConversionError on missing, extra or mis-shaped tensors.
     """
     _torch()
-    # they import torch: only once a conversion runs
-    from interop.pytorch import _plan, _trace  # noqa: PLC0415
+    # imports torch: only once a conversion runs
+    from interop.pytorch import _trace  # noqa: PLC0415
     if not hasattr(state_dict, "items"):
         raise ConversionError(f"{source}: expected a state dict (name -> tensor), got {type(state_dict).__name__}")
-    input_shape, dtype = tuple(input_shape), _input_dtype(model)
-    _, entries = _plan.plan(model, input_shape, dtype)
+    input_shape = _shape_tree(input_shape)
+    _, entries = _module_and_entries(model, input_shape)
     given = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
     keys = {e.key for e in entries}
     mapping = {k: k for k in keys} if set(given) == keys else _match_groups(list(given), entries, source)
@@ -294,15 +314,16 @@ def load_torch_model(path: str | Path, model: Any | None = None,
     state, header = _read(path)
     if model is None:
         if f"{_META}.architecture" not in header:
-            raise FileFormatError(f"{path} holds PyTorch weights but no funcdl architecture; pass model= and "
-                                  "input_shape= (e.g. a funcdl.models zoo model)")
+            raise FileFormatError(f"{path} holds PyTorch weights but no funcdl architecture; give one (--arch NAME "
+                                  "and --input-shape on the command line, model= and input_shape= in Python)")
         try:
             model = nn.from_config(json.loads(header[f"{_META}.architecture"]))
         except (json.JSONDecodeError, ConfigError) as err:
             raise FileFormatError(f"{path} has an invalid funcdl architecture: {err}") from None
     if input_shape is None:
         if f"{_META}.input_shape" not in header:
-            raise FileFormatError(f"{path} does not record the input shape; pass input_shape=")
+            raise FileFormatError(f"{path} does not record the input shape; give it (--input-shape on the command "
+                                  "line, input_shape= in Python)")
         input_shape = json.loads(header[f"{_META}.input_shape"])
     return model, from_state_dict(state, model, input_shape, source=str(path)), tuple(input_shape)
 

@@ -1,0 +1,93 @@
+"""The Keras functional model of a funcdl Graph: one Keras layer per node, named after it.
+
+Each node's layer goes through the same per-layer table as a Sequential
+(``TO_KERAS``); merge and global pooling layers map to Keras' own. The Keras
+layer holding a node's weights is named after the node (helpers such as a
+``ZeroPadding2D`` get suffixes), so weights line up by name. Images are NHWC
+on both sides.
+"""
+from typing import Any
+
+import numpy as np
+
+from funcdl import nn
+from funcdl.errors import ConversionError
+from interop.keras._layers import TO_KERAS
+from interop.layouts import KERAS_WEIGHTS, checked, weights_to_keras
+
+_MERGES = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply", "Average": "Average",
+           "Maximum": "Maximum", "Minimum": "Minimum"}
+_GLOBAL = ("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D")
+SUPPORTED = sorted(TO_KERAS) + sorted(_MERGES) + ["Concatenate"] + list(_GLOBAL)
+
+
+def _node_layers(L: Any, node: nn.Node, shape: Any, strict: bool) -> list:
+    """The Keras layers computing ``node`` (applied in order to its input, or once to the list of its inputs)."""
+    kind = type(node.layer).__name__
+    if kind in _MERGES:
+        return [getattr(L, _MERGES[kind])(name=node.name)]
+    if kind == "Concatenate":
+        return [L.Concatenate(axis=node.layer.axis, name=node.name)]
+    if kind in _GLOBAL:
+        return [getattr(L, kind)(keepdims=node.layer.keepdims, name=node.name)]
+    if kind not in TO_KERAS:
+        raise ConversionError(f"graph node {node.name!r} ({kind}) has no Keras counterpart; `funcdl convert "
+                              "--list-supported` lists the layers that have")
+    return TO_KERAS[kind](L, node.layer, shape, node.name, strict)
+
+
+def build(keras: Any, model: nn.Graph, variables: Any, input_shape: Any, strict: bool) -> Any:
+    """A built ``keras.Model`` (functional) computing ``model`` with ``variables``.
+
+    Args:
+      keras: the keras module.
+      model, variables: the funcdl Graph and its variables.
+      input_shape: one example's shape, or a tuple / dict of them for several inputs (no batch axis).
+      strict: as in ``to_keras``.
+    """
+    shapes = nn.node_shapes(model, input_shape, variables=variables)
+    values = {spec.name: keras.Input(shape=shapes[spec.name], name=spec.name,
+                                     dtype="int32" if np.dtype(spec.dtype).kind in "iu" else "float32")
+              for spec in model.inputs}
+    for node in model.nodes:
+        if any(":" in ref for ref in node.inputs) or isinstance(node.layer, (nn.Sequential, nn.Graph)):
+            raise ConversionError(f"graph node {node.name!r} ({type(node.layer).__name__}): nested models and "
+                                  "multi-output nodes cannot be written for Keras yet")
+        args = [values[ref] for ref in node.inputs]
+        layers = _node_layers(keras.layers, node, shapes[node.inputs[0]], strict)
+        value = args[0] if len(args) == 1 else args
+        for layer in layers:
+            value = layer(value)
+        values[node.name] = value
+    inputs = [values[name] for name in model.input_names]
+    outputs: Any = model.outputs
+    if isinstance(outputs, str):
+        outputs = values[outputs]
+    elif isinstance(outputs, tuple):
+        outputs = [values[ref] for ref in outputs]
+    else:
+        outputs = {key: values[ref] for key, ref in outputs.items()}
+    keras_model = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name="funcdl")
+    _assign(keras_model, model, variables)
+    return keras_model
+
+
+def _assign(keras_model: Any, model: nn.Graph, variables: Any) -> None:
+    """Copy every node's tensors into its Keras layer's weights, names and shapes checked."""
+    assigned = 0
+    for node in model.nodes:
+        if type(node.layer).__name__ not in KERAS_WEIGHTS:
+            continue
+        tensors = {f"{collection}/{key}": np.asarray(value) for collection, tree in dict(variables).items()
+                   if node.name in tree for key, value in dict(tree[node.name]).items()}
+        values = weights_to_keras(node.layer, tensors)
+        targets = {w.name: w for w in keras_model.get_layer(node.name).weights}
+        if set(values) != set(targets):
+            raise ConversionError(f"graph node {node.name!r}: funcdl gives {sorted(values)}, keras expects "
+                                  f"{sorted(targets)}")
+        for name, value in values.items():
+            checked(value, targets[name].shape, f"{node.name}/{name}", "to_keras")
+            targets[name].assign(np.asarray(value, np.float32))
+            assigned += 1
+    if assigned != len(keras_model.weights):
+        raise ConversionError(f"set {assigned} of the keras model's {len(keras_model.weights)} weights")
