@@ -39,6 +39,7 @@ import json
 import os
 import re
 import statistics
+import sys
 import tempfile
 import time
 
@@ -300,8 +301,12 @@ def main(argv=None):
     if torch is not None:
         torch.set_num_threads(threads)
     if tf is not None:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow already started in this process (a test run): its pools stay as they are
+            kept = tf.config.threading.get_intra_op_parallelism_threads()
+            print(f"note: TensorFlow was already running; it keeps {kept} intra-op threads", file=sys.stderr)
     result = {"bench": "conv_step", "threads": threads, "rounds": args.rounds, "steps": args.steps,
               "versions": {"jax": jax.__version__, "tensorflow": getattr(tf, "__version__", None),
                            "torch": getattr(torch, "__version__", None)}, "models": {}}

@@ -652,7 +652,7 @@ ROWS = [
     api("fit: a keras callback", lambda c: fd.fit(
         small_model(), (X, Y), epochs=1, batch_size=10, verbose=False,
         callbacks=[__import__("keras").callbacks.EarlyStopping()]), ConfigError,
-        "callbacks must be fd.callbacks.Callback instances, got EarlyStopping", needs=KERAS),
+        "fit got keras.callbacks.EarlyStopping, a Keras callback", "use fd.callbacks.EarlyStopping", needs=KERAS),
     api("fit: validation labels past the model's classes", lambda c: fd.fit(
         small_model(), (X, Y), validation_data=(X, np.where(Y == 9, 12, Y)), epochs=1, batch_size=10,
         verbose=False), DataError, "validation data: labels must be integers in [0, 10)", "max=12"),
