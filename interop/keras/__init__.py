@@ -42,9 +42,9 @@ from funcdl.io.sniff import misnamed
 from interop import frameworks
 from interop.keras import _graph_export
 from interop.keras._graph import GRAPH_SUPPORTED, graph_from_keras
-from interop.keras._layers import FROM_KERAS, PADDED, TO_KERAS, layer_tensors
+from interop.keras._layers import FROM_KERAS, PADDED, TO_KERAS, assign_weights, layer_tensors
 from interop.keras._legacy import keras_version, read_keras2_h5
-from interop.layouts import KERAS_WEIGHTS, checked, weights_from_keras, weights_to_keras
+from interop.layouts import KERAS_WEIGHTS, weights_from_keras, weights_to_keras
 
 SUPPORTED = GRAPH_SUPPORTED
 UNKNOWN_SIZE = 64  # stands in for a None (variable) input size when funcdl infers parameter shapes
@@ -243,15 +243,8 @@ def _assign(keras_model, model, variables, plan):
     for index, layer, _ in plan:
         if type(layer).__name__ not in KERAS_WEIGHTS:
             continue
-        keras_layer = keras_model.get_layer(f"layers_{index}")
         values = weights_to_keras(layer, layer_tensors(variables, index))
-        targets = {w.name: w for w in keras_layer.weights}
-        if set(values) != set(targets):
-            raise ConversionError(f"layers_{index}: funcdl gives {sorted(values)}, keras expects {sorted(targets)}")
-        for name, value in values.items():
-            checked(value, targets[name].shape, f"layers_{index}/{name}", "to_keras")
-            targets[name].assign(np.asarray(value, np.float32))
-            assigned += 1
+        assigned += assign_weights(keras_model.get_layer(f"layers_{index}"), values, f"layers_{index}")
     if assigned != len(keras_model.weights):
         raise ConversionError(f"set {assigned} of the keras model's {len(keras_model.weights)} weights")
 

@@ -12,8 +12,8 @@ import numpy as np
 
 from funcdl import nn
 from funcdl.errors import ConversionError
-from interop.keras._layers import TO_KERAS
-from interop.layouts import KERAS_WEIGHTS, checked, weights_to_keras
+from interop.keras._layers import TO_KERAS, assign_weights
+from interop.layouts import KERAS_WEIGHTS, weights_to_keras
 
 _MERGES = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply", "Average": "Average",
            "Maximum": "Maximum", "Minimum": "Minimum"}
@@ -81,13 +81,6 @@ def _assign(keras_model: Any, model: nn.Graph, variables: Any) -> None:
         tensors = {f"{collection}/{key}": np.asarray(value) for collection, tree in dict(variables).items()
                    if node.name in tree for key, value in dict(tree[node.name]).items()}
         values = weights_to_keras(node.layer, tensors)
-        targets = {w.name: w for w in keras_model.get_layer(node.name).weights}
-        if set(values) != set(targets):
-            raise ConversionError(f"graph node {node.name!r}: funcdl gives {sorted(values)}, keras expects "
-                                  f"{sorted(targets)}")
-        for name, value in values.items():
-            checked(value, targets[name].shape, f"{node.name}/{name}", "to_keras")
-            targets[name].assign(np.asarray(value, np.float32))
-            assigned += 1
+        assigned += assign_weights(keras_model.get_layer(node.name), values, f"graph node {node.name!r}")
     if assigned != len(keras_model.weights):
         raise ConversionError(f"set {assigned} of the keras model's {len(keras_model.weights)} weights")

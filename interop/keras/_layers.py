@@ -11,6 +11,7 @@ import numpy as np
 
 from funcdl import nn
 from funcdl.errors import ConversionError
+from interop.layouts import checked
 
 
 def layer_tensors(variables: Any, index: int) -> dict[str, np.ndarray]:
@@ -350,3 +351,18 @@ TO_KERAS = {
     "Softplus": _softplus_to_keras,
     "Tanh": lambda L, layer, shape, name, strict: [L.Activation("tanh", name=name)],
 }
+
+
+def assign_weights(keras_layer: Any, values: dict[str, Any], where: str) -> int:
+    """Copy funcdl tensors (keras weight name -> array) into ``keras_layer``'s weights; returns how many.
+
+    Raises ConversionError when the names differ, and (through ``checked``) when a shape does; ``where`` names
+    the layer or graph node in the message.
+    """
+    targets = {w.name: w for w in keras_layer.weights}
+    if set(values) != set(targets):
+        raise ConversionError(f"{where}: funcdl gives {sorted(values)}, keras expects {sorted(targets)}")
+    for name, value in values.items():
+        checked(value, targets[name].shape, f"{where}/{name}", "to_keras")
+        targets[name].assign(np.asarray(value, np.float32))
+    return len(values)
