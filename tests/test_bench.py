@@ -6,7 +6,6 @@ slowly, so they share that one run.
 """
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import jax
@@ -14,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import DATA_DIR as FULL_DATA_DIR
+from conftest import SAMPLE_DIR, has_full_mnist
 
 import funcdl as fd
 from bench import _models, report, suite
@@ -21,7 +22,7 @@ from bench._worker import run_cell
 from funcdl import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("FUNCDL_DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA_DIR = FULL_DATA_DIR if has_full_mnist() else SAMPLE_DIR  # the committed sample on a fresh clone
 DOCUMENTED_RUNNERS = ("funcdl", "funcdl-eager", "jax-handwritten", "torch-eager", "torch-compile", "torch-cudagraph",
                       "keras-tf", "keras-tf-xla", "tf-function", "keras-jax")
 ROW_KEYS = {"model", "runner", "epoch_seconds_median", "samples_per_second", "compile_seconds", "peak_host_bytes",
@@ -38,8 +39,6 @@ def _available(runner):
 @pytest.fixture(scope="module")
 def combined(tmp_path_factory):
     """One tiny CPU run of CELLS (2 batches an epoch, 1 warm-up + 1 timed epoch) and its written files."""
-    if not (DATA_DIR / "mnist").is_dir():
-        pytest.fail(f"real MNIST not found in {DATA_DIR}/mnist; set FUNCDL_DATA_DIR")
     chosen = suite.settings(quick=True, epochs=1, batches=2, timeout=240)
     cells = [cell for cell in suite.plan(["mlp", "resnet"], DOCUMENTED_RUNNERS, "cpu", chosen, DATA_DIR)
              if (cell["model"], cell["runner"]) in CELLS]
