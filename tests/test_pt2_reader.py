@@ -380,7 +380,9 @@ def test_pt2_zip_bomb_is_refused_before_unpacking(clean, tmp_path):
 
 def test_pt2_bomb_under_a_lower_limit(clean, tmp_path):
     bomb = zip_bomb_like(clean, tmp_path / "bomb.pt2", "extra/funcdl.json", 300 << 20)
-    _assert_capped(["convert", bomb, tmp_path / "out.funcdl"], ("over the limit of 67,108,864",),
+    # refused at the metadata member's own cap (1 MiB, under the 64 MiB limit) before anything is inflated
+    _assert_capped(["convert", bomb, tmp_path / "out.funcdl"], ("funcdl.json would unpack to 314,572,800 bytes",
+                                                                "over the limit of 1,048,576"),
                    {"FUNCDL_MAX_BYTES": str(64 << 20)})
     assert not (tmp_path / "out.funcdl").exists()
 
