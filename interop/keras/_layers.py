@@ -478,9 +478,9 @@ TO_KERAS = {
 def keras_weights(keras_layer: Any) -> dict[str, Any]:
     """``{name: keras variable}`` of a keras layer: its weights' names, a Bidirectional's prefixed 'forward/' and
     'backward/' (its two copies name their weights alike)."""
-    halves = [getattr(keras_layer, f"{side}_layer", None) for side in ("forward", "backward")]
-    if type(keras_layer).__name__ == "Bidirectional" and all(halves):
-        return {f"{side}/{w.name}": w for side, half in zip(("forward", "backward"), halves) for w in half.weights}
+    if type(keras_layer).__name__ == "Bidirectional":
+        return {f"{side}/{w.name}": w for side in ("forward", "backward")
+                for w in getattr(keras_layer, f"{side}_layer").weights}
     return {w.name: w for w in keras_layer.weights}
 
 
