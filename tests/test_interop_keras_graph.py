@@ -180,10 +180,12 @@ def test_every_unsupported_layer_is_named_at_once():
     y = L.Cropping2D(1, name="crop")(inner(x))
     y = L.Conv3D(2, 1, name="conv3d")(L.Reshape((6, 6, 2, 1))(y))
     y = L.TimeDistributed(L.Conv2D(1, 1), name="td")(y)
+    seq = L.Bidirectional(L.ConvLSTM1D(2, 1), name="bi")(L.Reshape((6, 12, 1), name="rows")(y))
     with pytest.raises(ConversionError, match=r"'inner/up' \(Conv2DTranspose\).*'crop' \(Cropping2D\).*'conv3d' "
-                                              r"\(Conv3D\), 'td' \(TimeDistributed\(Conv2D\)\) are not "
-                                              r"supported; supported layers: Activation, Add"):
-        ik.from_keras(keras.Model(x, y))
+                                              r"\(Conv3D\), 'td' \(TimeDistributed\(Conv2D\)\), 'bi' "
+                                              r"\(Bidirectional\(ConvLSTM1D\)\) are not supported; supported "
+                                              r"layers: Activation, Add"):
+        ik.from_keras(keras.Model(x, seq))
 
 
 def test_shared_layers_are_refused_and_shared_paddings_are_layers():

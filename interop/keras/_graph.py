@@ -89,6 +89,7 @@ ONE_D = {"Conv1D": _conv1d, "MaxPooling1D": lambda c, where, channels: _pool1d({
          "AveragePooling1D": lambda c, where, channels: _pool1d({**c, "kind": "avg"}, where, channels)}
 ONE_D_WEIGHTS = {"Conv1D": lambda weights: {**weights, "kernel": weights["kernel"][:, None]}}  # (k, C, F) -> (k,1,C,F)
 
+WRAPPED_RECURRENT = ("LSTM", "GRU", "SimpleRNN")  # what a Bidirectional may wrap
 PER_STEP = ("Dense", "Dropout", "Activation", "ReLU", "LeakyReLU")  # act on the last axis: TimeDistributed is free
 
 
@@ -242,10 +243,10 @@ def unsupported_layers(config: dict, prefix: str = "") -> list[str]:
             found += unsupported_layers(entry.get("config") or {}, f"{prefix}{name}/")
         elif kind not in GRAPH_LAYERS:
             found.append(f"'{prefix}{name}' ({kind})")
-        elif kind == "TimeDistributed":
+        elif kind in ("TimeDistributed", "Bidirectional"):
             inner = ((entry.get("config") or {}).get("layer") or {}).get("class_name")
-            if inner not in PER_STEP:
-                found.append(f"'{prefix}{name}' (TimeDistributed({inner}))")
+            if inner not in (PER_STEP if kind == "TimeDistributed" else WRAPPED_RECURRENT):
+                found.append(f"'{prefix}{name}' ({kind}({inner}))")
     return found
 
 
