@@ -8,6 +8,9 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
+from test_interop_keras_graph import _inputs  # noqa: E402
+from test_interop_keras_graph import _max_diff as max_diff  # noqa: E402
+
 from funcdl import nn  # noqa: E402
 from funcdl.errors import ConversionError  # noqa: E402
 from interop import keras as ik  # noqa: E402
@@ -27,20 +30,8 @@ def _randomised(keras_model, seed=0, scale=0.4):
     return keras_model
 
 
-def _inputs(keras_model, seed=1):
-    rng = np.random.default_rng(seed)
-    return [rng.normal(size=(3,) + tuple(x.shape[1:])).astype(np.float32) for x in keras_model.inputs]
-
-
 def _max_diff(model, variables, keras_model, xs=None):
-    xs = _inputs(keras_model) if xs is None else xs
-    with jax.default_matmul_precision("highest"):
-        ours = jax.jit(model.apply)(variables, xs[0] if len(xs) == 1 else tuple(xs))
-    theirs = keras_model(xs if len(xs) > 1 else xs[0], training=False)
-    ours = ours if isinstance(ours, tuple) else (ours,)
-    theirs = theirs if isinstance(theirs, (list, tuple)) else (theirs,)
-    assert len(ours) == len(theirs)
-    return max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(ours, theirs))
+    return max_diff(model, variables, keras_model, _inputs(keras_model) if xs is None else xs)
 
 
 def _image_chain():
