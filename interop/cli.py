@@ -2,12 +2,14 @@
 import argparse
 import json
 import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from funcdl import models, nn
 from funcdl.cli.registry import Command
-from funcdl.errors import ConfigError, FileFormatError
+from funcdl.errors import ConfigError, ConversionError, FileFormatError
 from funcdl.io import formats, load_model
 from funcdl.io.sniff import sniff
 from interop import keras, parity, pytorch
@@ -84,6 +86,10 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the layers and ops each conversion supports, and exit")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing SavedModel folder even if it holds other files too")
+    parser.add_argument("--strict-batchnorm", action="store_true",
+                        help="refuse to write a torch BatchNorm for Keras (torch updates the running variance with "
+                        "the unbiased estimate during training, Keras with the biased one) instead of converting "
+                        "it, exact in inference, with a one-line note")
     _common(parser)
 
 
@@ -104,14 +110,28 @@ def run_convert(args: argparse.Namespace) -> int:
     # fail before reading when the output cannot be written or would replace something of the user's
     formats.check_destination(args.destination, source=args.source, force=args.force)
     model, variables, input_shape = _load(args, args.source)
+    _check_strict_batchnorm(args, model)
     metadata = formats.metadata(args.source)
-    kind, kept = formats.save(args.destination, model, variables, input_shape, metadata, source=args.source,
-                              force=args.force)
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always", keras.ConversionNote)
+        kind, kept = formats.save(args.destination, model, variables, input_shape, metadata, source=args.source,
+                                  force=args.force)
+    for note in {str(note.message) for note in notes if issubclass(note.category, keras.ConversionNote)}:
+        print(f"note: {note}", file=sys.stderr)
     layers = getattr(model, "layers", None) or getattr(model, "nodes", None) or [model]  # a Graph's are its nodes
     print(f"wrote {args.destination} ({kind}): {len(layers)} layers, "
           f"{nn.count_params(variables.get('params', {})):,} parameters, input shape {_shape_text(input_shape)}"
           f"{_metadata_note(metadata, kept, args.destination)}")
     return 0
+
+
+def _check_strict_batchnorm(args: argparse.Namespace, model: Any) -> None:
+    """With ``--strict-batchnorm``, refuse a Keras destination for a model holding torch-style BatchNorm layers."""
+    found = keras.unbiased_batchnorms(model) if args.strict_batchnorm else []
+    if found and formats.find(args.destination, writing=True).name.startswith("keras"):
+        raise ConversionError(f"layer {found[0]} is a torch BatchNorm, which updates its running "
+                              "variance with the unbiased estimate during training, Keras with the biased one; "
+                              "--strict-batchnorm refuses it (without it, it converts, exact in inference)")
 
 
 def supported_text() -> str:

@@ -198,5 +198,43 @@ def test_refusals_name_the_node_in_one_line():
     assert "\n" not in str(info.value) and "layers_0" not in str(info.value)
     model = nn.Graph(inputs=x, outputs=nn.BatchNorm(unbiased_running_var=True, name="bn")(x))
     variables = model.init(jax.random.key(0), jnp.zeros((1, 4)))
-    with pytest.raises(ConversionError, match="funcdl layer bn \\(BatchNorm\\): unbiased_running_var=True"):
-        keras_bridge.to_keras(model, variables, (4,))
+    with pytest.raises(ConversionError, match="funcdl layer bn \\(BatchNorm\\) updates its running variance"):
+        keras_bridge.to_keras(model, variables, (4,), strict=True)
+
+
+def _torch_batchnorm_pt2(path):
+    """A torch.export program of a conv + BatchNorm2d net with non-trivial running statistics."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+    net.train()
+    for _ in range(3):  # moves running_mean / running_var away from 0 / 1
+        net(torch.randn(8, 3, 8, 8))
+    net.eval()
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 3, 8, 8),)), str(path))
+    return net
+
+
+def test_torch_batchnorm_converts_to_keras_with_one_note(tmp_path, capsys):
+    net = _torch_batchnorm_pt2(tmp_path / "bn.pt2")
+    target = tmp_path / "bn.keras"
+    assert main(["convert", str(tmp_path / "bn.pt2"), str(target)]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("note: torch's BatchNorm updates its running variance with the unbiased estimate")
+    assert len(err.splitlines()) == 1
+    x = batch(7)
+    with parity.full_precision(), torch.no_grad():
+        expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+        loaded = keras.saving.load_model(str(target), compile=False)
+        assert max_abs(loaded(x, training=False), expected) <= 1e-5
+
+
+def test_strict_batchnorm_flag_refuses_and_writes_nothing(tmp_path, capsys):
+    _torch_batchnorm_pt2(tmp_path / "bn.pt2")
+    assert main(["convert", str(tmp_path / "bn.pt2"), str(tmp_path / "bn.keras"), "--strict-batchnorm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "layers_1 is a torch BatchNorm" in err and "--strict-batchnorm" in err
+    assert "=" not in err  # names CLI options, never Python keyword arguments
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bn.pt2"]
+    # other destinations are not concerned: torch keeps its own rule
+    assert main(["convert", str(tmp_path / "bn.pt2"), str(tmp_path / "bn.funcdl"), "--strict-batchnorm"]) == 0

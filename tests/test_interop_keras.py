@@ -315,9 +315,11 @@ def test_to_keras_refuses_what_keras_cannot_express():
             ik.to_keras(model, variables, (4, 4, 1))
     model = nn.Sequential([nn.Dense(3), nn.BatchNorm(unbiased_running_var=True)])
     variables = _variables(model, (4,))
-    with pytest.raises(ConversionError, match="unbiased_running_var"):
-        ik.to_keras(model, variables, (4,))
-    assert len(ik.to_keras(model, variables, (4,), strict=False).weights) == 6
+    with pytest.raises(ConversionError, match="layers_1 \\(BatchNorm\\) updates its running variance with the "
+                       "unbiased estimate"):
+        ik.to_keras(model, variables, (4,), strict=True)
+    with pytest.warns(ik.ConversionNote, match="inference is exact"):
+        assert len(ik.to_keras(model, variables, (4,)).weights) == 6
     with pytest.raises(ConversionError, match="shape"):
         ik.to_keras(model, variables, (5,))
 

@@ -25,6 +25,7 @@ settings and are not carried over.
 import io
 import json
 import math
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -249,7 +250,32 @@ def _assign(keras_model, model, variables, plan):
         raise ConversionError(f"set {assigned} of the keras model's {len(keras_model.weights)} weights")
 
 
-def to_keras(model: Any, variables: Any, input_shape: Sequence[int], strict: bool = True) -> Any:
+class ConversionNote(UserWarning):
+    """A conversion that is exact in inference but differs in training (one line; the CLI prints it as a note)."""
+
+
+BATCHNORM_NOTE = ("torch's BatchNorm updates its running variance with the unbiased estimate during training, Keras "
+                  "with the biased one: inference is exact, continued training in Keras differs slightly")
+
+
+def unbiased_batchnorms(model: Any, prefix: str = "") -> list[str]:
+    """The paths (``layers_1``, ``block1/bn1``) of the BatchNorm layers in ``model`` that use torch's unbiased
+    running variance, nested Sequentials and Graphs included."""
+    if isinstance(model, nn.Graph):
+        children = [(node.name, node.layer) for node in model.nodes]
+    elif isinstance(model, nn.Sequential):
+        children = [(f"layers_{i}", layer) for i, layer in enumerate(model.layers)]
+    else:
+        return [prefix.rstrip("/")] if isinstance(model, nn.BatchNorm) and model.unbiased_running_var else []
+    return [path for name, child in children for path in unbiased_batchnorms(child, f"{prefix}{name}/")]
+
+
+def _note_batchnorm(model: Any) -> None:
+    if unbiased_batchnorms(model):
+        warnings.warn(BATCHNORM_NOTE, ConversionNote, stacklevel=3)
+
+
+def to_keras(model: Any, variables: Any, input_shape: Sequence[int], strict: bool = False) -> Any:
     """Build a keras Sequential computing ``model`` with ``variables`` (a functional model for a Graph).
 
     Args:
@@ -257,15 +283,17 @@ def to_keras(model: Any, variables: Any, input_shape: Sequence[int], strict: boo
       variables: its ``{'params': ..., 'batch_stats': ...}``.
       input_shape: one example's shape, e.g. (28, 28, 1) (NHWC images) or (T,) token ids; for a Graph with
         several inputs, a tuple or dict of them.
-      strict: refuse settings that only change training (BatchNorm's unbiased running variance);
-        False accepts them, the converted model then matches in inference only.
+      strict: refuse settings that only change training (BatchNorm's unbiased running variance, as torch's);
+        False (the default) converts them, exact in inference, with one ``ConversionNote`` warning.
     Returns:
       a built ``keras.Sequential`` whose layer holding funcdl's ``layers_{i}`` weights is named ``layers_{i}``.
     """
     keras = frameworks.keras()
     if isinstance(model, nn.Graph):
         nn.check_variables(model, variables, input_shape, "to_keras", error=ConversionError)
-        return _graph_export.build(keras, model, variables, input_shape, strict)
+        keras_model = _graph_export.build(keras, model, variables, input_shape, strict)
+        _note_batchnorm(model)
+        return keras_model
     if any(d is None for d in input_shape):
         raise ConfigError(f"to_keras needs a concrete input_shape, got {tuple(input_shape)}")
     input_shape = tuple(int(d) for d in input_shape)
@@ -276,6 +304,7 @@ def to_keras(model: Any, variables: Any, input_shape: Sequence[int], strict: boo
     keras_model = keras.Sequential([keras.Input(shape=input_shape, dtype=dtype, name="input")] + layers,
                                    name="funcdl")
     _assign(keras_model, model, variables, plan)
+    _note_batchnorm(model)
     return keras_model
 
 
@@ -433,7 +462,7 @@ def _read_keras2(path, config):
 
 
 def save_keras_file(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int],
-                    strict: bool = True, metadata: Mapping[str, str] | None = None) -> None:
+                    strict: bool = False, metadata: Mapping[str, str] | None = None) -> None:
     """Write ``model`` as a keras model file (``.keras``, or legacy ``.h5``), atomically.
 
     Args:
@@ -452,7 +481,7 @@ def save_keras_file(path: str | Path, model: Any, variables: Any, input_shape: S
 
 
 def save_keras_weights(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int],
-                       strict: bool = True, metadata: Mapping[str, str] | None = None) -> None:
+                       strict: bool = False, metadata: Mapping[str, str] | None = None) -> None:
     """Write the keras ``.weights.h5`` of ``model`` (layers named ``layers_{i}``), atomically; ``metadata`` as in
     ``save_keras_file``."""
     if _kind(path) != "weights":
@@ -543,7 +572,9 @@ def load_keras_weights(path: str | Path, model: Any,
     else:
         template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
                                 nn.init_shapes(model, input_shape, nn.input_dtype(model)))
-        keras_model = to_keras(model, template, input_shape, strict=False)
+        with warnings.catch_warnings():  # only weights are read: how training differs does not matter here
+            warnings.simplefilter("ignore", ConversionNote)
+            keras_model = to_keras(model, template, input_shape)
     if stored != len(keras_model.weights):  # keras skips tensors it has no place for without a word
         raise ConversionError(f"{path} holds {stored} tensors, the model has {len(keras_model.weights)} weights")
     try:
