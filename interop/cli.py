@@ -38,7 +38,8 @@ def architecture(arch: str, input_shape: tuple[int, ...] | None = None, num_clas
     if path.suffix == ".json":
         return _architecture_json(path), input_shape
     model, _, recorded = load_model(path)
-    return model, tuple(input_shape or recorded or ())
+    shape = input_shape or recorded or ()  # a Graph of several inputs records a dict of shapes
+    return model, shape if isinstance(shape, dict) else tuple(shape)
 
 
 def _architecture_json(path: Path) -> Any:
