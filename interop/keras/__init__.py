@@ -291,7 +291,7 @@ def to_keras(model: Any, variables: Any, input_shape: Sequence[int], strict: boo
     keras = frameworks.keras()
     if isinstance(model, nn.Graph):
         nn.check_variables(model, variables, input_shape, "to_keras", error=ConversionError)
-        keras_model = _graph_export.build(keras, model, variables, input_shape, strict)
+        keras_model = _graph_export.build(keras, model, variables, input_shape, strict, to_keras)
         _note_batchnorm(model)
         return keras_model
     if any(d is None for d in input_shape):
