@@ -136,8 +136,12 @@ def _merge_module(name: str, layer: Any, shapes: list[tuple]) -> tnn.Module:
 
 
 def _global_pool(layer: Any, shape: tuple) -> tnn.Module:
-    dims = (2, 3) if isinstance(layer, (nn.GlobalAveragePooling2D, nn.GlobalMaxPooling2D)) else (1,)
-    return GlobalPool(_GLOBAL[type(layer)], dims, layer.keepdims)
+    """Global pooling: over H, W of an NCHW image as torch's own adaptive pooling modules (which ``from_torch`` and
+    the ``.pt2`` reader read back), over T of a (B, T, C) sequence as a mean / max."""
+    if isinstance(layer, (nn.GlobalAveragePooling2D, nn.GlobalMaxPooling2D)):
+        pool = tnn.AdaptiveAvgPool2d(1) if isinstance(layer, nn.GlobalAveragePooling2D) else tnn.AdaptiveMaxPool2d(1)
+        return pool if layer.keepdims else tnn.Sequential(pool, tnn.Flatten())
+    return GlobalPool(_GLOBAL[type(layer)], (1,), layer.keepdims)
 
 
 def _node_modules(name: str, layer: Any, shapes: list[tuple], out_shape: tuple) -> tuple[list, list]:
