@@ -45,6 +45,7 @@ from interop.keras import _graph_export
 from interop.keras._graph import GRAPH_SUPPORTED, graph_from_keras
 from interop.keras._layers import FROM_KERAS, PADDED, TO_KERAS, assign_weights, layer_tensors
 from interop.keras._legacy import keras_version, read_keras2_h5
+from interop.keras._weights_h5 import is_keras2_weights, read_weights
 from interop.layouts import KERAS_WEIGHTS, weights_from_keras, weights_to_keras
 
 SUPPORTED = GRAPH_SUPPORTED
@@ -536,6 +537,37 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return metadata
 
 
+def is_keras2_weights_file(path: str | Path) -> bool:
+    """Whether ``path`` is a Keras 2 weights-only ``.h5`` (``save_weights``' layout), read with h5py alone."""
+    path = Path(path)
+    if not path.is_file() or not path.name.lower().endswith((".h5", ".hdf5")):
+        return False
+    import h5py  # lazily, like keras: installed with the [tf] extra
+    try:
+        with h5py.File(path, "r") as handle:
+            return is_keras2_weights(handle)
+    except OSError:
+        return False
+
+
+def _read_keras2_weights(path: Path, model: Any, input_shape: Any) -> tuple[Any, dict[str, Any]] | None:
+    """``(model, variables)`` of a Keras 2 weights-only file read into ``model``; None for any other file."""
+    if not is_keras2_weights_file(path):
+        return None
+    if not isinstance(model, nn.Layer):  # a keras model the user built: its funcdl twin, named by keras layer
+        keras = frameworks.keras()
+        if not isinstance(model, keras.Model):
+            raise ConfigError(f"{path}: give a funcdl model or a keras model to read its weights into")
+        input_shape = keras_input_shapes(model)
+        model, _ = from_keras(model)
+    elif input_shape is None:
+        raise ConfigError(f"{path} holds weights only: the input shape is needed too")
+    import h5py  # lazily, like keras: installed with the [tf] extra
+    with h5py.File(path, "r") as handle:
+        _check_hdf5_sizes(path, handle)
+        return model, read_weights(handle, path, model, input_shape)
+
+
 def _count_tensors(path):
     import h5py
     found = []
@@ -550,17 +582,25 @@ def _count_tensors(path):
 
 def load_keras_weights(path: str | Path, model: Any,
                        input_shape: Sequence[int] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Read a keras ``.weights.h5`` file into the architecture ``model``.
+    """Read a keras weights file into the architecture ``model``.
+
+    A Keras 2 weights-only file (``save_weights("w.h5")``: ``layer_names`` and one group per layer; any name
+    ending in .h5) is read with h5py alone, its layers matched to the architecture's layers with weights by
+    name, else in order (``interop.keras._weights_h5``). A Keras 3 ``.weights.h5`` is loaded by keras into the
+    model ``to_keras`` builds.
 
     Args:
       path: the weights file.
-      model: a funcdl Sequential (then ``input_shape`` is required; the file's layers must match
-        what ``to_keras`` builds for it) or a keras model (whose architecture is used as is).
-      input_shape: one example's shape, for a funcdl ``model``.
+      model: a funcdl Sequential or Graph (then ``input_shape`` is required; for a Keras 3 file the file's
+        layers must match what ``to_keras`` builds for it) or a keras model (whose architecture is used as is).
+      input_shape: one example's shape (a tuple / dict of them for several inputs), for a funcdl ``model``.
     Returns:
       ``(model, variables)``: the funcdl model (``model`` itself, or converted from the keras one).
     """
     path = Path(path)
+    legacy = _read_keras2_weights(path, model, input_shape)
+    if legacy is not None:
+        return legacy
     if not path.is_file() or _kind(path) != "weights":
         raise FileFormatError(f"{path} is not an existing .weights.h5 file")
     stored = _count_tensors(path)  # sizes checked before keras (and TensorFlow) are even imported
