@@ -182,7 +182,7 @@ def test_every_unsupported_layer_is_named_at_once():
     y = L.TimeDistributed(L.Conv2D(1, 1), name="td")(y)
     with pytest.raises(ConversionError, match=r"'inner/up' \(UpSampling2D\).*'crop' \(Cropping2D\).*'conv3d' "
                                               r"\(Conv3D\), 'td' \(TimeDistributed\(Conv2D\)\) are not "
-                                              r"supported; supported layers: Activation, Add"):
+                                              r"supported; `funcdl convert --list-supported` lists"):
         ik.from_keras(keras.Model(x, y))
 
 

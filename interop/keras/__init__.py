@@ -49,6 +49,7 @@ from interop.keras._weights_h5 import is_keras2_weights, read_weights
 from interop.layouts import KERAS_WEIGHTS, weights_from_keras, weights_to_keras
 
 SUPPORTED = GRAPH_SUPPORTED
+LIST_SUPPORTED = "`funcdl convert --list-supported` lists the layers that convert"
 UNKNOWN_SIZE = 64  # stands in for a None (variable) input size when funcdl infers parameter shapes
 
 
@@ -79,8 +80,7 @@ def _chain(keras, keras_model):
         if isinstance(layer, keras.Model):
             raise ConversionError(f"keras layer {_where(layer)} is a nested model; funcdl converts flat models only")
         if kind not in FROM_KERAS and kind != "ZeroPadding2D":
-            raise ConversionError(f"keras layer {_where(layer)} is not supported; supported layers: "
-                                  f"{', '.join(SUPPORTED)}")
+            raise ConversionError(f"keras layer {_where(layer)} is not supported; {LIST_SUPPORTED}")
     input_shape_of(keras_model)
     if len(keras_model.outputs) != 1:
         raise ConversionError("the keras model has several outputs; funcdl converts single-output chains only")
@@ -355,8 +355,8 @@ def _architecture(path):
     except OSError as err:
         raise FileFormatError(f"{path} is not a valid HDF5 file: {err}") from None
     if config is None:
-        raise FileFormatError(f"{path} holds weights only (no model_config); use "
-                              "load_keras_weights(path, model, input_shape)")
+        raise FileFormatError(f"{path} holds weights only (no model_config); give the architecture they belong to "
+                              "(--arch; interop.keras.load_keras_weights)")
     return _json(config.decode() if isinstance(config, bytes) else config, path)
 
 
@@ -431,7 +431,8 @@ def load_keras_file(path: str | Path,
     if reason:  # a .pt2 or a picture named .keras: say what it is, not that keras cannot read it
         raise FileFormatError(reason)
     if kind == "weights":
-        raise FileFormatError(f"{path} holds weights only; use load_keras_weights(path, model, input_shape)")
+        raise FileFormatError(f"{path} holds weights only; give the architecture they belong to (--arch; "
+                              "interop.keras.load_keras_weights)")
     config = _architecture(path)
     if not unsafe:
         _refuse_code(config, path)

@@ -314,16 +314,15 @@ def load_torch_model(path: str | Path, model: Any | None = None,
     state, header = _read(path)
     if model is None:
         if f"{_META}.architecture" not in header:
-            raise FileFormatError(f"{path} holds PyTorch weights but no funcdl architecture; give one (--arch NAME "
-                                  "and --input-shape on the command line, model= and input_shape= in Python)")
+            raise FileFormatError(f"{path} holds PyTorch weights but no funcdl architecture; give the architecture "
+                                  "it was saved from (--arch) and its input shape (--input-shape)")
         try:
             model = nn.from_config(json.loads(header[f"{_META}.architecture"]))
         except (json.JSONDecodeError, ConfigError) as err:
             raise FileFormatError(f"{path} has an invalid funcdl architecture: {err}") from None
     if input_shape is None:
         if f"{_META}.input_shape" not in header:
-            raise FileFormatError(f"{path} does not record the input shape; give it (--input-shape on the command "
-                                  "line, input_shape= in Python)")
+            raise FileFormatError(f"{path} does not record the input shape; give it (--input-shape)")
         input_shape = json.loads(header[f"{_META}.input_shape"])
     input_shape = _shape_tree(input_shape)
     return model, from_state_dict(state, model, input_shape, source=str(path)), input_shape
