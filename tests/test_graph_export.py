@@ -176,11 +176,27 @@ def test_unsupported_graph_node_names_itself_and_nothing_is_written(tmp_path, ca
 def test_convert_list_supported(capsys):
     assert main(["convert", "--list-supported"]) == 0
     out = capsys.readouterr().out
-    for title in ("PyTorch -> funcdl", "funcdl -> PyTorch", "Keras -> funcdl", "funcdl -> Keras"):
+    for title in ("PyTorch, from_torch modules", "PyTorch, ATen ops of a torch.export .pt2",
+                  "PyTorch, funcdl layers to_torch writes", "Keras, from_keras layers", "Keras, funcdl layers to_keras",
+                  "TensorFlow, funcdl models to_saved_model"):
         assert title in out
+    assert "_native_batch_norm_legit_no_training" in out  # the .pt2 reader's own list
     assert "Concatenate" in out and "GlobalAveragePooling2D" in out
     assert main(["convert"]) == 2
     assert "needs SOURCE and DESTINATION files (or --list-supported)" in capsys.readouterr().err
+
+
+def test_readme_tables_are_the_listed_ones():
+    """README's supported-layer tables are generated from the lists ``--list-supported`` prints (`make
+    readme-tables` rewrites them), so they cannot drift apart."""
+    from pathlib import Path
+
+    from interop import cli
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    start, end = readme.index(cli.README_BEGIN), readme.index(cli.README_END) + len(cli.README_END)
+    assert readme[start:end] == cli.supported_markdown(), "run `make readme-tables`"
+    for _, _, items in cli.supported_rows():
+        assert items.split(",")[0].replace("|", "/") in readme[start:end]
 
 
 def test_listed_torch_export_layers_are_the_planners():
