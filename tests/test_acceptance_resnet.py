@@ -1,4 +1,5 @@
-"""The zoo CIFAR ResNet trained with ``fd.fit``, exported to PyTorch, Keras and ``.pt2``, and imported back from each."""
+"""The zoo CIFAR ResNet trained with ``fd.fit``, exported to PyTorch, Keras and ``.pt2``, and imported back from
+each."""
 import jax
 import jax.numpy as jnp
 import numpy as np

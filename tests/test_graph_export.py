@@ -348,8 +348,9 @@ def test_several_inputs_and_outputs_through_files(tmp_path, destination, capsys)
 
 def test_graph_to_saved_model_matches():
     model, variables = small_resnet()
-    from interop import tensorflow as itf
     import tempfile
+
+    from interop import tensorflow as itf
     x = batch(12)
     with tempfile.TemporaryDirectory() as folder:
         itf.to_saved_model(model, variables, f"{folder}/resnet", SHAPE)

@@ -280,8 +280,8 @@ def test_lambda_file_is_refused_without_running_code(tmp_path, suffix):
 
 def test_unsupported_layers_are_named():
     conv3d = keras.Sequential([keras.Input((4, 4, 4, 1)), L.Conv3D(2, 3), L.Flatten(), L.Dense(2)])
-    with pytest.raises(ConversionError, match=r"^keras layer 'conv3d' \(Conv3D\) is not supported; `funcdl convert --list-supported` lists the "
-                       r"layers that convert$"):
+    with pytest.raises(ConversionError, match=r"^keras layer 'conv3d' \(Conv3D\) is not supported; `funcdl convert "
+                                              r"--list-supported` lists the layers that convert$"):
         ik.from_keras(conv3d)
     cases = [
         (keras.Sequential([keras.Input((3, 6, 6)), L.Conv2D(2, 3, data_format="channels_first")]), "data_format"),

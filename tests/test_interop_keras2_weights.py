@@ -60,7 +60,7 @@ def write_keras2_weights(path, keras_model, order=None, chunks=1):
             group = handle.create_group(layer.name)
             weights = layer.trainable_weights + layer.non_trainable_weights
             # Keras 2 named a variable by layer scope (keras 3's path also starts with the model's name)
-            weight_names = [f"{w.path.removeprefix(keras_model.name + '/')}:0".encode("utf8") for w in weights]
+            weight_names = [f"{w.path.removeprefix(keras_model.name + '/')}:0".encode() for w in weights]
             group.attrs["weight_names"] = weight_names
             for name, weight in zip(weight_names, weights):
                 group.create_dataset(name.decode(), data=np.asarray(weight.numpy()))

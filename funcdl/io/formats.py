@@ -22,8 +22,9 @@ GROUP = "funcdl.formats"
 
 # read(path, model or None, input_shape or None, unsafe) -> (model, variables, input_shape)
 Reader = Callable[[Path, Any, "tuple[int, ...] | None", bool], tuple]
-# write(path, model, variables, input_shape, metadata) -> whether the file keeps the metadata
-Writer = Callable[[Path, Any, Any, "tuple[int, ...]", Mapping[str, str]], bool]
+# write(path, model, variables, input_shape (a tuple, or a dict / tuple of them), metadata) -> whether the file
+# keeps the metadata
+Writer = Callable[[Path, Any, Any, Any, Mapping[str, str]], bool]
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ def save(path: str | Path, model: Any, variables: Any, input_shape: tuple[int, .
         raise ConfigError(f"the input shape is unknown; pass --input-shape to write {path}")
     chosen = check_destination(path, source, force)
     # one shape, or a Graph's several (a dict by input name, or a tuple of shapes)
-    shape = dict(input_shape) if isinstance(input_shape, Mapping) else tuple(input_shape)
+    shape: Any = dict(input_shape) if isinstance(input_shape, Mapping) else tuple(input_shape)
     write, extra = chosen.write, dict(metadata or {})
     try:
         if chosen.folder:

@@ -300,8 +300,8 @@ def _tensor_from_array(torch, array):
 
 
 def load_torch_model(path: str | Path, model: Any | None = None,
-                     input_shape: Sequence[int] | None = None) -> tuple[Any, dict[str, Any], tuple[int, ...]]:
-    """``(model, variables, input_shape)`` from a PyTorch file.
+                     input_shape: Sequence[int] | None = None) -> tuple[Any, dict[str, Any], Any]:
+    """``(model, variables, input_shape)`` from a PyTorch file (input_shape a tuple, or a dict / tuple of them).
 
     The architecture comes from ``model`` / ``input_shape`` when given, else from
     the funcdl metadata ``save_torch_file`` writes into ``.pt2`` and
@@ -347,8 +347,9 @@ def save_torch_file(path: str | Path, model: Any, variables: Any, input_shape: S
     input_shape = _shape_tree(input_shape)
     module = to_torch(model, variables, input_shape)
     state = OrderedDict((k, v.detach().contiguous()) for k, v in module.state_dict().items())
-    header = {f"{_META}.architecture": json.dumps(nn.to_config(model)),
-              f"{_META}.input_shape": json.dumps(input_shape if isinstance(input_shape, dict) else list(input_shape)), f"{_META}.keys": json.dumps(list(state))}
+    shape_json = json.dumps(input_shape if isinstance(input_shape, dict) else list(input_shape))
+    header = {f"{_META}.architecture": json.dumps(nn.to_config(model)), f"{_META}.input_shape": shape_json,
+              f"{_META}.keys": json.dumps(list(state))}
     if metadata:
         header[f"{_META}.metadata"] = json.dumps({str(k): str(v) for k, v in metadata.items()})
     with atomic_path(path) as tmp:
