@@ -9,7 +9,7 @@ DATA_DIR ?= $(or $(FUNCDL_DATA_DIR),$(if $(wildcard ../shared/data),../shared/da
 DATA_FLAG := $(if $(wildcard $(DATA_DIR)/mnist),--data-dir $(DATA_DIR))
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup demo test lint data bench bench-gpu clean
+.PHONY: setup demo test lint data bench bench-gpu clean readme-tables
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,10 @@ test: setup
 # Downloads MNIST's four IDX files into $(DATA_DIR)/mnist (checksum-verified); says so when offline.
 data: setup
 	$(BIN)/python -m funcdl.download $(DATA_DIR)
+
+# Rewrites README's supported-layer tables from the lists `funcdl convert --list-supported` prints.
+readme-tables: setup
+	$(BIN)/python -c "from interop.cli import write_readme_tables; write_readme_tables('README.md')"
 
 # ruff (lint and import order) and mypy (types), both configured in pyproject.toml.
 lint: setup

@@ -45,7 +45,7 @@ def build_model(keras, job, notes):
     """A keras model holding ``job.variables``: ``interop.keras.to_keras``, else the native twin."""
     if job.spec.name != "resnet":
         try:
-            return keras_bridge.to_keras(job.model, job.variables, job.spec.input_shape)
+            return keras_bridge.to_keras(job.model, job.variables, job.spec.input_shape, strict=True)
         except Exception as err:  # interop is optional here: fall back to the explicit mapping
             notes.append(f"interop.keras failed ({type(err).__name__}: {err}); native keras model used")
     model = _keras_models.build(keras, job.spec.name, job.spec.input_shape)

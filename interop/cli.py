@@ -2,12 +2,14 @@
 import argparse
 import json
 import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from funcdl import models, nn
 from funcdl.cli.registry import Command
-from funcdl.errors import ConfigError, FileFormatError
+from funcdl.errors import ConfigError, ConversionError, FileFormatError
 from funcdl.io import formats, load_model
 from funcdl.io.sniff import sniff
 from interop import keras, parity, pytorch
@@ -36,7 +38,8 @@ def architecture(arch: str, input_shape: tuple[int, ...] | None = None, num_clas
     if path.suffix == ".json":
         return _architecture_json(path), input_shape
     model, _, recorded = load_model(path)
-    return model, tuple(input_shape or recorded or ())
+    shape = input_shape or recorded or ()  # a Graph of several inputs records a dict of shapes
+    return model, shape if isinstance(shape, dict) else tuple(shape)
 
 
 def _architecture_json(path: Path) -> Any:
@@ -84,6 +87,10 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the layers and ops each conversion supports, and exit")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing SavedModel folder even if it holds other files too")
+    parser.add_argument("--strict-batchnorm", action="store_true",
+                        help="refuse to write a torch BatchNorm for Keras (torch updates the running variance with "
+                        "the unbiased estimate during training, Keras with the biased one) instead of converting "
+                        "it, exact in inference, with a one-line note")
     _common(parser)
 
 
@@ -104,9 +111,14 @@ def run_convert(args: argparse.Namespace) -> int:
     # fail before reading when the output cannot be written or would replace something of the user's
     formats.check_destination(args.destination, source=args.source, force=args.force)
     model, variables, input_shape = _load(args, args.source)
+    _check_strict_batchnorm(args, model)
     metadata = formats.metadata(args.source)
-    kind, kept = formats.save(args.destination, model, variables, input_shape, metadata, source=args.source,
-                              force=args.force)
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always", keras.ConversionNote)
+        kind, kept = formats.save(args.destination, model, variables, input_shape, metadata, source=args.source,
+                                  force=args.force)
+    for note in {str(note.message) for note in notes if issubclass(note.category, keras.ConversionNote)}:
+        print(f"note: {note}", file=sys.stderr)
     layers = getattr(model, "layers", None) or getattr(model, "nodes", None) or [model]  # a Graph's are its nodes
     print(f"wrote {args.destination} ({kind}): {len(layers)} layers, "
           f"{nn.count_params(variables.get('params', {})):,} parameters, input shape {_shape_text(input_shape)}"
@@ -114,21 +126,77 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def supported_text() -> str:
-    """What each conversion supports, one short paragraph per direction (``funcdl convert --list-supported``)."""
-    merges = "Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, GlobalAverage/MaxPooling1D/2D"
-    sections = [("PyTorch -> funcdl (from_torch, .pt/.pth/.pt2/.safetensors)", pytorch.SUPPORTED),
-                ("funcdl -> PyTorch (to_torch)", f"{_TO_TORCH}; in graphs also {merges}"),
-                ("Keras -> funcdl (from_keras, .keras/.h5)", ", ".join(keras.SUPPORTED)),
-                ("funcdl -> Keras (to_keras)", ", ".join(keras_graph_export.SUPPORTED))]
-    return "\n\n".join(f"{title}:\n  {text}" for title, text in sections)
+def _check_strict_batchnorm(args: argparse.Namespace, model: Any) -> None:
+    """With ``--strict-batchnorm``, refuse a Keras destination for a model holding torch-style BatchNorm layers."""
+    found = keras.unbiased_batchnorms(model) if args.strict_batchnorm else []
+    if found and formats.find(args.destination, writing=True).name.startswith("keras"):
+        raise ConversionError(f"layer {found[0]} is a torch BatchNorm, which updates its running "
+                              "variance with the unbiased estimate during training, Keras with the biased one; "
+                              "--strict-batchnorm refuses it (without it, it converts, exact in inference)")
 
 
+_MERGES = "Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, GlobalAverage/MaxPooling1D/2D"
 # funcdl layers to_torch writes (``interop.pytorch._plan``), kept here so listing them needs no torch
 _TO_TORCH = ("Dense, Conv2D, MaxPool2D, AvgPool2D, BatchNorm, LayerNorm, Embedding, SimpleRNN, LSTM, GRU, "
              "Bidirectional, Dropout, Flatten, Reshape, ImageRows, Permute, RepeatVector, UpSampling2D, "
              "ZeroPadding2D, PixelShuffle, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax, Softplus, GELU, "
              "ReLU6, SiLU, HardSwish, ELU, SELU, HardSigmoid, Softsign, Mish, Exponential")
+README_BEGIN, README_END = "<!-- supported-begin: generated by `make readme-tables` -->", "<!-- supported-end -->"
+
+
+def _aten_ops() -> str:
+    """The ATen ops the ``.pt2`` reader maps (``interop.pytorch._exported``; listed only where torch is installed)."""
+    try:
+        # imports torch: only to list what it reads
+        from interop.pytorch._exported import SUPPORTED_ATEN  # noqa: PLC0415
+    except ImportError:
+        return "(install PyTorch to list them: pip install 'funcdl[torch]')"
+    return SUPPORTED_ATEN
+
+
+def supported_rows() -> list[tuple[str, str, str]]:
+    """``[(framework, what, the supported pieces)]``: what ``--list-supported`` prints and the README's tables hold."""
+    rows = []
+    for part in pytorch.SUPPORTED.split("; "):
+        label, colon, items = part.partition(": ")
+        label, items = (label, items) if colon and label in ("modules", "functions") else ("patterns", part)
+        rows.append(("PyTorch", f"from_torch {label} (tracing a torch.nn.Module)", items))
+    rows += [("PyTorch", "ATen ops of a torch.export .pt2 (from_exported)", _aten_ops()),
+             ("PyTorch", "funcdl layers to_torch writes (.pt/.pth/.pt2/.safetensors)",
+              f"{_TO_TORCH}; in graphs also {_MERGES}, nested Sequential/Graph nodes, several inputs and outputs"),
+             ("Keras", "from_keras layers (.keras, .h5 of Keras 2 and 3, Keras 2 weights-only .h5 with --arch)",
+              ", ".join(keras.SUPPORTED)),
+             ("Keras", "funcdl layers to_keras writes (.keras/.h5/.weights.h5)",
+              ", ".join(keras_graph_export.SUPPORTED) + "; nested Sequential/Graph nodes, several inputs and outputs"),
+             ("TensorFlow", "funcdl models to_saved_model writes (a SavedModel folder)",
+              "any funcdl model, through jax2tf; several inputs and outputs")]
+    return rows
+
+
+def supported_text() -> str:
+    """What each conversion supports, one short paragraph per row (``funcdl convert --list-supported``)."""
+    return "\n\n".join(f"{framework}, {what}:\n  {items}" for framework, what, items in supported_rows())
+
+
+def supported_markdown() -> str:
+    """The README's supported-layer tables, one per framework, from ``supported_rows``."""
+    lines: list[str] = []
+    for framework in dict.fromkeys(framework for framework, _, _ in supported_rows()):
+        lines += ["", f"**{framework}**", "", "| conversion | supported |", "| --- | --- |"]
+        lines += [f"| {what} | {items.replace('|', '/')} |" for name, what, items in supported_rows()
+                  if name == framework]
+    return "\n".join([README_BEGIN, *lines, "", README_END])
+
+
+def write_readme_tables(path: str | Path = "README.md") -> bool:
+    """Replace the generated block of the README at ``path`` with ``supported_markdown()``; True if it changed."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
+    updated = text[:start] + supported_markdown() + text[end:]
+    if updated != text:
+        path.write_text(updated, encoding="utf-8")
+    return updated != text
 
 
 def _metadata_note(metadata: dict[str, str], kept: bool, destination: str) -> str:

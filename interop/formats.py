@@ -35,12 +35,18 @@ def _read_torch(path: Path, model: Any, input_shape: Sequence[int] | None, unsaf
 
 
 def _read_keras(path: Path, model: Any, input_shape: Sequence[int] | None, unsafe: bool) -> tuple:
+    if keras.is_keras2_weights_file(path):  # Keras 2 save_weights: an architecture is needed
+        return _read_keras_weights(path, model, input_shape, unsafe)
     return keras.load_keras_file(path, unsafe=unsafe)
 
 
 def _read_keras_weights(path: Path, model: Any, input_shape: Sequence[int] | None, unsafe: bool) -> tuple:
     if model is None:
-        raise ConfigError(f"{path} holds Keras weights only; pass --arch (a zoo model name or a .funcdl file)")
+        raise ConfigError(f"{path} holds Keras weights only; pass --arch (a zoo model name, a .funcdl file or an "
+                          "architecture .json)")
+    if input_shape is None:
+        raise ConfigError(f"{path} holds Keras weights only; pass --input-shape too (or an --arch file that records "
+                          "it)")
     model, variables = keras.load_keras_weights(path, model, input_shape)
     return model, variables, input_shape
 

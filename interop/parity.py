@@ -313,7 +313,7 @@ class KerasRunner:
         self.tf.config.experimental.enable_tensor_float_32_execution(False)
         self.model, self.loss, self.xla = without_dropout(model), loss, xla
         self.variables = variables
-        self.build = lambda: keras.to_keras(self.model, variables, input_shape)
+        self.build = lambda: keras.to_keras(self.model, variables, input_shape, strict=True)  # training is compared
 
     def _loss(self, outputs, y):
         losses, loss = self.keras.losses, self.loss

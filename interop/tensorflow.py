@@ -17,6 +17,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcdl import nn
-from funcdl.errors import FileFormatError
+from funcdl.errors import FileFormatError, ShapeError
 from funcdl.io import atomic_path
 from funcdl.io.atomic import check_folder
 from interop import frameworks
@@ -38,7 +39,33 @@ def _path_name(path):
     return "/".join(str(getattr(entry, "key", entry)) for entry in path)
 
 
-def _module(tf, model, variables, input_shape, batch_size, platforms):
+def _inputs(model: Any, input_shape: Any) -> list[tuple[str, tuple[int, ...], Any]]:
+    """[(signature name, one example's shape, dtype)] of the model's inputs, in the order ``apply`` takes them.
+
+    One input is ``x``; a Graph's several are named after its inputs ('.' and '-' become '_').
+    """
+    dtype = nn.input_dtype(model)
+    if not isinstance(model, nn.Graph) or len(model.inputs) == 1:
+        return [("x", tuple(int(d) for d in input_shape), dtype)]
+    shapes = [input_shape[name] for name in model.input_names] if isinstance(input_shape, Mapping) else input_shape
+    if len(shapes) != len(model.inputs):
+        raise ShapeError(f"the model takes inputs {list(model.input_names)}: give one shape per input, got "
+                         f"{input_shape}")
+    return [(re.sub(r"[^A-Za-z0-9_]", "_", name), tuple(int(d) for d in shape), kind)
+            for name, shape, kind in zip(model.input_names, shapes, dtype)]
+
+
+def _named_outputs(y: Any) -> dict[str, Any]:
+    """The serving signature's outputs: ``output`` for one array, ``output_0``, ... for a tuple, ``output_KEY``
+    for a dict."""
+    if isinstance(y, (tuple, list)):
+        return {f"output_{i}": value for i, value in enumerate(y)}
+    if isinstance(y, Mapping):
+        return {re.sub(r"[^A-Za-z0-9_]", "_", f"output_{key}"): value for key, value in y.items()}
+    return {"output": y}
+
+
+def _module(tf, model, variables, inputs, batch_size, platforms):
     """A tf.Module holding the variables and a traced ``serve`` function."""
     # imports tensorflow: only once an export runs
     from jax.experimental import jax2tf  # noqa: PLC0415
@@ -47,17 +74,18 @@ def _module(tf, model, variables, input_shape, batch_size, platforms):
     module.funcdl_variables = [
         tf.Variable(np.asarray(leaf), trainable=_path_name(path).startswith("params/"), name=_path_name(path))
         for path, leaf in leaves]
+    several = len(inputs) > 1
     converted = jax2tf.convert(
-        lambda v, x: model.apply(v, x), with_gradient=False,
-        polymorphic_shapes=[None, "(b, ...)"] if batch_size is None else None,
+        lambda v, xs: model.apply(v, xs if several else xs[0]), with_gradient=False,
+        polymorphic_shapes=[None, tuple("(b, ...)" for _ in inputs)] if batch_size is None else None,
         native_serialization_platforms=tuple(platforms) if platforms else None)
-    dtype = tf.int32 if nn.input_dtype(model) == jnp.int32 else tf.float32
-    spec = tf.TensorSpec((batch_size,) + tuple(input_shape), dtype, name="x")
+    specs = [tf.TensorSpec((batch_size,) + shape, tf.int32 if jnp.issubdtype(kind, jnp.integer) else tf.float32,
+                           name=name) for name, shape, kind in inputs]
 
-    @tf.function(input_signature=[spec], autograph=False)
-    def serve(x):
+    @tf.function(input_signature=specs, autograph=False)
+    def serve(*xs):
         tree = jax.tree_util.tree_unflatten(treedef, list(module.funcdl_variables))
-        return {"output": converted(tree, x)}
+        return _named_outputs(converted(tree, tuple(xs)))
     module.serve = serve
     return module
 
@@ -102,10 +130,11 @@ def write_saved_model(folder: Path, model: Any, variables: Any, input_shape: Seq
     reports as one line.
     """
     tf = frameworks.tensorflow()
-    input_shape = tuple(int(d) for d in input_shape)
-    sample = jax.ShapeDtypeStruct((batch_size or 1,) + input_shape, nn.input_dtype(model))
-    jax.eval_shape(lambda v, x: model.apply(v, x), variables, sample)  # ShapeError now, before anything is written
-    module = _module(tf, model, variables, input_shape, batch_size, platforms)
+    inputs = _inputs(model, input_shape)
+    samples = tuple(jax.ShapeDtypeStruct((batch_size or 1,) + shape, kind) for _, shape, kind in inputs)
+    # a ShapeError now, before anything is written
+    jax.eval_shape(lambda v, x: model.apply(v, x), variables, samples if len(samples) > 1 else samples[0])
+    module = _module(tf, model, variables, inputs, batch_size, platforms)
     concrete = module.serve.get_concrete_function()  # traces and lowers before anything is written
     try:
         with _native_log_held_back():
@@ -165,13 +194,31 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return data
 
 
-def load_saved_model_outputs(path: str | Path, x: Any) -> np.ndarray:
-    """Run a SavedModel written by ``to_saved_model`` on ``x`` in plain TensorFlow; returns a numpy array."""
+def load_saved_model_outputs(path: str | Path, x: Any) -> Any:
+    """Run a SavedModel written by ``to_saved_model`` on ``x`` in plain TensorFlow.
+
+    Args:
+      path: the SavedModel folder.
+      x: one batch (an array), or for several inputs a tuple (in input order) or a dict by input name.
+    Returns:
+      a numpy array; for several outputs a tuple or dict of them, as ``model.apply`` gives.
+    """
     tf = frameworks.tensorflow()
     path = Path(path)
     if not (path / "saved_model.pb").is_file():
         raise FileFormatError(f"{path} is not a SavedModel folder (no saved_model.pb)")
     loaded = tf.saved_model.load(str(path))
     serve = loaded.signatures["serving_default"]
-    spec = serve.structured_input_signature[1]["x"]
-    return np.asarray(serve(x=tf.constant(np.asarray(x), dtype=spec.dtype))["output"])
+    specs = serve.structured_input_signature[1]
+    if isinstance(x, Mapping):
+        outputs = serve(**{re.sub(r"[^A-Za-z0-9_]", "_", name): tf.constant(np.asarray(value), dtype=specs[
+            re.sub(r"[^A-Za-z0-9_]", "_", name)].dtype) for name, value in x.items()})
+    else:  # the module's own function keeps the inputs' order (the signature sorts them by name)
+        xs = x if isinstance(x, (tuple, list)) else (x,)
+        order = loaded.serve.input_signature
+        outputs = loaded.serve(*(tf.constant(np.asarray(value), dtype=spec.dtype) for value, spec in zip(xs, order)))
+    if set(outputs) == {"output"}:
+        return np.asarray(outputs["output"])
+    if all(re.fullmatch(r"output_\d+", key) for key in outputs):
+        return tuple(np.asarray(outputs[f"output_{i}"]) for i in range(len(outputs)))
+    return {key.removeprefix("output_"): np.asarray(value) for key, value in outputs.items()}

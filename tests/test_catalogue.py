@@ -575,7 +575,7 @@ ROWS = [
         "unknown framework 'mxnet'; choose one of: funcdl"),
     # -- CLI: layers a framework cannot express --------------------------------------------------------------
     cli("convert a keras Conv3D model", lambda c: ["convert", c.inputs.path("conv3d.keras"), c.tmp / "out.funcdl"],
-        2, "keras layer 'conv3d' (Conv3D) is not supported; supported layers:", needs=KERAS),
+        2, "keras layer 'conv3d' (Conv3D) is not supported; `funcdl convert --list-supported` lists", needs=KERAS),
     cli("convert a torch.export Conv3d program", lambda c: [
         "convert", c.inputs.path("conv3d.pt2"), c.tmp / "out.funcdl"], 2,
         "unsupported ATen op torch.ops.aten.conv3d.default (node conv3d)", needs=TORCH),

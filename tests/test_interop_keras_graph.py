@@ -183,8 +183,8 @@ def test_every_unsupported_layer_is_named_at_once():
     seq = L.Bidirectional(L.ConvLSTM1D(2, 1), name="bi")(L.Reshape((6, 12, 1), name="rows")(y))
     with pytest.raises(ConversionError, match=r"'inner/up' \(Conv2DTranspose\).*'crop' \(Cropping2D\).*'conv3d' "
                                               r"\(Conv3D\), 'td' \(TimeDistributed\(Conv2D\)\), 'bi' "
-                                              r"\(Bidirectional\(ConvLSTM1D\)\) are not supported; supported "
-                                              r"layers: Activation, Add"):
+                                              r"\(Bidirectional\(ConvLSTM1D\)\) are not supported; "
+                                              r"`funcdl convert --list-supported` lists"):
         ik.from_keras(keras.Model(x, seq))
 
 

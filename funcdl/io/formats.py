@@ -22,8 +22,9 @@ GROUP = "funcdl.formats"
 
 # read(path, model or None, input_shape or None, unsafe) -> (model, variables, input_shape)
 Reader = Callable[[Path, Any, "tuple[int, ...] | None", bool], tuple]
-# write(path, model, variables, input_shape, metadata) -> whether the file keeps the metadata
-Writer = Callable[[Path, Any, Any, "tuple[int, ...]", Mapping[str, str]], bool]
+# write(path, model, variables, input_shape (a tuple, or a dict / tuple of them), metadata) -> whether the file
+# keeps the metadata
+Writer = Callable[[Path, Any, Any, Any, Mapping[str, str]], bool]
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class Format:
 
 def _read_funcdl(path, model, input_shape, unsafe):
     loaded, variables, recorded = load_model(path)
-    return loaded, variables, tuple(input_shape or recorded or ()) or None
+    shape = input_shape or recorded or None  # a Graph of several inputs records a dict (or tuple) of shapes
+    return loaded, variables, shape if shape is None or isinstance(shape, Mapping) else tuple(shape)
 
 
 def _write_funcdl(path, model, variables, input_shape, metadata):
@@ -182,7 +184,9 @@ def save(path: str | Path, model: Any, variables: Any, input_shape: tuple[int, .
     if not input_shape:
         raise ConfigError(f"the input shape is unknown; pass --input-shape to write {path}")
     chosen = check_destination(path, source, force)
-    write, shape, extra = chosen.write, tuple(input_shape), dict(metadata or {})
+    # one shape, or a Graph's several (a dict by input name, or a tuple of shapes)
+    shape: Any = dict(input_shape) if isinstance(input_shape, Mapping) else tuple(input_shape)
+    write, extra = chosen.write, dict(metadata or {})
     try:
         if chosen.folder:
             with atomic_path(path, folder=True, kind=chosen.title or chosen.name, entries=chosen.entries,

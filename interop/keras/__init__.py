@@ -25,6 +25,7 @@ settings and are not carried over.
 import io
 import json
 import math
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -52,9 +53,11 @@ from interop.keras._layers import (
     merges_padding,
 )
 from interop.keras._legacy import keras_version, read_keras2_h5
+from interop.keras._weights_h5 import is_keras2_weights, read_weights
 from interop.layouts import KERAS_WEIGHTS, weights_from_keras, weights_to_keras
 
 SUPPORTED = GRAPH_SUPPORTED
+LIST_SUPPORTED = "`funcdl convert --list-supported` lists the layers that convert"
 UNKNOWN_SIZE = 64  # stands in for a None (variable) input size when funcdl infers parameter shapes
 
 
@@ -85,8 +88,7 @@ def _chain(keras, keras_model):
         if isinstance(layer, keras.Model):
             raise ConversionError(f"keras layer {_where(layer)} is a nested model; funcdl converts flat models only")
         if kind not in FROM_KERAS and kind != "ZeroPadding2D":
-            raise ConversionError(f"keras layer {_where(layer)} is not supported; supported layers: "
-                                  f"{', '.join(SUPPORTED)}")
+            raise ConversionError(f"keras layer {_where(layer)} is not supported; {LIST_SUPPORTED}")
     input_shape_of(keras_model)
     if len(keras_model.outputs) != 1:
         raise ConversionError("the keras model has several outputs; funcdl converts single-output chains only")
@@ -255,7 +257,32 @@ def _assign(keras_model, model, variables, plan):
         raise ConversionError(f"set {assigned} of the keras model's {len(keras_model.weights)} weights")
 
 
-def to_keras(model: Any, variables: Any, input_shape: Sequence[int], strict: bool = True) -> Any:
+class ConversionNote(UserWarning):
+    """A conversion that is exact in inference but differs in training (one line; the CLI prints it as a note)."""
+
+
+BATCHNORM_NOTE = ("torch's BatchNorm updates its running variance with the unbiased estimate during training, Keras "
+                  "with the biased one: inference is exact, continued training in Keras differs slightly")
+
+
+def unbiased_batchnorms(model: Any, prefix: str = "") -> list[str]:
+    """The paths (``layers_1``, ``block1/bn1``) of the BatchNorm layers in ``model`` that use torch's unbiased
+    running variance, nested Sequentials and Graphs included."""
+    if isinstance(model, nn.Graph):
+        children = [(node.name, node.layer) for node in model.nodes]
+    elif isinstance(model, nn.Sequential):
+        children = [(f"layers_{i}", layer) for i, layer in enumerate(model.layers)]
+    else:
+        return [prefix.rstrip("/")] if isinstance(model, nn.BatchNorm) and model.unbiased_running_var else []
+    return [path for name, child in children for path in unbiased_batchnorms(child, f"{prefix}{name}/")]
+
+
+def _note_batchnorm(model: Any) -> None:
+    if unbiased_batchnorms(model):
+        warnings.warn(BATCHNORM_NOTE, ConversionNote, stacklevel=3)
+
+
+def to_keras(model: Any, variables: Any, input_shape: Sequence[int], strict: bool = False) -> Any:
     """Build a keras Sequential computing ``model`` with ``variables`` (a functional model for a Graph).
 
     Args:
@@ -263,15 +290,17 @@ def to_keras(model: Any, variables: Any, input_shape: Sequence[int], strict: boo
       variables: its ``{'params': ..., 'batch_stats': ...}``.
       input_shape: one example's shape, e.g. (28, 28, 1) (NHWC images) or (T,) token ids; for a Graph with
         several inputs, a tuple or dict of them.
-      strict: refuse settings that only change training (BatchNorm's unbiased running variance);
-        False accepts them, the converted model then matches in inference only.
+      strict: refuse settings that only change training (BatchNorm's unbiased running variance, as torch's);
+        False (the default) converts them, exact in inference, with one ``ConversionNote`` warning.
     Returns:
       a built ``keras.Sequential`` whose layer holding funcdl's ``layers_{i}`` weights is named ``layers_{i}``.
     """
     keras = frameworks.keras()
     if isinstance(model, nn.Graph):
         nn.check_variables(model, variables, input_shape, "to_keras", error=ConversionError)
-        return _graph_export.build(keras, model, variables, input_shape, strict)
+        keras_model = _graph_export.build(keras, model, variables, input_shape, strict, to_keras)
+        _note_batchnorm(model)
+        return keras_model
     if any(d is None for d in input_shape):
         raise ConfigError(f"to_keras needs a concrete input_shape, got {tuple(input_shape)}")
     input_shape = tuple(int(d) for d in input_shape)
@@ -282,6 +311,7 @@ def to_keras(model: Any, variables: Any, input_shape: Sequence[int], strict: boo
     keras_model = keras.Sequential([keras.Input(shape=input_shape, dtype=dtype, name="input")] + layers,
                                    name="funcdl")
     _assign(keras_model, model, variables, plan)
+    _note_batchnorm(model)
     return keras_model
 
 
@@ -331,8 +361,8 @@ def _architecture(path):
     except OSError as err:
         raise FileFormatError(f"{path} is not a valid HDF5 file: {err}") from None
     if config is None:
-        raise FileFormatError(f"{path} holds weights only (no model_config); use "
-                              "load_keras_weights(path, model, input_shape)")
+        raise FileFormatError(f"{path} holds weights only (no model_config); give the architecture they belong to "
+                              "(--arch; interop.keras.load_keras_weights)")
     return _json(config.decode() if isinstance(config, bytes) else config, path)
 
 
@@ -407,7 +437,8 @@ def load_keras_file(path: str | Path,
     if reason:  # a .pt2 or a picture named .keras: say what it is, not that keras cannot read it
         raise FileFormatError(reason)
     if kind == "weights":
-        raise FileFormatError(f"{path} holds weights only; use load_keras_weights(path, model, input_shape)")
+        raise FileFormatError(f"{path} holds weights only; give the architecture they belong to (--arch; "
+                              "interop.keras.load_keras_weights)")
     config = _architecture(path)
     if not unsafe:
         _refuse_code(config, path)
@@ -439,7 +470,7 @@ def _read_keras2(path, config):
 
 
 def save_keras_file(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int],
-                    strict: bool = True, metadata: Mapping[str, str] | None = None) -> None:
+                    strict: bool = False, metadata: Mapping[str, str] | None = None) -> None:
     """Write ``model`` as a keras model file (``.keras``, or legacy ``.h5``), atomically.
 
     Args:
@@ -458,7 +489,7 @@ def save_keras_file(path: str | Path, model: Any, variables: Any, input_shape: S
 
 
 def save_keras_weights(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int],
-                       strict: bool = True, metadata: Mapping[str, str] | None = None) -> None:
+                       strict: bool = False, metadata: Mapping[str, str] | None = None) -> None:
     """Write the keras ``.weights.h5`` of ``model`` (layers named ``layers_{i}``), atomically; ``metadata`` as in
     ``save_keras_file``."""
     if _kind(path) != "weights":
@@ -513,6 +544,37 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return metadata
 
 
+def is_keras2_weights_file(path: str | Path) -> bool:
+    """Whether ``path`` is a Keras 2 weights-only ``.h5`` (``save_weights``' layout), read with h5py alone."""
+    path = Path(path)
+    if not path.is_file() or not path.name.lower().endswith((".h5", ".hdf5")):
+        return False
+    import h5py  # lazily, like keras: installed with the [tf] extra
+    try:
+        with h5py.File(path, "r") as handle:
+            return is_keras2_weights(handle)
+    except OSError:
+        return False
+
+
+def _read_keras2_weights(path: Path, model: Any, input_shape: Any) -> tuple[Any, dict[str, Any]] | None:
+    """``(model, variables)`` of a Keras 2 weights-only file read into ``model``; None for any other file."""
+    if not is_keras2_weights_file(path):
+        return None
+    if not isinstance(model, nn.Layer):  # a keras model the user built: its funcdl twin, named by keras layer
+        keras = frameworks.keras()
+        if not isinstance(model, keras.Model):
+            raise ConfigError(f"{path}: give a funcdl model or a keras model to read its weights into")
+        input_shape = keras_input_shapes(model)
+        model, _ = from_keras(model)
+    elif input_shape is None:
+        raise ConfigError(f"{path} holds weights only: the input shape is needed too")
+    import h5py  # lazily, like keras: installed with the [tf] extra
+    with h5py.File(path, "r") as handle:
+        _check_hdf5_sizes(path, handle)
+        return model, read_weights(handle, path, model, input_shape)
+
+
 def _count_tensors(path):
     import h5py
     found = []
@@ -527,17 +589,25 @@ def _count_tensors(path):
 
 def load_keras_weights(path: str | Path, model: Any,
                        input_shape: Sequence[int] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Read a keras ``.weights.h5`` file into the architecture ``model``.
+    """Read a keras weights file into the architecture ``model``.
+
+    A Keras 2 weights-only file (``save_weights("w.h5")``: ``layer_names`` and one group per layer; any name
+    ending in .h5) is read with h5py alone, its layers matched to the architecture's layers with weights by
+    name, else in order (``interop.keras._weights_h5``). A Keras 3 ``.weights.h5`` is loaded by keras into the
+    model ``to_keras`` builds.
 
     Args:
       path: the weights file.
-      model: a funcdl Sequential (then ``input_shape`` is required; the file's layers must match
-        what ``to_keras`` builds for it) or a keras model (whose architecture is used as is).
-      input_shape: one example's shape, for a funcdl ``model``.
+      model: a funcdl Sequential or Graph (then ``input_shape`` is required; for a Keras 3 file the file's
+        layers must match what ``to_keras`` builds for it) or a keras model (whose architecture is used as is).
+      input_shape: one example's shape (a tuple / dict of them for several inputs), for a funcdl ``model``.
     Returns:
       ``(model, variables)``: the funcdl model (``model`` itself, or converted from the keras one).
     """
     path = Path(path)
+    legacy = _read_keras2_weights(path, model, input_shape)
+    if legacy is not None:
+        return legacy
     if not path.is_file() or _kind(path) != "weights":
         raise FileFormatError(f"{path} is not an existing .weights.h5 file")
     stored = _count_tensors(path)  # sizes checked before keras (and TensorFlow) are even imported
@@ -549,7 +619,9 @@ def load_keras_weights(path: str | Path, model: Any,
     else:
         template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
                                 nn.init_shapes(model, input_shape, nn.input_dtype(model)))
-        keras_model = to_keras(model, template, input_shape, strict=False)
+        with warnings.catch_warnings():  # only weights are read: how training differs does not matter here
+            warnings.simplefilter("ignore", ConversionNote)
+            keras_model = to_keras(model, template, input_shape)
     if stored != len(keras_model.weights):  # keras skips tensors it has no place for without a word
         raise ConversionError(f"{path} holds {stored} tensors, the model has {len(keras_model.weights)} weights")
     try:

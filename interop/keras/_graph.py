@@ -477,7 +477,8 @@ def graph_from_config(config: dict, source: Any, where: str) -> tuple[nn.Graph, 
     missing = unsupported_layers(config)
     if missing:
         what = (f"keras layer {missing[0]} is" if len(missing) == 1 else f"keras layers {', '.join(missing)} are")
-        raise ConversionError(f"{what} not supported; supported layers: {', '.join(GRAPH_SUPPORTED)}")
+        raise ConversionError(f"{what} not supported; `funcdl convert --list-supported` lists the layers that "
+                              "convert")
     layers, input_refs, output_refs = _layers(config, where)
     by_name = {layer.name: layer for layer in layers}
     inputs = [_input(by_name[name]) for name, _ in input_refs]

@@ -36,7 +36,8 @@ def _node_layers(L: Any, node: nn.Node, shape: Any, strict: bool) -> list:
     return TO_KERAS[kind](L, node.layer, shape, node.name, strict)
 
 
-def build(keras: Any, model: nn.Graph, variables: Any, input_shape: Any, strict: bool) -> Any:
+def build(keras: Any, model: nn.Graph, variables: Any, input_shape: Any, strict: bool,
+          convert_nested: Any) -> Any:
     """A built ``keras.Model`` (functional) computing ``model`` with ``variables``.
 
     Args:
@@ -44,49 +45,58 @@ def build(keras: Any, model: nn.Graph, variables: Any, input_shape: Any, strict:
       model, variables: the funcdl Graph and its variables.
       input_shape: one example's shape, or a tuple / dict of them for several inputs (no batch axis).
       strict: as in ``to_keras``.
+      convert_nested: ``to_keras``, for the Sequentials and Graphs used as nodes (each a nested Keras model
+        named after its node).
     """
     shapes = nn.node_shapes(model, input_shape, variables=variables)
     values = {spec.name: keras.Input(shape=shapes[spec.name], name=spec.name,
                                      dtype="int32" if np.dtype(spec.dtype).kind in "iu" else "float32")
               for spec in model.inputs}
     for node in model.nodes:
-        if isinstance(node.layer, (nn.Sequential, nn.Graph)):
-            raise ConversionError(f"graph node {node.name!r} ({type(node.layer).__name__}): nested models cannot be "
-                                  "written for Keras yet")
-        args = [_value(values, ref) for ref in node.inputs]
-        layers = _node_layers(keras.layers, node, _value(shapes, node.inputs[0]), strict)
+        args = [_pick(values, ref) for ref in node.inputs]
         value = args[0] if len(args) == 1 else args
-        for layer in layers:
+        if isinstance(node.layer, (nn.Sequential, nn.Graph)):
+            inner_shapes = [_pick(shapes, ref) for ref in node.inputs]
+            inner = convert_nested(node.layer, _node_variables(variables, node.name),
+                                   inner_shapes[0] if len(inner_shapes) == 1 else tuple(inner_shapes), strict)
+            inner.name = node.name  # its weights line up by the node's name
+            values[node.name] = inner(value)
+            continue
+        for layer in _node_layers(keras.layers, node, _pick(shapes, node.inputs[0]), strict):
             value = layer(value)
         values[node.name] = value
     inputs = [values[name] for name in model.input_names]
     outputs: Any = model.outputs
     if isinstance(outputs, str):
-        outputs = _value(values, outputs)
+        outputs = _pick(values, outputs)
     elif isinstance(outputs, tuple):
-        outputs = [_value(values, ref) for ref in outputs]
+        outputs = [_pick(values, ref) for ref in outputs]
     else:
-        outputs = {key: _value(values, ref) for key, ref in outputs.items()}
+        outputs = {key: _pick(values, ref) for key, ref in outputs.items()}
     keras_model = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name="funcdl")
     _assign(keras_model, model, variables)
     return keras_model
 
 
-def _value(values: dict[str, Any], ref: str) -> Any:
-    """What ``ref`` names: a node's output, or output i (``"name:i"``) of a two-output Bidirectional."""
-    name, index = nn.parse_ref(ref)
-    value = values[name]
-    if index is None:
-        return value
-    if not isinstance(index, int) or not isinstance(value, (list, tuple)) or index >= len(value):
-        raise ConversionError(f"graph reference {ref!r}: Keras gets the outputs of multi-output nodes by position")
-    return value[index]
+def _pick(values: dict, ref: str) -> Any:
+    """The value (or shape) ``ref`` names: a node's, or output i / key k of a node with several."""
+    name, selector = nn.parse_ref(ref)
+    return values[name] if selector is None else values[name][selector]
+
+
+def _node_variables(variables: Any, name: str) -> dict[str, Any]:
+    """The variables of node ``name`` (a nested model's own tree), per collection."""
+    return {collection: tree[name] for collection, tree in dict(variables).items() if name in tree}
 
 
 def _assign(keras_model: Any, model: nn.Graph, variables: Any) -> None:
-    """Copy every node's tensors into its Keras layer's weights, names and shapes checked."""
+    """Copy every node's tensors into its Keras layer's weights, names and shapes checked (a nested model's
+    were copied when it was built)."""
     assigned = 0
     for node in model.nodes:
+        if isinstance(node.layer, (nn.Sequential, nn.Graph)):
+            assigned += len(keras_model.get_layer(node.name).weights)
+            continue
         if type(node.layer).__name__ not in KERAS_WEIGHTS:
             continue
         values = weights_to_keras(node.layer, node_tensors(variables, node.name))

@@ -352,7 +352,9 @@ def _avg_pool_to_keras(L, layer, shape, name, strict):
 
 def _batch_norm_to_keras(L, layer, shape, name, strict):
     if layer.unbiased_running_var and strict:
-        raise refused(layer, name, "unbiased_running_var=True (training only; pass strict=False to accept)")
+        raise ConversionError(f"funcdl layer {name} (BatchNorm) updates its running variance with the unbiased "
+                              "estimate (torch's rule), Keras with the biased one: inference is exact, continued "
+                              "training differs slightly; refused by the strict BatchNorm check")
     return [L.BatchNormalization(axis=-1, momentum=layer.momentum, epsilon=layer.epsilon, center=layer.use_bias,
                                  scale=layer.use_scale, name=name)]
 

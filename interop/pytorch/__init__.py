@@ -177,7 +177,7 @@ def _shape_tree(input_shape):
     """One shape as a tuple; a dict or tuple of shapes (a Graph's several inputs) with each shape a tuple."""
     if isinstance(input_shape, Mapping):
         return {key: tuple(value) for key, value in input_shape.items()}
-    if input_shape and all(isinstance(value, (tuple, list)) for value in input_shape):
+    if _several(input_shape):
         return tuple(tuple(value) for value in input_shape)
     return tuple(input_shape)
 
@@ -300,8 +300,8 @@ def _tensor_from_array(torch, array):
 
 
 def load_torch_model(path: str | Path, model: Any | None = None,
-                     input_shape: Sequence[int] | None = None) -> tuple[Any, dict[str, Any], tuple[int, ...]]:
-    """``(model, variables, input_shape)`` from a PyTorch file.
+                     input_shape: Sequence[int] | None = None) -> tuple[Any, dict[str, Any], Any]:
+    """``(model, variables, input_shape)`` from a PyTorch file (input_shape a tuple, or a dict / tuple of them).
 
     The architecture comes from ``model`` / ``input_shape`` when given, else from
     the funcdl metadata ``save_torch_file`` writes into ``.pt2`` and
@@ -314,18 +314,18 @@ def load_torch_model(path: str | Path, model: Any | None = None,
     state, header = _read(path)
     if model is None:
         if f"{_META}.architecture" not in header:
-            raise FileFormatError(f"{path} holds PyTorch weights but no funcdl architecture; give one (--arch NAME "
-                                  "and --input-shape on the command line, model= and input_shape= in Python)")
+            raise FileFormatError(f"{path} holds PyTorch weights but no funcdl architecture; give the architecture "
+                                  "it was saved from (--arch) and its input shape (--input-shape)")
         try:
             model = nn.from_config(json.loads(header[f"{_META}.architecture"]))
         except (json.JSONDecodeError, ConfigError) as err:
             raise FileFormatError(f"{path} has an invalid funcdl architecture: {err}") from None
     if input_shape is None:
         if f"{_META}.input_shape" not in header:
-            raise FileFormatError(f"{path} does not record the input shape; give it (--input-shape on the command "
-                                  "line, input_shape= in Python)")
+            raise FileFormatError(f"{path} does not record the input shape; give it (--input-shape)")
         input_shape = json.loads(header[f"{_META}.input_shape"])
-    return model, from_state_dict(state, model, input_shape, source=str(path)), tuple(input_shape)
+    input_shape = _shape_tree(input_shape)
+    return model, from_state_dict(state, model, input_shape, source=str(path)), input_shape
 
 
 def save_torch_file(path: str | Path, model: Any, variables: Any, input_shape: Sequence[int],
@@ -344,10 +344,12 @@ def save_torch_file(path: str | Path, model: Any, variables: Any, input_shape: S
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise FileFormatError(f"{path}: unknown PyTorch file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
+    input_shape = _shape_tree(input_shape)
     module = to_torch(model, variables, input_shape)
     state = OrderedDict((k, v.detach().contiguous()) for k, v in module.state_dict().items())
-    header = {f"{_META}.architecture": json.dumps(nn.to_config(model)),
-              f"{_META}.input_shape": json.dumps(list(input_shape)), f"{_META}.keys": json.dumps(list(state))}
+    shape_json = json.dumps(input_shape if isinstance(input_shape, dict) else list(input_shape))
+    header = {f"{_META}.architecture": json.dumps(nn.to_config(model)), f"{_META}.input_shape": shape_json,
+              f"{_META}.keys": json.dumps(list(state))}
     if metadata:
         header[f"{_META}.metadata"] = json.dumps({str(k): str(v) for k, v in metadata.items()})
     with atomic_path(path) as tmp:
@@ -358,7 +360,7 @@ def save_torch_file(path: str | Path, model: Any, variables: Any, input_shape: S
             from safetensors.torch import save_file  # noqa: PLC0415
             save_file(state, str(tmp), metadata=header)
         else:
-            program = _export(module, tuple(input_shape), _input_dtype(model))
+            program = _export(module, model, input_shape)
             buffer = io.BytesIO()
             torch.export.save(program, buffer, extra_files={"funcdl.json": json.dumps(header)})
             tmp.write_bytes(buffer.getvalue())
@@ -408,14 +410,32 @@ def _pt2_funcdl_json(path):
     return header
 
 
-def _export(module, input_shape, dtype):
+def _export(module, model, input_shape):
+    """The ``torch.export`` program of ``module`` (of ``model``) on examples of ``input_shape`` (a tree for several
+    inputs), the batch axis dynamic and shared by every input."""
     torch = _torch()
-    shape = (input_shape[2], input_shape[0], input_shape[1]) if len(input_shape) == 3 else input_shape
-    integer = jnp.issubdtype(dtype, jnp.integer)
-    example = torch.zeros((2,) + tuple(shape), dtype=torch.int64 if integer else torch.float32)
+    if isinstance(input_shape, Mapping):
+        shapes = [input_shape[name] for name in model.input_names]
+    else:
+        shapes = list(input_shape) if _several(input_shape) else [input_shape]
+    dtype = _input_dtype(model)
+    dtypes = list(dtype) if isinstance(dtype, tuple) else [dtype] * len(shapes)
+    examples = []
+    for shape, kind in zip(shapes, dtypes):
+        shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else tuple(shape)
+        integer = jnp.issubdtype(kind, jnp.integer)
+        examples.append(torch.zeros((2,) + tuple(shape), dtype=torch.int64 if integer else torch.float32))
+    batch = torch.export.Dim("batch")
     with warnings.catch_warnings():  # torch notes the RNN's cached flat weights list; harmless
         warnings.filterwarnings("ignore", message=".*were assigned during export.*")
-        return torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        dims = tuple({0: batch} for _ in examples)  # GraphModule.forward(*xs): one entry, for all of xs
+        return torch.export.export(module, tuple(examples), dynamic_shapes=dims if len(dims) == 1 else (dims,))
+
+
+def _several(input_shape):
+    """Whether ``input_shape`` is a tuple / dict of shapes (a Graph's several inputs) rather than one shape."""
+    return isinstance(input_shape, Mapping) or (bool(input_shape) and all(
+        isinstance(value, (tuple, list)) for value in input_shape))
 
 
 def _read(path):

@@ -152,8 +152,8 @@ class ExportedReader:
             raise ConversionError(f"node {node.name} ({node.target}){self._where(node)}: {err}") from None
         if result is None:
             where = self._where(node)
-            raise ConversionError(f"unsupported ATen op {node.target} (node {node.name}){where}; .pt2 conversion "
-                                  f"supports {SUPPORTED_ATEN}")
+            raise ConversionError(f"unsupported ATen op {node.target} (node {node.name}){where}; `funcdl convert "
+                                  "--list-supported` lists the ops that convert")
         if isinstance(result, _Weight):
             self.weights[name] = result
         else:

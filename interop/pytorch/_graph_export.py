@@ -28,12 +28,6 @@ SUPPORTED = (_plan.SUPPORTED + ", Add, Subtract, Multiply, Average, Maximum, Min
              "GlobalAveragePooling1D/2D, GlobalMaxPooling1D/2D")
 
 
-def _select(values: dict[str, Any], ref: str) -> Any:
-    """What ``ref`` names: a node's value, or output i (``"name:i"``) of a node returning a tuple."""
-    name, _, index = ref.partition(":")
-    return values[name][int(index)] if index else values[name]
-
-
 class Merge(tnn.Module):
     """Element-wise merge of its inputs (``nn.Add`` ... ``nn.Minimum``); Average divides the sum by their count."""
 
@@ -99,12 +93,18 @@ class GraphModule(tnn.Module):
         """The graph's output(s) for its inputs ``xs`` (in input order)."""
         values = dict(zip(self.input_names, xs))
         for name, attribute, refs in self.steps:
-            values[name] = getattr(self, attribute)(*(_select(values, ref) for ref in refs))
+            values[name] = getattr(self, attribute)(*(pick(values, ref) for ref in refs))
         if isinstance(self.outputs, str):
-            return _select(values, self.outputs)
+            return pick(values, self.outputs)
         if isinstance(self.outputs, tuple):
-            return tuple(_select(values, ref) for ref in self.outputs)
-        return {key: _select(values, ref) for key, ref in self.outputs.items()}
+            return tuple(pick(values, ref) for ref in self.outputs)
+        return {key: pick(values, ref) for key, ref in self.outputs.items()}
+
+
+def pick(values: dict, ref: str) -> Any:
+    """The value ``ref`` names: a node's output, or output i / key k of one with several (``"name:i"``)."""
+    name, selector = nn.parse_ref(ref)
+    return values[name] if selector is None else values[name][selector]
 
 
 class SingleInputGraphModule(GraphModule):
@@ -136,8 +136,12 @@ def _merge_module(name: str, layer: Any, shapes: list[tuple]) -> tnn.Module:
 
 
 def _global_pool(layer: Any, shape: tuple) -> tnn.Module:
-    dims = (2, 3) if isinstance(layer, (nn.GlobalAveragePooling2D, nn.GlobalMaxPooling2D)) else (1,)
-    return GlobalPool(_GLOBAL[type(layer)], dims, layer.keepdims)
+    """Global pooling: over H, W of an NCHW image as torch's own adaptive pooling modules (which ``from_torch`` and
+    the ``.pt2`` reader read back), over T of a (B, T, C) sequence as a mean / max."""
+    if isinstance(layer, (nn.GlobalAveragePooling2D, nn.GlobalMaxPooling2D)):
+        pool = tnn.AdaptiveAvgPool2d(1) if isinstance(layer, nn.GlobalAveragePooling2D) else tnn.AdaptiveMaxPool2d(1)
+        return pool if layer.keepdims else tnn.Sequential(pool, tnn.Flatten())
+    return GlobalPool(_GLOBAL[type(layer)], (1,), layer.keepdims)
 
 
 def _node_modules(name: str, layer: Any, shapes: list[tuple], out_shape: tuple) -> tuple[list, list]:
@@ -181,32 +185,64 @@ def _planned(name: str, layer: Any, shape: tuple, out_shape: tuple) -> tuple[lis
     return p.modules, p.entries
 
 
+def _nested(name: str, layer: Any, shapes: list) -> tuple[tnn.Module, list]:
+    """(torch module, entries with paths inside the node) of a Sequential or Graph used as node ``name``."""
+    if isinstance(layer, nn.Graph):
+        inner_shape = shapes[0] if len(shapes) == 1 else tuple(shapes)
+        return build(layer, inner_shape, nn.input_dtype(layer))
+    if len(shapes) != 1:
+        raise ConversionError(f"graph node {name!r} (Sequential) takes {len(shapes)} inputs; a Sequential takes one")
+    try:
+        modules, entries = _plan.plan(layer, shapes[0], nn.input_dtype(layer), nchw_output=True)
+    except ConversionError as err:
+        raise ConversionError(f"graph node {name!r} (Sequential): {err}") from None
+    return tnn.Sequential(*modules), entries
+
+
+def _node(node: nn.Node, shapes: list, out_shape: Any, attribute: str) -> tuple[tnn.Module, list]:
+    """(torch module, entries with torch keys under ``attribute`` and funcdl paths under the node) of one node."""
+    if isinstance(node.layer, (nn.Sequential, nn.Graph)):
+        module, node_entries = _nested(node.name, node.layer, shapes)
+        keep = True  # a nested model's own paths (layers_0/..., node names) stay inside the node's entry
+    else:
+        node_modules, node_entries = _node_modules(node.name, node.layer, shapes, out_shape)
+        single = len(node_modules) == 1
+        module = node_modules[0] if single else (tnn.Sequential(*node_modules) if node_modules else tnn.Identity())
+        keep = False
+        if single:
+            node_entries = [dataclasses.replace(e, key=e.key.partition(".")[2]) for e in node_entries]
+    entries = []
+    for entry in node_entries:
+        collection, rest = _split(entry.path, keep)
+        entries.append(dataclasses.replace(entry, key=f"{attribute}.{entry.key}",
+                                           path=f"{collection}/{node.name}/{rest}"))
+    return module, entries
+
+
+def _split(path: str, keep: bool) -> tuple[str, str]:
+    """(collection, the rest) of a planned path; a layer planned alone drops its ``layers_0``."""
+    collection, _, rest = path.partition("/")
+    return collection, rest if keep else rest.partition("/")[2]
+
+
+def _shape(shapes: dict, ref: str) -> Any:
+    name, selector = nn.parse_ref(ref)
+    return shapes[name] if selector is None else shapes[name][selector]
+
+
 def build(model: nn.Graph, input_shape: Any, dtype: Any) -> tuple[GraphModule, list]:
     """(the torch module of ``model``, its weight entries: torch key, funcdl path, layout maps)."""
     shapes = nn.node_shapes(model, input_shape, dtype)
     steps, entries, modules, taken = [], [], {}, set[str]()
     for node in model.nodes:
-        if isinstance(node.layer, (nn.Sequential, nn.Graph)):
-            raise ConversionError(f"graph node {node.name!r} ({type(node.layer).__name__}): nested models cannot be "
-                                  "written for PyTorch yet")
         attribute = _attribute(node.name, taken)
-        node_modules, node_entries = _node_modules(node.name, node.layer, [_select(shapes, ref) for ref in node.inputs],
-                                                   shapes[node.name])
-        single = len(node_modules) == 1
-        modules[attribute] = node_modules[0] if single else (tnn.Sequential(*node_modules) if node_modules
-                                                             else tnn.Identity())
-        for entry in node_entries:
-            key = entry.key.partition(".")[2] if single else entry.key
-            collection, _, rest = entry.path.split("/", 2)
-            entries.append(dataclasses.replace(entry, key=f"{attribute}.{key}",
-                                               path=f"{collection}/{node.name}/{rest}"))
+        modules[attribute], node_entries = _node(node, [_shape(shapes, ref) for ref in node.inputs],
+                                                 shapes[node.name], attribute)
+        entries.extend(node_entries)
         steps.append((node.name, attribute, node.inputs))
     cls = SingleInputGraphModule if len(model.inputs) == 1 else GraphModule
-    module = cls(model.input_names, steps, _outputs(model.outputs))
+    outputs = dict(model.outputs) if hasattr(model.outputs, "values") else model.outputs
+    module = cls(model.input_names, steps, outputs)
     for attribute, submodule in modules.items():
         module.add_module(attribute, submodule)
     return module, entries
-
-
-def _outputs(outputs: Any) -> Any:
-    return dict(outputs) if hasattr(outputs, "values") else outputs

@@ -53,6 +53,22 @@ class Spec:
     inputs: tuple = ()  # references of the nodes (or the input) it reads, in call order
 
 
+LIST_SUPPORTED = "`funcdl convert --list-supported` lists what converts"
+
+
+def source_line(node, library=""):
+    """``' at File "net.py", line 7, in forward: return torch.erf(x)'``: the user's line torch.fx recorded for
+    ``node`` (the last frame outside ``library``, torch's own folder), or ``''``."""
+    lines = [line.strip() for line in (getattr(node, "stack_trace", None) or "").splitlines()]
+    frames = [(line, lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].startswith("File ") else "")
+              for i, line in enumerate(lines) if line.startswith("File ")]
+    user = [frame for frame in frames if not (library and library in frame[0])]
+    if not user:
+        return ""
+    head, code = user[-1]
+    return f" at {head}: {code}" if code else f" at {head}"
+
+
 def describe(node):
     """A readable name of what a node calls."""
     if node.op == "call_module":

@@ -5,6 +5,7 @@ funcdl layer specs with their weight entries (torch key -> funcdl array), and
 returns the ``Value`` it produces.
 """
 import operator
+import os
 
 import numpy as np
 import torch
@@ -15,13 +16,15 @@ from funcdl import nn
 from funcdl.errors import ConversionError
 from interop import layouts
 from interop.pytorch import _modules as tm
-from interop.pytorch._nodes import SUPPORTED, Value, describe, last_step
+from interop.pytorch._nodes import LIST_SUPPORTED, Value, describe, last_step, source_line
 
 _INF = float("inf")
 
 
-def _unsupported(what):
-    return ConversionError(f"unsupported PyTorch {what}; from_torch supports {SUPPORTED}")
+def _unsupported(what, node=None):
+    """The one-line error for an unsupported piece: itself, its module path or node, the source line."""
+    where = source_line(node, os.path.dirname(torch.__file__)) if node is not None else ""
+    return ConversionError(f"unsupported PyTorch {what}{where}; {LIST_SUPPORTED}")
 
 
 def _image(node, value, what):
@@ -501,7 +504,7 @@ def convert_function(reader, node):
     table = _function_table()
     if node.target not in table:
         name = getattr(node.target, "__name__", str(node.target))
-        raise _unsupported(f"function {name} (node {node.name})")
+        raise _unsupported(f"function {name} (node {node.name})", node)
     kind, names = table[node.target]
     value = reader.input_value(node)
     args = dict(zip(("input",) + names, node.args))
@@ -513,7 +516,7 @@ def convert_method(reader, node):
     if node.target in _METHOD_MERGES:
         return merge(_METHOD_MERGES[node.target], reader, node)
     if node.target not in _METHODS:
-        raise _unsupported(f"tensor method .{node.target}() (node {node.name})")
+        raise _unsupported(f"tensor method .{node.target}() (node {node.name})", node)
     kind = _METHODS[node.target]
     value = reader.input_value(node)
     rest = node.args[1:]
@@ -568,5 +571,5 @@ def convert_module(reader, node, module):
     for cls in type(module).__mro__:
         if cls in table:
             return table[cls](reader, node, module, reader.input_value(node))
-    raise _unsupported(f"module {node.target} ({type(module).__name__})")
+    raise _unsupported(f"module {node.target} ({type(module).__name__})", node)
 

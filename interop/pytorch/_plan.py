@@ -377,8 +377,12 @@ _WITH_WEIGHTS = {nn.Dense: _dense, nn.Conv2D: _conv, nn.MaxPool2D: _pool, nn.Avg
                  nn.BatchNorm: _batch_norm, nn.LayerNorm: _layer_norm, nn.Embedding: _embedding}
 
 
-def plan(model, input_shape, dtype):
-    """(torch modules, entries) of ``model`` on inputs of ``input_shape`` (funcdl layout, no batch axis)."""
+def plan(model, input_shape, dtype, nchw_output=False):
+    """(torch modules, entries) of ``model`` on inputs of ``input_shape`` (funcdl layout, no batch axis).
+
+    ``nchw_output``: an image output leaves NCHW (as between a torch graph's nodes), not in whichever layout
+    its last layer left it.
+    """
     if not isinstance(model, nn.Sequential):
         raise ConversionError(f"to_torch converts a funcdl Sequential (a chain of layers), got a "
                               f"{type(model).__name__}: graph models cannot be written as PyTorch files yet; save "
@@ -401,8 +405,10 @@ def plan(model, input_shape, dtype):
         elif not (_image_layer(p, index, layer, shape) or _axes_layer(p, index, layer, shape)
                   or _simple_layer(p, index, layer, shape)):
             raise ConversionError(f"layers_{index} ({type(layer).__name__}) has no PyTorch equivalent in to_torch; "
-                                  f"supported: {SUPPORTED}")
+                                  "`funcdl convert --list-supported` lists the layers that have")
         index += 1
     if p.perm is not None:
         raise ConversionError("internal: a flattened image reached the output without its Dense")
+    if nchw_output:
+        p.to_nchw(shapes[-1])
     return p.modules, p.entries

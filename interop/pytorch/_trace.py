@@ -20,7 +20,7 @@ from funcdl import nn
 from funcdl.errors import ConversionError, ShapeError
 from interop.pytorch import _ops
 from interop.pytorch._modules import LEAVES
-from interop.pytorch._nodes import SUPPORTED, Spec, Value, describe
+from interop.pytorch._nodes import LIST_SUPPORTED, Spec, Value, describe
 
 
 def torch_array(tensor):
@@ -117,7 +117,7 @@ class Reader:
                 return self.finish(node)
             elif node.op == "get_attr":
                 raise ConversionError(f"forward reads the tensor self.{node.target} directly; only supported modules "
-                                      f"may hold weights ({SUPPORTED})")
+                                      f"may hold weights; {LIST_SUPPORTED}")
             elif "tensor_meta" in node.meta:
                 self.values[node] = self.convert(node)
         raise ConversionError("the traced graph has no output")
@@ -185,6 +185,8 @@ def _ancestors(graph):
 def trace(module, example):
     """(gm, graph) of ``module`` traced by torch.fx, with shapes from running ``example`` (eval mode)."""
     class Tracer(torch.fx.Tracer):
+        record_stack_traces = True  # so an unsupported call can name its source line
+
         def is_leaf_module(self, m, qualname):
             return isinstance(m, LEAVES) or super().is_leaf_module(m, qualname)
 
