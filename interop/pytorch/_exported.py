@@ -15,7 +15,7 @@ import numpy as np
 
 from funcdl import nn
 from funcdl.errors import ConversionError
-from interop.pytorch import _ops
+from interop.pytorch import _ops, _params
 from interop.pytorch._nodes import Value
 from interop.pytorch._trace import Reader
 
@@ -26,6 +26,8 @@ _IDENTITIES = ("clone", "contiguous", "alias", "detach", "dropout", "feature_dro
 _OTHERS = ("_softmax", "_log_softmax", "permute", "max_pool2d", "max_pool2d_with_indices", "avg_pool2d",
            "adaptive_avg_pool2d", "_adaptive_avg_pool2d")
 _HARD = ("hardswish", "hardswish_", "hardtanh", "hardtanh_")
+_ARITH = {"add": "add", "add_": "add", "sub": "sub", "sub_": "sub", "mul": "mul", "mul_": "mul", "div": "div",
+          "div_": "div", "true_divide": "div", "rsub": "rsub"}
 _MERGES = {"add": nn.Add, "add_": nn.Add, "sub": nn.Subtract, "sub_": nn.Subtract, "mul": nn.Multiply,
            "mul_": nn.Multiply, "maximum": nn.Maximum, "minimum": nn.Minimum}
 SUPPORTED_ATEN = ("conv2d, convolution (2-D, not transposed), linear, addmm/mm of a transposed weight, batch_norm, "
@@ -116,6 +118,15 @@ class ExportedReader:
         dtype = jnp.int32 if self.graph.tensor_values[user[0]].get("dtype") in (3, 4, 5) else jnp.float32
         layout = "nchw" if len(shape) == 4 else "plain"
         self.reader.values[user[0]] = Value("tensor", shape, 0, layout, dtype=dtype)
+        self.users = {}  # value name -> how many nodes (and outputs) read it
+        for node in self.graph.nodes:
+            for item in node.inputs:
+                arg = _decode_lenient(item["arg"])
+                for ref in arg if isinstance(arg, list) else [arg]:
+                    if isinstance(ref, _Ref):
+                        self.users[ref] = self.users.get(ref, 0) + 1
+        for spec in self.graph.output_specs:
+            self.users[spec.name] = self.users.get(spec.name, 0) + 1
         for node in self.graph.nodes:
             self._node(node)
         self._finish()
@@ -201,6 +212,18 @@ class ExportedReader:
         if base.endswith("_") and args.get("self") in self.weights:
             raise ConversionError(f"it updates {self.weights[args['self']].fqn} in place: the program was exported "
                                   "in training mode; call module.eval() before torch.export")
+        if base in _ARITH:
+            result = self._arithmetic(base, node, args, name)
+            if result is not None:
+                return result
+        if base in ("matmul", "mm") and args.get("self") in self.reader.values:
+            other = self.weights.get(args.get("other", args.get("mat2")))
+            if other is not None and other.transposed and base == "matmul":  # x @ w.t(): a Linear
+                return self._addmm(node, {"self": args["self"], "mat2": args["other"]}, name)
+            if other is not None and not other.transposed:
+                weight = self._weight(args.get("other", args.get("mat2")))
+                stand = self._stand(node, name, [], [])
+                return _params.dense(self.reader, stand, self.reader.values[args["self"]], self._as_value(weight))
         for kind, handler in (("conv2d", self._conv), ("convolution", self._conv), ("linear", self._linear),
                               ("addmm", self._addmm), ("mm", self._addmm), ("batch_norm", self._batch_norm),
                               ("_native_batch_norm_legit_no_training", self._batch_norm),
@@ -261,6 +284,35 @@ class ExportedReader:
         values = _ops.check_merge(self.reader, stand, [value, self.reader.values[other]], base.rstrip("_"))
         self.reader.emit(_MERGES[base], inputs=[v.ref for v in values])
         return self.reader.derive(stand, value)
+
+    def _as_value(self, weight):
+        """A weight Value the shared converters read (its array under its fqn in the reader's state dict)."""
+        self.aliases[weight.fqn] = np.ascontiguousarray(weight.array)
+        return Value("weight", tuple(weight.array.shape), len(self.reader.specs), key=weight.fqn)
+
+    def _arithmetic(self, base, node, args, name):
+        """x (op) w / x (op) number (``_params.combine``); None when both operands are computed tensors."""
+        left, right = args.get("self"), args.get("other")
+        if args.get("alpha", 1) != 1 or args.get("rounding_mode") is not None:
+            return None
+        op = _ARITH[base]
+        if op == "rsub":  # other - self
+            op, left, right = "sub", right, left
+        values = self.reader.values
+        if isinstance(left, _Ref) and left in values and isinstance(right, _Ref) and right in values:
+            return None
+        first = isinstance(left, _Ref) and left in values
+        tensor, other = (left, right) if first else (right, left)
+        if not (isinstance(tensor, _Ref) and tensor in values):
+            return None
+        if isinstance(other, _Ref) and other in self.weights:
+            operand = ("weight", self._as_value(self._weight(other)))
+        elif isinstance(other, (int, float)) and not isinstance(other, bool):
+            operand = ("number", float(other))
+        else:
+            return None
+        stand = self._stand(node, name, [], [])
+        return _params.combine(self.reader, stand, op, values[tensor], operand, first, self.users.get(tensor) == 1)
 
     def _cat(self, node, args, name):
         values = [self._value(ref) for ref in args["tensors"]]
@@ -332,6 +384,14 @@ class ExportedReader:
         if (weights[0] is None) != (weights[1] is None):
             raise ConversionError("batch_norm with a weight but no bias (or the reverse) is not supported")
         return _ops.batch_norm(self.reader, stand, module, value, image=len(value.shape) == 4)
+
+
+def _decode_lenient(arg):
+    """``_decode`` of an argument, or None for one it refuses (counting users must not fail first)."""
+    try:
+        return _decode(arg)
+    except ConversionError:
+        return None
 
 
 def _pair(value):

@@ -2,7 +2,10 @@
 
 A ``Value`` is what funcdl holds for one traced torch value; a ``Spec`` is a
 funcdl layer to build. Layouts: an activation torch holds as a 4-D NCHW image
-is held NHWC by funcdl (``layout='nchw'``). Flattening it gives funcdl features
+is held NHWC by funcdl (``layout='nchw'``); a 3-D (batch, channels, length)
+sequence is held (batch, length, channels) (``'ncl'``); a time-first sequence
+torch holds (time, batch, ...) after ``x.permute(1, 0, 2)`` is held batch-first
+(``'tb'``). Flattening it gives funcdl features
 in (H, W, C) order, recorded as ``perm`` (``interop.layouts.flatten_permutation``)
 until a Linear absorbs it by permuting its kernel rows (per-feature norms
 permute their vectors on the way).
@@ -32,16 +35,20 @@ _TIMEWISE = (nn.Dense, nn.Dropout) + tuple(dict.fromkeys(row.layer for row in nn
 @dataclasses.dataclass
 class Value:
     """What funcdl holds for one traced torch value."""
-    kind: str  # 'tensor'; 'recurrent' (output, hidden) tuple; 'hidden' LSTM (h_n, c_n); 'state' h_n (L, B, H)
+    # 'tensor'; 'recurrent' (output, hidden) tuple; 'hidden' LSTM (h_n, c_n); 'state' h_n (L * D, B, H);
+    # 'weight' a parameter, buffer or constant the forward reads (``key``); 'zeros' an all-zero initial state
+    kind: str
     shape: tuple  # torch's shape
     end: int  # number of funcdl layers applied when this value was made
-    layout: str = "plain"  # 'nchw': torch NCHW, funcdl NHWC
+    layout: str = "plain"  # 'nchw': torch NCHW, funcdl NHWC; 'ncl': torch NCL, funcdl NLC; 'tb': time-first
     perm: object = None  # np.ndarray: funcdl feature j is torch feature perm[j]
     pad: tuple | None = None  # pending (top, bottom, left, right) padding from F.pad / ZeroPad2d
     pad_value: float = 0.0
     dtype: object = None
     rnn: tuple | None = None  # (cell, num_layers) of the recurrent module behind a tuple value
     ref: str = "input"  # the funcdl graph node (or the input) that computes it
+    key: str | None = None  # a weight's state-dict key (the reader's ``state_dict``)
+    transposed: bool = False  # a 2-D weight read as ``w.t()`` / ``w.T``
 
 
 @dataclasses.dataclass
@@ -79,7 +86,7 @@ def last_step(reader, node, value):
         spec = reader.by_name[ref]
         if spec.cls in RECURRENT and spec.kwargs["return_sequences"]:
             spec.kwargs["return_sequences"] = False
-            return reader.derive(node, value)
+            return reader.derive(node, value, layout="plain")
         axis_ok = spec.kwargs.get("axis", -1) == -1 and spec.kwargs.get("num_axes", 1) == 1
         if len(spec.inputs) != 1 or not (spec.cls in _TIMEWISE or (
                 spec.cls in (nn.Softmax, nn.LogSoftmax, nn.LayerNorm) and axis_ok)):

@@ -49,8 +49,11 @@ def _vector(perm):
     return (lambda a: a) if perm is None else (lambda a: a[perm])
 
 
-def _key(node, name):
-    return f"{node.target}.{name}"
+def _key(node, name, m=None):
+    """The state-dict key of ``m``'s tensor ``name``: the module's (``<path>.weight``), or the tensor the forward
+    read itself (``F.linear(x, self.w)``: ``m.state_keys``)."""
+    keys = getattr(m, "state_keys", None) or {}
+    return keys.get(name) or f"{node.target}.{name}"
 
 
 def _activation(reader, node, value, cls, **kwargs):
@@ -65,23 +68,23 @@ def _axis(value, dim):
     if dim is None:
         dim = 0 if rank in (0, 1, 3) else 1
     dim %= rank
-    if value.layout == "nchw":
-        return {0: -4, 1: -1, 2: -3, 3: -2}[dim]
-    return dim - rank
+    moved = {"nchw": {0: -4, 1: -1, 2: -3, 3: -2}, "ncl": {0: -3, 1: -1, 2: -2},
+             "tb": {0: -2, 1: -3, 2: -1} if rank == 3 else {0: -1, 1: -2}}
+    return moved[value.layout][dim] if value.layout in moved else dim - rank
 
 
 def linear(reader, node, m, value):
     reader.take(node, value)
-    if value.layout == "nchw":
-        raise ConversionError(f"{describe(node)}: Linear on a 4-D NCHW activation acts on its width; funcdl has no "
-                              "equivalent (flatten first)")
+    if value.layout in ("nchw", "ncl"):
+        raise ConversionError(f"{describe(node)}: Linear on a {value.layout.upper()} activation acts on its last axis "
+                              "(length / width); funcdl has no equivalent (flatten first, or x.permute(0, 2, 1))")
     perm = value.perm
     index = reader.emit(nn.Dense, features=m.out_features, use_bias=m.bias is not None, kernel_init="torch",
                         bias_init="torch")
-    reader.weight(index, "kernel", _key(node, "weight"), layouts.linear_from_torch if perm is None
+    reader.weight(index, "kernel", _key(node, "weight", m), layouts.linear_from_torch if perm is None
                   else (lambda w: layouts.linear_from_torch(w)[perm]))
     if m.bias is not None:
-        reader.weight(index, "bias", _key(node, "bias"))
+        reader.weight(index, "bias", _key(node, "bias", m))
     return reader.derive(node, value, perm=None)
 
 
@@ -103,9 +106,9 @@ def conv2d(reader, node, m, value):
     index = reader.emit(nn.Conv2D, features=m.out_channels, kernel_size=(kh, kw), strides=tuple(m.stride),
                         padding=_padding(pads), dilation=(dh, dw), groups=m.groups, use_bias=m.bias is not None,
                         kernel_init="torch", bias_init="torch")
-    reader.weight(index, "kernel", _key(node, "weight"), layouts.conv_from_torch)
+    reader.weight(index, "kernel", _key(node, "weight", m), layouts.conv_from_torch)
     if m.bias is not None:
-        reader.weight(index, "bias", _key(node, "bias"))
+        reader.weight(index, "bias", _key(node, "bias", m))
     return reader.derive(node, value)
 
 
@@ -170,9 +173,9 @@ def batch_norm(reader, node, m, value, image):
         raise ConversionError(f"{describe(node)}: {name}(momentum=None) (cumulative average) has no funcdl equivalent")
     if image:
         _image(node, value, name)
-    elif len(value.shape) != 2:
-        raise ConversionError(f"{describe(node)}: {name} on shape {value.shape}: only (batch, features) inputs are "
-                              "supported")
+    elif not (len(value.shape) == 2 and value.layout == "plain" or value.layout == "ncl"):
+        raise ConversionError(f"{describe(node)}: {name} on shape {value.shape}: supported on (batch, features) and "
+                              "on (batch, channels, length) made by Conv1d or x.permute(0, 2, 1)")
     index = reader.emit(nn.BatchNorm, momentum=layouts.momentum_from_torch(m.momentum), epsilon=m.eps,
                         unbiased_running_var=True, use_scale=m.affine, use_bias=m.affine)
     vector = _vector(value.perm)
@@ -214,20 +217,22 @@ def embedding(reader, node, m, value):
                               "equivalent")
     index = reader.emit(nn.Embedding, num_embeddings=m.num_embeddings, features=m.embedding_dim)
     reader.weight(index, "embedding", _key(node, "weight"))
-    return reader.derive(node, value, layout="plain", perm=None)
+    return reader.derive(node, value, layout="tb" if value.layout == "tb" else "plain", perm=None)
 
 
 def recurrent(reader, node, m, value):
     reader.take(node, value)
     name = type(m).__name__
-    if len(node.args) + len(node.kwargs) != 1:
-        raise ConversionError(f"{describe(node)}: {name} called with an initial state; funcdl starts from zeros")
-    if not m.batch_first or m.bidirectional or getattr(m, "proj_size", 0):
-        raise ConversionError(f"{describe(node)}: {name} must have batch_first=True, bidirectional=False and no "
-                              "proj_size (funcdl sequences are (batch, time, features))")
-    if len(value.shape) != 3 or value.layout != "plain" or value.perm is not None:
-        raise ConversionError(f"{describe(node)}: {name} needs a (batch, time, features) input, got shape "
-                              f"{value.shape}")
+    _zero_state(reader, node, name)
+    if m.bidirectional or getattr(m, "proj_size", 0):
+        raise ConversionError(f"{describe(node)}: {name} must have bidirectional=False and no proj_size")
+    layout = "plain" if m.batch_first else "tb"
+    if len(value.shape) != 3 or value.layout != layout or value.perm is not None:
+        wanted = "(batch, time, features)" if m.batch_first else "(time, batch, features)"
+        hint = "" if m.batch_first else (" (funcdl models take batch-first sequences: x.permute(1, 0, 2) / "
+                                         "x.transpose(0, 1) inside forward, or batch_first=True)")
+        raise ConversionError(f"{describe(node)}: {name}(batch_first={m.batch_first}) needs a {wanted} input, got "
+                              f"shape {value.shape}{hint}")
     if isinstance(m, torch.nn.LSTM):
         cls, extra, gates, cell = nn.LSTM, {"unit_forget_bias": False}, 4, "lstm"
     elif isinstance(m, torch.nn.GRU):
@@ -250,7 +255,19 @@ def recurrent(reader, node, m, value):
         reader.specs[-1].kwargs["return_sequences"] = m.return_sequences
         return reader.derive(node, value)
     meta = node.meta["tensor_meta"]
-    return Value("recurrent", tuple(meta[0].shape), len(reader.specs), rnn=(cell, m.num_layers), ref=reader.cursor)
+    return Value("recurrent", tuple(meta[0].shape), len(reader.specs), layout=layout, rnn=(cell, m.num_layers),
+                 ref=reader.cursor)
+
+
+def _zero_state(reader, node, name):
+    """Refuse an initial state unless it is all zeros made in forward (``torch.zeros(layers, batch, hidden)``)."""
+    states = [a for a in list(node.args[1:]) + list(node.kwargs.values()) if a is not None]
+    flat = [s for state in states for s in (state if isinstance(state, (tuple, list)) else (state,))]
+    for state in flat:
+        value = reader.values.get(state) if isinstance(state, torch.fx.Node) else None
+        if value is None or value.kind != "zeros":
+            raise ConversionError(f"{describe(node)}: {name} gets an initial state that is not zeros made in forward "
+                                  "(torch.zeros(...)); funcdl's recurrent layers start from zeros")
 
 
 def getitem(reader, node, value, index):
@@ -258,7 +275,7 @@ def getitem(reader, node, value, index):
     if value.kind == "recurrent":
         cell = value.rnn[0]
         if index == 0:
-            return Value("tensor", tuple(meta.shape), value.end, dtype=meta.dtype, ref=value.ref)
+            return Value("tensor", tuple(meta.shape), value.end, value.layout, dtype=meta.dtype, ref=value.ref)
         if index == 1:
             kind = "hidden" if cell == "lstm" else "state"
             return Value(kind, tuple(meta.shape) if kind == "state" else (), value.end, rnn=value.rnn, ref=value.ref)
@@ -271,13 +288,17 @@ def getitem(reader, node, value, index):
         first = index[0] if isinstance(index, tuple) and all(i == slice(None) for i in index[1:]) else index
         if isinstance(first, int) and first % value.shape[0] == value.shape[0] - 1:
             return _final_state(reader, node, value)
+    elif value.layout == "tb" and len(value.shape) == 3:
+        first = index[0] if isinstance(index, tuple) and all(i == slice(None) for i in index[1:]) else index
+        if isinstance(first, int) and first % value.shape[0] == value.shape[0] - 1:
+            return last_step(reader, node, value)  # out[-1] of a time-first output
     elif len(value.shape) == 3 and isinstance(index, tuple) and len(index) in (2, 3):
         step = index[1]
         if (index[0] == slice(None) and all(i == slice(None) for i in index[2:]) and isinstance(step, int)
                 and step % value.shape[1] == value.shape[1] - 1):
             return last_step(reader, node, value)
     raise ConversionError(f"{describe(node)}: indexing with {index!r} is not supported; funcdl supports out[0], out[:, "
-                          "-1] of an LSTM/GRU/RNN output sequence and h_n[-1]")
+                          "-1] (out[-1] time-first) of an LSTM/GRU/RNN output sequence and h_n[-1]")
 
 
 def _final_state(reader, node, value):
@@ -299,15 +320,18 @@ def reshape(reader, node, value):
     reader.take(node, value)
     if out == value.shape:
         return reader.derive(node, value)
+    if value.layout == "tb":
+        raise ConversionError(f"{describe(node)}: reshaping a time-first {value.shape} to {out}: funcdl holds it "
+                              "batch-first; take out[-1] or permute it back (1, 0, 2) first")
     if out[0] != value.shape[0]:
         raise ConversionError(f"{describe(node)}: reshaping {value.shape} to {out} changes the batch axis")
-    if value.layout == "nchw":
-        _, channels, height, width = value.shape
+    if value.layout in ("nchw", "ncl"):
+        _, channels, height, width = value.shape + (1,) * (4 - len(value.shape))
         perm = layouts.flatten_permutation(channels, height, width)
         if perm is not None and len(out) != 2:
-            raise ConversionError(f"{describe(node)}: reshaping an NCHW image {value.shape} to {out}: funcdl holds "
-                                  "images NHWC, so only flattening to (batch, C*H*W) is supported (or x.permute(0, 2, "
-                                  "3, 1) first)")
+            raise ConversionError(f"{describe(node)}: reshaping an {value.layout.upper()} tensor {value.shape} to "
+                                  f"{out}: funcdl holds it channels-last, so only flattening to (batch, -1) is "
+                                  "supported (or permute to channels-last first)")
     elif value.perm is not None:
         raise ConversionError(f"{describe(node)}: reshaping a flattened NCHW image again has no funcdl equivalent")
     else:
@@ -331,8 +355,20 @@ def permute(reader, node, value, dims):
         return reader.derive(node, value, layout="nchw")
     if dims == tuple(range(len(dims))):
         return reader.derive(node, value)
-    raise ConversionError(f"{describe(node)}: permute{dims} is not supported; only NCHW <-> NHWC (0, 2, 3, 1) / (0, 3, "
-                          "1, 2)")
+    swapped = {("plain", (1, 0, 2)): "tb", ("tb", (1, 0, 2)): "plain", ("plain", (1, 0)): "tb",
+               ("tb", (1, 0)): "plain", ("plain", (0, 2, 1)): "ncl", ("ncl", (0, 2, 1)): "plain"}
+    if (value.layout, dims) in swapped and value.perm is None:
+        return reader.derive(node, value, layout=swapped[value.layout, dims])  # funcdl keeps batch-first, channels-last
+    raise ConversionError(f"{describe(node)}: permute{dims} of a {value.layout} tensor of shape {value.shape} is not "
+                          "supported; only NCHW <-> NHWC (0, 2, 3, 1) / (0, 3, 1, 2), (N, C, L) <-> (N, L, C) "
+                          "(0, 2, 1) and time-first <-> batch-first (1, 0, 2)")
+
+
+def transpose(reader, node, value, dim0, dim1):
+    """``x.transpose(dim0, dim1)`` / ``torch.transpose``: the permutation swapping them."""
+    dims = list(range(len(value.shape)))
+    dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+    return permute(reader, node, value, tuple(dims))
 
 
 def pad(reader, node, value, pad, mode="constant", value_=None):
@@ -459,6 +495,7 @@ def _call(kind, reader, node, value, args):
     if kind in nn.ACTIVATIONS:
         return activation_call(kind, reader, node, value, args)
     return {"dropout": dropout, "reshape": lambda r, n, v, **_: reshape(r, n, v), "identity": identity,
+            "transpose": transpose,
             "max_pool2d": max_pool, "avg_pool2d": avg_pool, "permute": permute, "pad": pad,
             "adaptive_avg_pool2d": adaptive_pool,
             "adaptive_max_pool2d": lambda *a, **k: adaptive_pool(*a, **k, is_max=True),
@@ -485,13 +522,15 @@ def _function_table():
              F.adaptive_max_pool2d: ("adaptive_max_pool2d", ("output_size", "return_indices")),
              torch.flatten: ("reshape", ()), torch.reshape: ("reshape", ()), torch.squeeze: ("reshape", ()),
              torch.unsqueeze: ("reshape", ()), torch.permute: ("permute", ("dims",)),
+             torch.transpose: ("transpose", ("dim0", "dim1")), torch.swapaxes: ("transpose", ("dim0", "dim1")),
              F.pad: ("pad", ("pad", "mode", "value_")), operator.getitem: ("getitem", ("index",))}
     return {**acts, **other}
 
 
 _METHODS = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "squeeze": "reshape",
             "unsqueeze": "reshape", "contiguous": "identity", "relu": "relu", "relu_": "relu", "sigmoid": "sigmoid",
-            "tanh": "tanh", "softmax": "softmax", "log_softmax": "log_softmax", "permute": "permute"}
+            "tanh": "tanh", "softmax": "softmax", "log_softmax": "log_softmax", "permute": "permute",
+            "transpose": "transpose", "swapaxes": "transpose", "t": "transpose"}
 
 
 def convert_function(reader, node):
@@ -519,6 +558,9 @@ def convert_method(reader, node):
     rest = node.args[1:]
     if kind == "permute":
         args = {"dims": tuple(rest[0]) if len(rest) == 1 else tuple(rest)}
+    elif kind == "transpose":
+        args = dict(zip(("dim0", "dim1"), rest or (0, 1)))
+        args.update(node.kwargs)
     else:
         args = dict(zip(_ARG_NAMES.get(kind, ()), rest))
         args.update(node.kwargs)

@@ -1,0 +1,292 @@
+"""Patterns of published PyTorch models: recurrent tutorial forwards (time-first, zero initial states, last
+steps, final states), modules doing their own math on their own parameters, and the errors for what is
+still refused."""
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+tnn = torch.nn
+F = torch.nn.functional
+
+from funcdl import nn  # noqa: E402
+from funcdl.errors import ConversionError  # noqa: E402
+from interop.pytorch import from_exported, from_torch  # noqa: E402
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def exact_math():
+    """float32 everywhere, XLA matmuls at full precision, fixed torch seed."""
+    torch.manual_seed(0)
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
+def _funcdl_input(x):
+    """funcdl's layout of a torch input: NCHW images NHWC, everything else as is."""
+    x = x.numpy()
+    return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
+
+
+def _gaps(model, variables, module, *xs):
+    """Max abs difference of every output of ``model`` against ``module`` (NCHW outputs compared NHWC)."""
+    with torch.no_grad():
+        want = module(*xs)
+    got = model.apply(variables, *[_funcdl_input(x) for x in xs])
+    wants, gots = (want, got) if isinstance(want, tuple) else ((want,), (got,))
+    assert len(wants) == len(gots)
+    gaps = []
+    for w, g in zip(wants, gots):
+        w = w.numpy().transpose(0, 2, 3, 1) if w.ndim == 4 else w.numpy()
+        assert np.asarray(g).shape == w.shape
+        gaps.append(float(np.max(np.abs(np.asarray(g) - w))))
+    return gaps
+
+
+def _torch_gap(module, x):
+    """(model, max abs difference) of ``from_torch(module)`` against torch on ``x``."""
+    module = module.eval()
+    model, variables = from_torch(module, x)
+    return model, max(_gaps(model, variables, module, x))
+
+
+def _export_gap(module, x, tmp_path, decompose=False):
+    """Max abs difference of a .pt2 file written by torch.export.save and read by funcdl's reader."""
+    program = torch.export.export(module.eval(), (x,))
+    if decompose:
+        program = program.run_decompositions()
+    path = tmp_path / "net.pt2"
+    torch.export.save(program, str(path))
+    model, variables, _ = from_exported(path)
+    return model, max(_gaps(model, variables, module, x))
+
+
+# -- modules doing their own math on their own parameters ------------------------------------------------------
+class LinearLayer(tnn.Module):
+    """A hand-written linear layer: ``x @ self.w + self.b`` with w stored (in, out)."""
+
+    def __init__(self, fan_in, fan_out):
+        super().__init__()
+        self.w = tnn.Parameter(torch.randn(fan_in, fan_out))
+        self.b = tnn.Parameter(torch.randn(fan_out))
+
+    def forward(self, x):
+        return x @ self.w + self.b
+
+
+class MatmulNet(tnn.Module):
+    """torch.matmul with a (in, out) weight, F.linear with an (out, in) one, a transposed weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = tnn.Parameter(torch.randn(6, 8))
+        self.b1 = tnn.Parameter(torch.randn(8))
+        self.w2 = tnn.Parameter(torch.randn(5, 8))
+        self.b2 = tnn.Parameter(torch.randn(5))
+        self.w3 = tnn.Parameter(torch.randn(4, 5))
+
+    def forward(self, x):
+        x = torch.relu(torch.matmul(x, self.w1) + self.b1)
+        x = torch.tanh(F.linear(x, self.w2, self.b2))
+        return x @ self.w3.t()
+
+
+class AffineCNN(tnn.Module):
+    """Per-channel affine on its own parameters, a registered mean buffer, F.conv2d on its own kernel, scalars."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.5, -0.25]).view(1, 2, 1, 1))
+        self.conv = tnn.Conv2d(2, 3, 3, bias=False)
+        self.scale = tnn.Parameter(torch.rand(1, 3, 1, 1) + 0.5)
+        self.shift = tnn.Parameter(torch.randn(3, 1, 1))
+        self.kernel = tnn.Parameter(torch.randn(4, 3, 3, 3) * 0.3)
+        self.bias = tnn.Parameter(torch.randn(4))
+        self.fc_w = tnn.Parameter(torch.randn(5, 4 * 2 * 2) * 0.2)
+
+    def forward(self, x):
+        x = (x - self.mean) / 4.0
+        x = self.conv(x) * self.scale + self.shift
+        x = F.relu(F.conv2d(x, self.kernel, self.bias, stride=2, padding=1))
+        return F.linear(torch.flatten(x, 1), self.fc_w) * 0.5 + 1
+
+
+def test_linear_layer_on_its_own_parameters_becomes_a_dense():
+    module = tnn.Sequential(LinearLayer(4, 3), tnn.ReLU(), LinearLayer(3, 2))
+    model, gap = _torch_gap(module, torch.randn(5, 4))
+    assert gap <= TOLERANCE
+    assert [type(layer).__name__ for layer in model.layers] == ["Dense", "ReLU", "Dense"]
+    assert model.layers[0].use_bias
+
+
+def test_matmul_linear_and_transposed_weights_convert():
+    model, gap = _torch_gap(MatmulNet(), torch.randn(3, 6))
+    assert gap <= TOLERANCE
+    assert [type(layer).__name__ for layer in model.layers] == ["Dense", "ReLU", "Dense", "Tanh", "Dense"]
+
+
+def test_per_channel_affine_buffer_and_functional_conv_convert():
+    model, gap = _torch_gap(AffineCNN(), torch.randn(2, 2, 6, 6))
+    assert gap <= TOLERANCE
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Conv2D") == 2 and kinds.count("Dense") == 1
+    affine = [layer for layer in model.layers if isinstance(layer, nn.Rescaling) and isinstance(layer.scale, tuple)]
+    assert len(affine) == 1 and len(affine[0].offset) == 3  # x * scale + shift: one layer
+
+
+@pytest.mark.parametrize("make, shape", [(lambda: tnn.Sequential(LinearLayer(4, 3)), (5, 4)),
+                                         (MatmulNet, (3, 6)), (AffineCNN, (2, 2, 6, 6))],
+                         ids=["linear_layer", "matmul", "affine_cnn"])
+@pytest.mark.parametrize("decompose", [False, True], ids=["export", "decomposed"])
+def test_own_parameter_math_converts_through_pt2(tmp_path, make, shape, decompose):
+    _, gap = _export_gap(make(), torch.randn(*shape), tmp_path, decompose)
+    assert gap <= TOLERANCE
+
+
+class Positional(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = tnn.Linear(4, 4)
+        self.pos = tnn.Parameter(torch.randn(3, 4))
+
+    def forward(self, x):
+        return self.fc(x) + self.pos
+
+
+def test_unconvertible_parameter_math_names_module_op_and_line():
+    module = tnn.Sequential(tnn.Sequential(Positional()))
+    with pytest.raises(ConversionError, match=r"module 0\.0 \(Positional\).*test_interop_torch_patterns\.py:\d+ "
+                                              r"`return self\.fc\(x\) \+ self\.pos`.*one value per channel") as info:
+        from_torch(module.eval(), torch.randn(3, 4))
+    assert "\n" not in str(info.value)
+
+
+class UsesLen(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = tnn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x).view(len(x), -1)
+
+
+def test_len_in_forward_says_what_to_use_instead():
+    with pytest.raises(ConversionError, match=r"len\(\).*use x\.size\(0\) / x\.shape\[0\]") as info:
+        from_torch(UsesLen().eval(), torch.randn(2, 4))
+    assert "_tensor_constant" not in str(info.value)
+
+
+# -- recurrent tutorial patterns ----------------------------------------------------------------------------
+class TimeFirst(tnn.Module):
+    """batch_first=False after x.permute(1, 0, 2) / x.transpose(0, 1), zero initial states, out[-1] or h[-1]."""
+
+    def __init__(self, cell="lstm", layers=2, take="out", swap="permute"):
+        super().__init__()
+        self.cell, self.layers, self.take, self.swap = cell, layers, take, swap
+        self.rnn = {"lstm": tnn.LSTM, "gru": tnn.GRU, "rnn": tnn.RNN}[cell](4, 6, layers)
+        self.fc = tnn.Linear(6, 3)
+
+    def forward(self, x):
+        x = x.permute(1, 0, 2) if self.swap == "permute" else x.transpose(0, 1)
+        h0 = torch.zeros(self.layers, x.size(1), 6)
+        if self.cell == "lstm":
+            out, (h, _) = self.rnn(x, (h0, torch.zeros(self.layers, x.size(1), 6).to(x.device)))
+        else:
+            out, h = self.rnn(x, h0)
+        return self.fc(out[-1] if self.take == "out" else h[-1])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers, take, swap", [(1, "out", "permute"), (2, "h", "transpose"), (2, "out", "transpose")])
+def test_time_first_recurrent_forwards_convert(cell, layers, take, swap):
+    model, gap = _torch_gap(TimeFirst(cell, layers, take, swap), torch.randn(3, 7, 4))
+    assert gap <= TOLERANCE
+    recurrent = [layer for layer in model.layers if isinstance(layer, (nn.LSTM, nn.GRU, nn.SimpleRNN))]
+    assert len(recurrent) == layers and not recurrent[-1].return_sequences
+
+
+class SequenceClassifier(tnn.Module):
+    """The seq-classifier tutorial: batch_first LSTM from zeros sized by x.size(0), out[:, -1, :] -> Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = tnn.LSTM(5, 8, 2, batch_first=True, dropout=0.2)
+        self.fc = tnn.Linear(8, 4)
+
+    def forward(self, x):
+        h0 = torch.zeros(2, x.size(0), 8)
+        c0 = x.new_zeros(2, x.size(0), 8)
+        out, _ = self.lstm(x, (h0, c0))
+        return self.fc(out[:, -1, :])
+
+
+class CharRNN(tnn.Module):
+    """The char-RNN tutorial shape: Embedding -> batch-first GRU -> Linear on the last step -> log_softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = tnn.Embedding(20, 6)
+        self.gru = tnn.GRU(6, 8, batch_first=True)
+        self.out = tnn.Linear(8, 20)
+
+    def forward(self, tokens):
+        out, _ = self.gru(self.embed(tokens))
+        return F.log_softmax(self.out(out[:, -1]), dim=1)
+
+
+class SentimentLSTM(tnn.Module):
+    """The sentiment-LSTM tutorial shape: tokens (batch, time) -> .t() -> Embedding -> time-first LSTM ->
+    hidden[-1] -> dropout -> Linear -> sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = tnn.Embedding(30, 6)
+        self.rnn = tnn.LSTM(6, 8, num_layers=2)
+        self.dropout = tnn.Dropout(0.5)
+        self.fc = tnn.Linear(8, 1)
+
+    def forward(self, text):
+        embedded = self.dropout(self.embedding(text.t()))
+        _, (hidden, _) = self.rnn(embedded)
+        return torch.sigmoid(self.fc(self.dropout(hidden[-1])))
+
+
+@pytest.mark.parametrize("make, x", [
+    (SequenceClassifier, lambda: torch.randn(3, 6, 5)),
+    (CharRNN, lambda: torch.randint(0, 20, (3, 9))),
+    (SentimentLSTM, lambda: torch.randint(0, 30, (4, 7))),
+], ids=["seq_classifier", "char_rnn", "sentiment_lstm"])
+def test_recurrent_tutorial_models_convert(make, x):
+    _, gap = _torch_gap(make(), x())
+    assert gap <= TOLERANCE
+
+
+class RandomState(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = tnn.GRU(3, 4, batch_first=True)
+
+    def forward(self, x):
+        return self.rnn(x, torch.randn(1, x.size(0), 4))[0]
+
+
+class ReturnsTimeFirst(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = tnn.GRU(3, 4)
+
+    def forward(self, x):
+        return self.rnn(x.transpose(0, 1))[0]
+
+
+@pytest.mark.parametrize("module, match", [
+    (RandomState, "function randn"),
+    (ReturnsTimeFirst, r"time-first .* batch-first"),
+    (lambda: tnn.Sequential(tnn.GRU(3, 4)), r"batch_first=False.*x\.permute\(1, 0, 2\)"),
+])
+def test_recurrent_refusals_say_what_to_change(module, match):
+    with pytest.raises(ConversionError, match=match) as info:
+        from_torch(module().eval(), torch.randn(2, 5, 3))
+    assert "\n" not in str(info.value)
