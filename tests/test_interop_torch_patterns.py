@@ -290,3 +290,48 @@ def test_recurrent_refusals_say_what_to_change(module, match):
     with pytest.raises(ConversionError, match=match) as info:
         from_torch(module().eval(), torch.randn(2, 5, 3))
     assert "\n" not in str(info.value)
+
+
+# -- 1-D convolution and pooling ----------------------------------------------------------------------------
+class TextCNN(tnn.Module):
+    """Embedding -> permute(0, 2, 1) -> Conv1d / BatchNorm1d / pooling over (N, C, L) -> a Linear head."""
+
+    def __init__(self, head="flatten"):
+        super().__init__()
+        self.head = head
+        self.embed = tnn.Embedding(25, 6)
+        self.conv1 = tnn.Conv1d(6, 8, 3, padding=1)
+        self.norm = tnn.BatchNorm1d(8)
+        self.pool = tnn.MaxPool1d(2)
+        self.conv2 = tnn.Conv1d(8, 8, 4, padding="same", dilation=2, groups=2, bias=False)
+        self.avg = tnn.AvgPool1d(3, stride=1, padding=1, count_include_pad=False)
+        self.kernel = tnn.Parameter(torch.randn(5, 8, 3) * 0.3)
+        self.global_pool = tnn.AdaptiveMaxPool1d(1) if head == "global" else tnn.AdaptiveAvgPool1d(2)
+        self.fc = tnn.Linear(5 if head == "global" else 10, 3)
+
+    def forward(self, tokens):
+        x = self.embed(tokens).permute(0, 2, 1)
+        x = self.pool(F.relu(self.norm(self.conv1(x))))
+        x = self.avg(F.relu(self.conv2(x)))
+        x = F.conv1d(x, self.kernel, stride=1, padding=1)
+        x = self.global_pool(x)
+        x = x.squeeze(-1) if self.head == "global" else torch.flatten(x, 1)
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("head", ["global", "flatten"])
+def test_conv1d_batch_norm_and_pooling_on_sequences_convert(head):
+    module = TextCNN(head)
+    module.norm.running_mean.uniform_(-0.5, 0.5)
+    module.norm.running_var.uniform_(0.5, 1.5)
+    model, gap = _torch_gap(module, torch.randint(0, 25, (3, 12)))
+    assert gap <= TOLERANCE
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Conv2D") == 3 and kinds.count("BatchNorm") == 1
+
+
+@pytest.mark.parametrize("decompose", [False, True], ids=["export", "decomposed"])
+def test_conv1d_model_converts_through_pt2(tmp_path, decompose):
+    module = TextCNN("flatten")
+    _, gap = _export_gap(module, torch.randint(0, 25, (3, 12)), tmp_path, decompose)
+    assert gap <= TOLERANCE

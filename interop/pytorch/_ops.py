@@ -13,7 +13,7 @@ from torch import nn as tnn
 
 from funcdl import nn
 from funcdl.errors import ConversionError
-from interop import layouts
+from interop import layouts, one_d
 from interop.pytorch import _modules as tm
 from interop.pytorch._nodes import SUPPORTED, Value, describe, last_step
 
@@ -110,6 +110,78 @@ def conv2d(reader, node, m, value):
     if m.bias is not None:
         reader.weight(index, "bias", _key(node, "bias", m))
     return reader.derive(node, value)
+
+
+def _sequence(reader, node, value, what):
+    """Check ``value`` is a (batch, channels, length) sequence funcdl holds (batch, length, channels)."""
+    reader.take(node, value)
+    if value.layout != "ncl" or len(value.shape) != 3:
+        raise ConversionError(f"{describe(node)}: {what} needs a (batch, channels, length) tensor that funcdl holds "
+                              f"channels-last (made by Conv1d or x.permute(0, 2, 1)), got shape {value.shape} "
+                              f"({value.layout}); funcdl takes a 1-D model's input channels-last: x.permute(0, 2, 1) "
+                              "first in forward")
+
+
+def _emit_1d(reader, layer, options, channels, features):
+    """Emit ``layer`` as its 1-D twin (``interop.one_d``); the index of the 2-D layer."""
+    indices = [reader.emit(cls, **kwargs) for cls, kwargs in one_d.as_2d(layer, options, channels, features)]
+    return indices[1]
+
+
+def _single(value):
+    """The int of a 1-D size given as an int or a 1-tuple."""
+    return int(value[0] if isinstance(value, (tuple, list)) else value)
+
+
+def conv1d(reader, node, m, value):
+    """Conv1d (and F.conv1d on the module's weights): a Conv2D with a (k, 1) window between reshapes."""
+    _sequence(reader, node, value, "Conv1d")
+    if m.padding_mode != "zeros":
+        raise ConversionError(f"{describe(node)}: Conv1d padding_mode={m.padding_mode!r} is not supported; "
+                              "only 'zeros'")
+    size, dilation, stride = _single(m.kernel_size), _single(m.dilation), _single(m.stride)
+    if m.padding == "same":  # torch puts an odd extra pixel after, as XLA's 'same' does
+        total = dilation * (size - 1)
+        pads = (total // 2, total - total // 2)
+    else:
+        pads = (0, 0) if m.padding == "valid" else (_single(m.padding),) * 2
+    options = dict(features=m.out_channels, kernel_size=one_d.one_d(size), strides=one_d.one_d(stride),
+                   padding=one_d.padding(pads), dilation=one_d.one_d(dilation), groups=m.groups,
+                   use_bias=m.bias is not None, kernel_init="torch", bias_init="torch")
+    index = _emit_1d(reader, nn.Conv2D, options, value.shape[1], m.out_channels)
+    reader.weight(index, "kernel", _key(node, "weight", m), layouts.conv1d_from_torch)
+    if m.bias is not None:
+        reader.weight(index, "bias", _key(node, "bias", m))
+    return reader.derive(node, value)
+
+
+def pool1d(reader, node, value, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+           return_indices=False, count_include_pad=True, is_max=True):
+    """MaxPool1d / AvgPool1d (and F.max_pool1d / F.avg_pool1d): the 2-D pooling with a (p, 1) window."""
+    what = "max_pool1d" if is_max else "avg_pool1d"
+    _sequence(reader, node, value, what)
+    if _single(dilation) != 1 or ceil_mode or return_indices:
+        raise ConversionError(f"{describe(node)}: {what} with dilation, ceil_mode or return_indices has no funcdl "
+                              "equivalent")
+    size = _single(kernel_size)
+    options = dict(pool_size=one_d.one_d(size), strides=one_d.one_d(_single(stride) if stride else size),
+                   padding=one_d.padding(_single(padding)))
+    if not is_max:
+        options["count_include_pad"] = bool(count_include_pad)
+    _emit_1d(reader, nn.MaxPool2D if is_max else nn.AvgPool2D, options, value.shape[1], value.shape[1])
+    return reader.derive(node, value)
+
+
+def adaptive_pool1d(reader, node, value, output_size, return_indices=False, is_max=False):
+    """Adaptive 1-D pooling to an output size that divides the length: fixed windows of length // output."""
+    _sequence(reader, node, value, "adaptive pooling")
+    length, out = value.shape[2], _single(output_size)
+    if length % out or return_indices:
+        raise ConversionError(f"{describe(node)}: adaptive pooling of length {length} to {out} (or with indices) "
+                              "has no funcdl equivalent; funcdl pools with fixed windows (the output must divide the "
+                              "input)")
+    window = length // out
+    return pool1d(reader, node, value, window, window, 0, is_max=is_max)
 
 
 def max_pool(reader, node, value, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -499,6 +571,9 @@ def _call(kind, reader, node, value, args):
             "max_pool2d": max_pool, "avg_pool2d": avg_pool, "permute": permute, "pad": pad,
             "adaptive_avg_pool2d": adaptive_pool,
             "adaptive_max_pool2d": lambda *a, **k: adaptive_pool(*a, **k, is_max=True),
+            "max_pool1d": pool1d, "avg_pool1d": lambda *a, **k: pool1d(*a, **k, is_max=False),
+            "adaptive_avg_pool1d": adaptive_pool1d,
+            "adaptive_max_pool1d": lambda *a, **k: adaptive_pool1d(*a, **k, is_max=True),
             "getitem": getitem}[kind](reader, node, value, **args)
 
 
@@ -518,6 +593,11 @@ def _function_table():
                                            "return_indices")),
              F.avg_pool2d: ("avg_pool2d", ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
                                            "divisor_override")),
+             F.max_pool1d: ("max_pool1d", ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                                           "return_indices")),
+             F.avg_pool1d: ("avg_pool1d", ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")),
+             F.adaptive_avg_pool1d: ("adaptive_avg_pool1d", ("output_size",)),
+             F.adaptive_max_pool1d: ("adaptive_max_pool1d", ("output_size", "return_indices")),
              F.adaptive_avg_pool2d: ("adaptive_avg_pool2d", ("output_size",)),
              F.adaptive_max_pool2d: ("adaptive_max_pool2d", ("output_size", "return_indices")),
              torch.flatten: ("reshape", ()), torch.reshape: ("reshape", ()), torch.squeeze: ("reshape", ()),
@@ -582,6 +662,13 @@ def _module_table():
         tnn.LSTM: recurrent, tnn.GRU: recurrent, tnn.RNN: recurrent,
         tnn.BatchNorm1d: lambda r, n, m, v: batch_norm(r, n, m, v, image=False),
         tnn.BatchNorm2d: lambda r, n, m, v: batch_norm(r, n, m, v, image=True),
+        tnn.Conv1d: conv1d,
+        tnn.MaxPool1d: lambda r, n, m, v: pool1d(r, n, v, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
+                                                 m.return_indices),
+        tnn.AvgPool1d: lambda r, n, m, v: pool1d(r, n, v, m.kernel_size, m.stride, m.padding, 1, m.ceil_mode,
+                                                 count_include_pad=m.count_include_pad, is_max=False),
+        tnn.AdaptiveAvgPool1d: lambda r, n, m, v: adaptive_pool1d(r, n, v, m.output_size),
+        tnn.AdaptiveMaxPool1d: lambda r, n, m, v: adaptive_pool1d(r, n, v, m.output_size, m.return_indices, True),
         tnn.MaxPool2d: lambda r, n, m, v: max_pool(r, n, v, m.kernel_size, m.stride, m.padding, m.dilation,
                                                    m.ceil_mode, m.return_indices),
         tnn.AvgPool2d: lambda r, n, m, v: avg_pool(r, n, v, m.kernel_size, m.stride, m.padding, m.ceil_mode,

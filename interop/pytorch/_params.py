@@ -190,11 +190,17 @@ _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "group
 
 
 def functional_conv(reader, node):
-    """``F.conv2d(x, self.w, self.b, stride, padding, dilation, groups)``: a Conv2D."""
+    """``F.conv2d(x, self.w, self.b, stride, padding, dilation, groups)``: a Conv2D (``F.conv1d``: its 1-D twin)."""
     args = dict(zip(_CONV_ARGS, node.args))
     args.update(node.kwargs)
     weight, bias = _weights(reader, node, [args["weight"], args.get("bias")], ("weight", "bias"))
     padding = args.get("padding", 0)
+    if node.target is F.conv1d:
+        module = types.SimpleNamespace(
+            padding_mode="zeros", kernel_size=weight.shape[2], dilation=args.get("dilation", 1), padding=padding,
+            stride=args.get("stride", 1), out_channels=weight.shape[0], groups=args.get("groups", 1), bias=bias,
+            state_keys={"weight": weight.key, "bias": getattr(bias, "key", None)})
+        return _ops.conv1d(reader, node, module, reader.values[args["input"]])
     module = types.SimpleNamespace(
         padding_mode="zeros", kernel_size=tuple(weight.shape[2:]), dilation=nn.pair(args.get("dilation", 1),
                                                                                       "dilation"),
@@ -253,7 +259,7 @@ def convert(reader, node):
         return matmul(reader, node, args)
     if target is F.linear:
         return functional_linear(reader, node)
-    if target is F.conv2d:
+    if target in (F.conv2d, F.conv1d):
         return functional_conv(reader, node)
     if target is builtins.getattr and args[1] in ("T", "mT") and reader.values.get(args[0]) is not None and (
             reader.values[args[0]].kind == "weight"):
