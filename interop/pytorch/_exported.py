@@ -24,6 +24,7 @@ _RESHAPES = ("view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze
 _IDENTITIES = ("clone", "contiguous", "alias", "detach", "dropout", "feature_dropout", "alpha_dropout",
                "feature_alpha_dropout", "lift_fresh_copy")
 _OTHERS = ("_softmax", "_log_softmax", "permute", "max_pool2d", "max_pool2d_with_indices", "avg_pool2d",
+           "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "transpose",
            "adaptive_avg_pool2d", "_adaptive_avg_pool2d")
 _HARD = ("hardswish", "hardswish_", "hardtanh", "hardtanh_")
 _ARITH = {"add": "add", "add_": "add", "sub": "sub", "sub_": "sub", "mul": "mul", "mul_": "mul", "div": "div",
@@ -224,7 +225,8 @@ class ExportedReader:
                 weight = self._weight(args.get("other", args.get("mat2")))
                 stand = self._stand(node, name, [], [])
                 return _params.dense(self.reader, stand, self.reader.values[args["self"]], self._as_value(weight))
-        for kind, handler in (("conv2d", self._conv), ("convolution", self._conv), ("linear", self._linear),
+        for kind, handler in (("conv2d", self._conv), ("conv1d", self._conv), ("convolution", self._conv),
+                              ("embedding", self._embedding), ("linear", self._linear),
                               ("addmm", self._addmm), ("mm", self._addmm), ("batch_norm", self._batch_norm),
                               ("_native_batch_norm_legit_no_training", self._batch_norm),
                               ("cat", self._cat), ("mean", self._mean)):
@@ -270,6 +272,15 @@ class ExportedReader:
             return _ops.avg_pool(reader, stand, value, _pair(args["kernel_size"]), _pair(args.get("stride")),
                                  _pair(args.get("padding", 0)), bool(args.get("ceil_mode", False)),
                                  args.get("count_include_pad", True), args.get("divisor_override"))
+        if base in ("max_pool1d", "avg_pool1d"):
+            return _ops.pool1d(reader, stand, value, _pair(args["kernel_size"]), _pair(args.get("stride")),
+                               _pair(args.get("padding", 0)), _pair(args.get("dilation", 1)) or 1,
+                               bool(args.get("ceil_mode", False)),
+                               count_include_pad=args.get("count_include_pad", True), is_max=base == "max_pool1d")
+        if base == "adaptive_avg_pool1d":
+            return _ops.adaptive_pool1d(reader, stand, value, _pair(args["output_size"]))
+        if base == "transpose":
+            return _ops.transpose(reader, stand, value, args["dim0"], args["dim1"])
         if base in ("adaptive_avg_pool2d", "_adaptive_avg_pool2d"):
             return _ops.adaptive_pool(reader, stand, value, _pair(args["output_size"]))
         if base in _MERGES:
@@ -341,11 +352,18 @@ class ExportedReader:
         if args.get("transposed"):
             raise ConversionError("transposed convolution is not supported")
         weight = self._weight(args["weight"])
-        if weight.array.ndim != 4:
-            raise ConversionError(f"a {weight.array.ndim - 2}-D convolution is not supported (Conv2d only)")
+        if weight.array.ndim not in (3, 4):
+            raise ConversionError(f"a {weight.array.ndim - 2}-D convolution is not supported (Conv1d, Conv2d only)")
         bias = self._weight(args.get("bias"))
         stand = self._stand(node, name, [weight, bias], ["weight", "bias"])
         padding = args.get("padding", 0)
+        if weight.array.ndim == 3:
+            module = types.SimpleNamespace(
+                padding_mode="zeros", kernel_size=weight.array.shape[2], dilation=_pair(args.get("dilation")) or 1,
+                padding=padding if isinstance(padding, str) else _pair(padding) or 0,
+                stride=_pair(args.get("stride")) or 1, out_channels=weight.array.shape[0],
+                groups=args.get("groups", 1), bias=bias)
+            return _ops.conv1d(self.reader, stand, module, self._value(args["input"]))
         module = types.SimpleNamespace(
             padding_mode="zeros", kernel_size=tuple(weight.array.shape[2:]),
             dilation=nn.pair(_pair(args.get("dilation")) or 1, "dilation"),
@@ -353,6 +371,13 @@ class ExportedReader:
             stride=nn.pair(_pair(args.get("stride")) or 1, "stride"),
             out_channels=weight.array.shape[0], groups=args.get("groups", 1), bias=bias)
         return _ops.conv2d(self.reader, stand, module, self._value(args["input"]))
+
+    def _embedding(self, node, args, name):
+        weight = self._weight(args["weight"])
+        stand = self._stand(node, name, [weight], ["weight"])
+        module = types.SimpleNamespace(max_norm=None, scale_grad_by_freq=bool(args.get("scale_grad_by_freq")),
+                                       num_embeddings=weight.array.shape[0], embedding_dim=weight.array.shape[1])
+        return _ops.embedding(self.reader, stand, module, self._value(args["indices"]))
 
     def _linear(self, node, args, name):
         weight, bias = self._weight(args["weight"]), self._weight(args.get("bias"))

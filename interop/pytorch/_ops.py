@@ -392,6 +392,9 @@ def reshape(reader, node, value):
     reader.take(node, value)
     if out == value.shape:
         return reader.derive(node, value)
+    moved = _between_1d_and_2d(reader, value, out)
+    if moved is not None:
+        return reader.derive(node, value, layout=moved)
     if value.layout == "tb":
         raise ConversionError(f"{describe(node)}: reshaping a time-first {value.shape} to {out}: funcdl holds it "
                               "batch-first; take out[-1] or permute it back (1, 0, 2) first")
@@ -416,6 +419,20 @@ def reshape(reader, node, value):
     else:
         reader.emit(nn.Reshape, shape=tuple(out[1:]))
     return reader.derive(node, value, layout="plain", perm=perm)
+
+
+def _between_1d_and_2d(reader, value, out):
+    """x.unsqueeze(2) / (-1) of an (N, C, L) sequence (an image of height or width 1), or squeezing that axis of
+    such an image: the layout it gives, after emitting the Reshape funcdl needs; None for any other reshape."""
+    shape = value.shape
+    if value.layout == "ncl" and out in (shape[:2] + (1, shape[2]), shape + (1,)):
+        reader.emit(nn.Reshape, shape=(out[2], out[3], shape[1]))  # (N, L, C) -> NHWC
+        return "nchw"
+    if value.layout == "nchw" and len(out) == 3 and out[:2] == shape[:2] and 1 in shape[2:] and (
+            out[2] == shape[2] * shape[3]):
+        reader.emit(nn.Reshape, shape=(out[2], shape[1]))  # NHWC with H or W of 1 -> (N, L, C)
+        return "ncl"
+    return None
 
 
 def permute(reader, node, value, dims):
