@@ -263,6 +263,25 @@ def test_recurrent_tutorial_models_convert(make, x):
     assert gap <= TOLERANCE
 
 
+@pytest.mark.parametrize("make, x", [
+    (lambda: TimeFirst("lstm", 2, "out"), lambda: torch.randn(3, 7, 4)),
+    (lambda: TimeFirst("gru", 1, "h", "transpose"), lambda: torch.randn(3, 7, 4)),
+    (lambda: TimeFirst("rnn", 2, "h"), lambda: torch.randn(3, 7, 4)),
+    (SequenceClassifier, lambda: torch.randn(3, 6, 5)),
+    (CharRNN, lambda: torch.randint(0, 20, (3, 9))),
+    (SentimentLSTM, lambda: torch.randint(0, 30, (4, 7))),
+], ids=["time_first_lstm", "time_first_gru", "time_first_rnn", "seq_classifier", "char_rnn", "sentiment_lstm"])
+def test_recurrent_models_convert_through_pt2(tmp_path, make, x):
+    _, gap = _export_gap(make(), x(), tmp_path)
+    assert gap <= TOLERANCE
+
+
+def test_decomposed_recurrent_program_is_refused_in_one_line(tmp_path):
+    with pytest.raises(ConversionError, match=r"unsupported ATen op") as info:
+        _export_gap(SequenceClassifier(), torch.randn(3, 6, 5), tmp_path, decompose=True)
+    assert "\n" not in str(info.value)
+
+
 class RandomState(tnn.Module):
     def __init__(self):
         super().__init__()

@@ -24,11 +24,14 @@ _RESHAPES = ("view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze
 _IDENTITIES = ("clone", "contiguous", "alias", "detach", "dropout", "feature_dropout", "alpha_dropout",
                "feature_alpha_dropout", "lift_fresh_copy")
 _OTHERS = ("_softmax", "_log_softmax", "permute", "max_pool2d", "max_pool2d_with_indices", "avg_pool2d",
-           "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "transpose",
+           "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "transpose", "t",
            "adaptive_avg_pool2d", "_adaptive_avg_pool2d")
 _HARD = ("hardswish", "hardswish_", "hardtanh", "hardtanh_")
 _ARITH = {"add": "add", "add_": "add", "sub": "sub", "sub_": "sub", "mul": "mul", "mul_": "mul", "div": "div",
           "div_": "div", "true_divide": "div", "rsub": "rsub"}
+_ZEROS = ("zeros", "new_zeros", "zeros_like", "full", "new_full")
+_NOTHING = object()  # an op with no effect on the converted model (a metadata check)
+_RECURRENT_OPS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
 _MERGES = {"add": nn.Add, "add_": nn.Add, "sub": nn.Subtract, "sub_": nn.Subtract, "mul": nn.Multiply,
            "mul_": nn.Multiply, "maximum": nn.Maximum, "minimum": nn.Minimum}
 SUPPORTED_ATEN = ("conv2d, convolution (2-D, not transposed), linear, addmm/mm of a transposed weight, batch_norm, "
@@ -61,7 +64,8 @@ def _decode(arg):
         return [_Ref(item["name"]) for item in value]
     if kind == "as_none":
         return None
-    if kind in ("as_int", "as_ints", "as_float", "as_floats", "as_bool", "as_bools", "as_string"):
+    if kind in ("as_int", "as_ints", "as_float", "as_floats", "as_bool", "as_bools", "as_string", "as_device",
+                "as_scalar_type", "as_layout", "as_memory_format"):  # the last four: options no converter reads
         return value
     if kind == "as_sym_int":
         return value.get("as_int", -1) if isinstance(value, dict) else -1
@@ -168,7 +172,7 @@ class ExportedReader:
                                   f"supports {SUPPORTED_ATEN}")
         if isinstance(result, _Weight):
             self.weights[name] = result
-        else:
+        elif isinstance(result, Value):
             self.reader.values[name] = result
 
     @staticmethod
@@ -217,6 +221,18 @@ class ExportedReader:
             result = self._arithmetic(base, node, args, name)
             if result is not None:
                 return result
+        if base in _ZEROS or (base in ("to", "_to_copy", "clone") and getattr(
+                self.reader.values.get(args.get("self")), "kind", None) == "zeros"):
+            return self._zeros(args, name)
+        if base == "_assert_tensor_metadata":
+            return _NOTHING
+        if base in _RECURRENT_OPS:
+            return self._recurrent(base, node, args, name)
+        if base == "select" and args.get("self") in self.reader.values:
+            value = self.reader.values[args["self"]]
+            index = (slice(None),) * int(args["dim"] % max(len(value.shape), 1)) + (int(args["index"]),)
+            return _ops.getitem(self.reader, self._stand(node, name, [], []), value, index[0] if len(index) == 1
+                                else index)
         if base in ("matmul", "mm") and args.get("self") in self.reader.values:
             other = self.weights.get(args.get("other", args.get("mat2")))
             if other is not None and other.transposed and base == "matmul":  # x @ w.t(): a Linear
@@ -279,8 +295,8 @@ class ExportedReader:
                                count_include_pad=args.get("count_include_pad", True), is_max=base == "max_pool1d")
         if base == "adaptive_avg_pool1d":
             return _ops.adaptive_pool1d(reader, stand, value, _pair(args["output_size"]))
-        if base == "transpose":
-            return _ops.transpose(reader, stand, value, args["dim0"], args["dim1"])
+        if base in ("transpose", "t"):
+            return _ops.transpose(reader, stand, value, args.get("dim0", 0), args.get("dim1", 1))
         if base in ("adaptive_avg_pool2d", "_adaptive_avg_pool2d"):
             return _ops.adaptive_pool(reader, stand, value, _pair(args["output_size"]))
         if base in _MERGES:
@@ -295,6 +311,45 @@ class ExportedReader:
         values = _ops.check_merge(self.reader, stand, [value, self.reader.values[other]], base.rstrip("_"))
         self.reader.emit(_MERGES[base], inputs=[v.ref for v in values])
         return self.reader.derive(stand, value)
+
+    def _zeros(self, args, name):
+        """An all-zero tensor (``zeros``, ``new_zeros``, ``full(.., 0)``): a recurrent layer's initial state only."""
+        if args.get("fill_value", 0) != 0:
+            return None
+        return Value("zeros", _sizes(self.graph.tensor_values.get(name, {})), len(self.reader.specs))
+
+    def _recurrent(self, base, node, args, name):
+        """aten.lstm / gru / rnn_tanh / rnn_relu with zero initial states: what ``from_torch`` makes of nn.LSTM."""
+        states = args.get("hx")
+        for ref in states if isinstance(states, list) else [states]:
+            if getattr(self.reader.values.get(ref), "kind", None) != "zeros":
+                raise ConversionError(f"{base} gets an initial state that is not zeros; funcdl's recurrent layers "
+                                      "start from zeros")
+        if args.get("train"):
+            raise ConversionError(f"{base} in training mode; export the module in eval mode (module.eval())")
+        layers, bidirectional, biases = int(args["num_layers"]), bool(args["bidirectional"]), bool(args["has_biases"])
+        names = [f"{kind}_{io}_l{k}{'_reverse' if d else ''}" for k in range(layers) for d in range(
+            1 + bidirectional) for kind, io in (("weight", "ih"), ("weight", "hh"), ("bias", "ih"), ("bias", "hh"))
+                 if biases or kind == "weight"]
+        weights = [self._weight(ref) for ref in args["params"]]
+        if len(weights) != len(names):
+            raise ConversionError(f"{base} holds {len(weights)} tensors, expected {len(names)}")
+        stand = self._stand(node, name, weights, names)
+        hidden = weights[1].array.shape[1]
+        module = types.SimpleNamespace(
+            mode=_RECURRENT_OPS[base], nonlinearity="relu" if base == "rnn_relu" else "tanh", num_layers=layers,
+            bidirectional=bidirectional, batch_first=bool(args["batch_first"]), dropout=float(args["dropout"]),
+            bias=biases, hidden_size=hidden, proj_size=0)
+        value = _ops.recurrent(self.reader, stand, module, self._value(args["input"]))
+        outputs = [_decode(out) for out in node.outputs]
+        meta = self.graph.tensor_values
+        out_stand = _Stand(node.name, stand.target, _sizes(meta.get(outputs[0], {})), None)
+        for ref in outputs[1:2]:  # h_n (c_n has no funcdl equivalent)
+            state_stand = _Stand(node.name, stand.target, _sizes(meta.get(ref, {})), None)
+            state = _ops.getitem(self.reader, state_stand, value, 1)
+            self.reader.values[ref] = state if state.kind == "state" else _ops.getitem(
+                self.reader, state_stand, state, 0)
+        return _ops.getitem(self.reader, out_stand, value, 0)
 
     def _as_value(self, weight):
         """A weight Value the shared converters read (its array under its fqn in the reader's state dict)."""

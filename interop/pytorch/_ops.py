@@ -305,9 +305,9 @@ def recurrent(reader, node, m, value):
                                          "x.transpose(0, 1) inside forward, or batch_first=True)")
         raise ConversionError(f"{describe(node)}: {name}(batch_first={m.batch_first}) needs a {wanted} input, got "
                               f"shape {value.shape}{hint}")
-    if isinstance(m, torch.nn.LSTM):
+    if m.mode == "LSTM":  # torch's RNNBase.mode: 'LSTM', 'GRU', 'RNN_TANH', 'RNN_RELU'
         cls, extra, gates, cell = nn.LSTM, {"unit_forget_bias": False}, 4, "lstm"
-    elif isinstance(m, torch.nn.GRU):
+    elif m.mode == "GRU":
         cls, extra, gates, cell = nn.GRU, {}, 3, "gru"
     else:
         cls, extra, gates, cell = nn.SimpleRNN, {"activation": m.nonlinearity}, 1, "rnn"
@@ -327,7 +327,8 @@ def recurrent(reader, node, m, value):
         reader.specs[-1].kwargs["return_sequences"] = m.return_sequences
         return reader.derive(node, value)
     meta = node.meta["tensor_meta"]
-    return Value("recurrent", tuple(meta[0].shape), len(reader.specs), layout=layout, rnn=(cell, m.num_layers),
+    meta = meta[0] if isinstance(meta, (tuple, list)) else meta  # (output, hidden) traced; the output (.pt2)
+    return Value("recurrent", tuple(meta.shape), len(reader.specs), layout=layout, rnn=(cell, m.num_layers),
                  ref=reader.cursor)
 
 
