@@ -8,36 +8,51 @@ from funcdl.nn._activations import (
     ACTIVATIONS,
     ELU,
     GELU,
+    SELU,
     TABLE,
     Activation,
     ActivationLayer,
+    Exponential,
+    HardSigmoid,
     HardSwish,
     LeakyReLU,
     LogSoftmax,
+    Mish,
     ReLU,
     ReLU6,
     Sigmoid,
     SiLU,
     Softmax,
     Softplus,
+    Softsign,
     Tanh,
     activation,
     activation_layer,
     activation_of,
+    elu,
+    exponential,
     gelu,
     gelu_tanh,
     get_activation,
+    hard_sigmoid,
+    hard_swish,
     leaky_relu,
     linear,
     log_softmax,
+    mish,
     option_names,
     relu,
+    relu6,
+    selu,
     sigmoid,
+    silu,
     softmax,
     softplus,
+    softsign,
     tanh,
 )
 from funcdl.nn._base import REGISTRY, Layer, takes_train
+from funcdl.nn._bidirectional import MERGE_MODES, Bidirectional
 from funcdl.nn._config import from_config, to_config
 from funcdl.nn._conv import Conv2D, conv_as_matmul, conv_implementation, explicit_padding, padding_spec, pair
 from funcdl.nn._dense import Dense, Embedding
@@ -54,8 +69,9 @@ from funcdl.nn._norm import BatchNorm, LayerNorm
 from funcdl.nn._pool import AvgPool2D, MaxPool2D
 from funcdl.nn._preprocessing import Normalization, Rescaling
 from funcdl.nn._recurrent import GRU, LSTM, SimpleRNN
+from funcdl.nn._resize import PixelShuffle, UpSampling2D, ZeroPadding2D, padding_pairs
 from funcdl.nn._sequential import Sequential
-from funcdl.nn._shape import Dropout, Flatten, ImageRows, Reshape
+from funcdl.nn._shape import Dropout, Flatten, ImageRows, Permute, RepeatVector, Reshape
 from funcdl.nn._shape_inference import (
     check_dtypes,
     check_variables,
@@ -88,4 +104,7 @@ __all__ = [
     "MaxPool2D", "output_shape", "padding_spec", "pair", "REGISTRY", "ReLU", "relu", "Reshape", "Sequential",
     "shape_errors", "Sigmoid", "sigmoid", "SimpleRNN", "Softmax", "softmax", "Softplus", "softplus", "summary",
     "takes_train", "Tanh", "tanh", "to_config", "variable_shapes", "ELU", "HardSwish", "ReLU6", "SiLU",
+    "Bidirectional", "MERGE_MODES", "UpSampling2D", "ZeroPadding2D", "padding_pairs", "PixelShuffle", "Permute",
+    "RepeatVector", "SELU", "HardSigmoid", "Softsign", "Mish", "Exponential", "elu", "exponential", "hard_sigmoid",
+    "hard_swish", "mish", "relu6", "selu", "silu", "softsign",
 ]

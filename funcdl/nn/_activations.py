@@ -75,6 +75,31 @@ def elu(x: jax.Array, alpha: float = 1.0) -> jax.Array:
     return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0.0)))
 
 
+def selu(x: jax.Array) -> jax.Array:
+    """scale * elu(x, alpha) with the self-normalising constants (scale 1.0507..., alpha 1.6732...)."""
+    return jax.nn.selu(x)
+
+
+def hard_sigmoid(x: jax.Array) -> jax.Array:
+    """relu6(x + 3) / 6, as torch.nn.Hardsigmoid and Keras 3 (Keras 2's was clip(0.2 x + 0.5, 0, 1))."""
+    return jnp.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def softsign(x: jax.Array) -> jax.Array:
+    """x / (1 + |x|)."""
+    return x / (1.0 + jnp.abs(x))
+
+
+def mish(x: jax.Array) -> jax.Array:
+    """x * tanh(softplus(x))."""
+    return x * jnp.tanh(jax.nn.softplus(x))
+
+
+def exponential(x: jax.Array) -> jax.Array:
+    """exp(x) (keras ``activation='exponential'``)."""
+    return jnp.exp(x)
+
+
 def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
     """GELU; exact (erf) by default as in torch and keras, tanh form with ``approximate=True``."""
     return jax.nn.gelu(x, approximate=approximate)
@@ -136,6 +161,11 @@ ReLU6 = _layer_class("ReLU6", relu6)
 SiLU = _layer_class("SiLU", silu)
 HardSwish = _layer_class("HardSwish", hard_swish)
 ELU = _layer_class("ELU", elu)
+SELU = _layer_class("SELU", selu)
+HardSigmoid = _layer_class("HardSigmoid", hard_sigmoid)
+Softsign = _layer_class("Softsign", softsign)
+Mish = _layer_class("Mish", mish)
+Exponential = _layer_class("Exponential", exponential)
 
 
 @dataclass(frozen=True)
@@ -147,7 +177,7 @@ class Activation:
       function: ``function(x, **options) -> y``.
       layer: the layer computing it, or None for 'linear' (the identity, no layer).
       options: the layer settings that make it compute ``function`` exactly (``gelu_tanh``: approximate).
-      torch: the ``torch.nn`` module class computing it (by name), or None.
+      torch: the ``torch.nn`` module class computing it (by name), or None (none exists, or an alias row).
       keras: Keras' ``activation=`` name for it, or None where Keras' differs (its ``leaky_relu``
         slope is 0.2).
       elementwise: it acts on each value alone (so on each time step of a sequence alone).
@@ -171,11 +201,19 @@ TABLE = (
     Activation("softplus", softplus, Softplus, torch="Softplus", keras="softplus"),
     Activation("gelu", gelu, GELU, torch="GELU", keras="gelu"),
     Activation("gelu_tanh", gelu_tanh, GELU, {"approximate": True}, torch="GELU"),
-    Activation("relu6", relu6, ReLU6, torch="ReLU6"),
-    Activation("silu", silu, SiLU, torch="SiLU"),
-    Activation("hard_swish", hard_swish, HardSwish, torch="Hardswish"),
-    Activation("elu", elu, ELU, torch="ELU"),
+    Activation("relu6", relu6, ReLU6, torch="ReLU6", keras="relu6"),
+    Activation("silu", silu, SiLU, torch="SiLU", keras="silu"),
+    Activation("hard_swish", hard_swish, HardSwish, torch="Hardswish", keras="hard_silu"),
+    Activation("elu", elu, ELU, torch="ELU", keras="elu"),
+    Activation("selu", selu, SELU, torch="SELU", keras="selu"),
+    Activation("hard_sigmoid", hard_sigmoid, HardSigmoid, torch="Hardsigmoid", keras="hard_sigmoid"),
+    Activation("softsign", softsign, Softsign, torch="Softsign", keras="softsign"),
+    Activation("mish", mish, Mish, torch="Mish", keras="mish"),
+    Activation("exponential", exponential, Exponential, keras="exponential"),
     Activation("linear", linear, None, keras="linear"),
+    # other names of the rows above (after them: a layer maps back to its first row's name)
+    Activation("swish", silu, SiLU, keras="swish"),
+    Activation("hardswish", hard_swish, HardSwish, keras="hard_swish"),
 )
 BY_NAME = {row.name: row for row in TABLE}
 ACTIVATIONS = {row.name: row.function for row in TABLE}

@@ -11,6 +11,11 @@ converters. The input projection for every time step is one matmul before the
 loop; only ``h @ recurrent_kernel`` runs inside it. The recurrences have
 hand-written backward passes (``funcdl.nn._recurrent_vjp``): the weight
 gradients of a whole sequence are one matmul after the backward loop.
+
+``reverse=True`` reads the time steps last to first (the backward half of a
+bidirectional layer, torch's ``bidirectional=True``): with ``return_sequences``
+the output stays aligned with the input, ``out[:, t]`` being the state after
+``x[:, T-1], ..., x[:, t]``; without, it is the state after ``x[:, 0]``.
 """
 import flax.linen as linen
 import jax.numpy as jnp
@@ -19,6 +24,14 @@ from funcdl.nn._activations import get_activation
 from funcdl.nn._base import Layer, check_existing, check_rank
 from funcdl.nn._init import initializer
 from funcdl.nn._recurrent_vjp import gru, lstm, simple_rnn
+
+
+def _directed(layer, run, x):
+    """``run(x)``, over the time steps last to first when ``layer.reverse`` (output aligned with ``x``)."""
+    if not layer.reverse:
+        return run(x)
+    out = run(jnp.flip(x, axis=1))
+    return jnp.flip(out, axis=1) if layer.return_sequences else out
 
 
 def _weights(layer, x, gates, bias_init=None):
@@ -48,6 +61,9 @@ class SimpleRNN(Layer):
       activation: 'tanh' (default) or 'relu'.
       return_sequences: return (B, T, H) instead of the last step (B, H).
       use_recurrent_bias: learn a second bias on the recurrent side (torch) or not (keras).
+      reverse: read the time steps last to first (see the module docstring).
+
+    Shapes: (B, T, F) -> (B, H), or (B, T, H) with ``return_sequences``.
     """
     features: int
     activation: str = "tanh"
@@ -56,11 +72,13 @@ class SimpleRNN(Layer):
     kernel_init: str = "glorot_uniform"
     recurrent_init: str = "orthogonal"
     bias_init: str = "zeros"
+    reverse: bool = False
 
     @linen.compact
     def __call__(self, x):
         weights = _weights(self, x, 1)
-        return simple_rnn(x, *weights, get_activation(self.activation), self.return_sequences)
+        return _directed(self, lambda x: simple_rnn(x, *weights, get_activation(self.activation),
+                                                    self.return_sequences), x)
 
 
 class LSTM(Layer):
@@ -71,6 +89,9 @@ class LSTM(Layer):
       return_sequences: return (B, T, H) instead of the last step (B, H).
       unit_forget_bias: initialise the forget-gate bias to 1 (keras default).
       use_recurrent_bias: learn a second bias on the recurrent side (torch) or not (keras).
+      reverse: read the time steps last to first (see the module docstring).
+
+    Shapes: (B, T, F) -> (B, H), or (B, T, H) with ``return_sequences``.
     """
     features: int
     return_sequences: bool = False
@@ -79,6 +100,7 @@ class LSTM(Layer):
     kernel_init: str = "glorot_uniform"
     recurrent_init: str = "orthogonal"
     bias_init: str = "zeros"
+    reverse: bool = False
 
     @linen.compact
     def __call__(self, x):
@@ -89,7 +111,8 @@ class LSTM(Layer):
             bias = base_init(key, shape, dtype)
             # keras' unit_forget_bias: start with the forget gate open.
             return bias.at[hidden:2 * hidden].set(1.0) if self.unit_forget_bias else bias
-        return lstm(x, *_weights(self, x, 4, bias_init), self.return_sequences)
+        weights = _weights(self, x, 4, bias_init)
+        return _directed(self, lambda x: lstm(x, *weights, self.return_sequences), x)
 
 
 class GRU(Layer):
@@ -104,6 +127,9 @@ class GRU(Layer):
       return_sequences: return (B, T, H) instead of the last step (B, H).
       reset_after: where the reset gate applies (see above).
       use_recurrent_bias: learn a second bias on the recurrent side (torch) or not (keras).
+      reverse: read the time steps last to first (see the module docstring).
+
+    Shapes: (B, T, F) -> (B, H), or (B, T, H) with ``return_sequences``.
     """
     features: int
     return_sequences: bool = False
@@ -112,7 +138,9 @@ class GRU(Layer):
     kernel_init: str = "glorot_uniform"
     recurrent_init: str = "orthogonal"
     bias_init: str = "zeros"
+    reverse: bool = False
 
     @linen.compact
     def __call__(self, x):
-        return gru(x, *_weights(self, x, 3), self.reset_after, self.return_sequences)
+        weights = _weights(self, x, 3)
+        return _directed(self, lambda x: gru(x, *weights, self.reset_after, self.return_sequences), x)

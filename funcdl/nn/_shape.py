@@ -1,4 +1,4 @@
-"""Layers that only move values around: Flatten, Reshape, Dropout."""
+"""Layers that only move values around: Flatten, Reshape, Dropout, Permute, RepeatVector."""
 import math
 
 import flax.linen as linen
@@ -52,3 +52,29 @@ class ImageRows(Layer):
         if x.ndim == 3:
             return x
         return jnp.reshape(x, x.shape[:2] + (-1,))
+
+
+class Permute(Layer):
+    """Reorder the non-batch axes (Keras semantics): ``dims`` is a permutation of 1..n.
+
+    ``Permute((2, 1))``: (B, T, F) -> (B, F, T); output axis k is input axis ``dims[k-1]``.
+    """
+    dims: tuple = (2, 1)
+
+    def __call__(self, x):
+        dims = tuple(self.dims)
+        if sorted(dims) != list(range(1, x.ndim)):
+            raise ShapeError(f"layer {layer_path(self)} (Permute) takes dims, a permutation of 1..{x.ndim - 1} "
+                             f"(the non-batch axes), got {dims} for input shape {tuple(x.shape)}")
+        return jnp.transpose(x, (0,) + dims)
+
+
+class RepeatVector(Layer):
+    """Repeat each example ``n`` times along a new time axis: (B, F) -> (B, n, F)."""
+    n: int = 1
+
+    def __call__(self, x):
+        if x.ndim != 2:
+            raise ShapeError(f"layer {layer_path(self)} (RepeatVector) takes (batch, features), got shape "
+                             f"{tuple(x.shape)}")
+        return jnp.broadcast_to(x[:, None, :], (x.shape[0], int(self.n), x.shape[1]))
