@@ -354,3 +354,55 @@ def test_conv1d_model_converts_through_pt2(tmp_path, decompose):
     module = TextCNN("flatten")
     _, gap = _export_gap(module, torch.randint(0, 25, (3, 12)), tmp_path, decompose)
     assert gap <= TOLERANCE
+
+
+# -- bidirectional recurrences ------------------------------------------------------------------------------
+class BiRecurrent(tnn.Module):
+    """bidirectional=True, num_layers 1 or 2: final states concatenated, h[-1] alone, or the whole sequence."""
+
+    def __init__(self, cell="lstm", layers=1, take="cat", batch_first=True):
+        super().__init__()
+        self.take, self.cell, self.batch_first = take, cell, batch_first
+        self.rnn = {"lstm": tnn.LSTM, "gru": tnn.GRU, "rnn": tnn.RNN}[cell](
+            4, 5, layers, batch_first=batch_first, bidirectional=True)
+        self.fc = tnn.Linear(10 if take in ("cat", "sequence") else 5, 3)
+
+    def forward(self, x):
+        out, hidden = self.rnn(x if self.batch_first else x.transpose(0, 1))
+        h = hidden[0] if self.cell == "lstm" else hidden
+        if self.take == "cat":
+            return self.fc(torch.cat((h[-2, :, :], h[-1, :, :]), dim=1))
+        if self.take == "backward":
+            return self.fc(h[-1])
+        return self.fc(out)  # per step, (batch, time, 3)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers, take, batch_first", [(1, "cat", True), (2, "cat", False), (2, "backward", True),
+                                                       (2, "sequence", True)])
+def test_bidirectional_recurrences_convert(cell, layers, take, batch_first):
+    model, gap = _torch_gap(BiRecurrent(cell, layers, take, batch_first), torch.randn(3, 6, 4))
+    assert gap <= TOLERANCE
+    assert sum(isinstance(node.layer, nn.Bidirectional) for node in model.nodes) == layers if isinstance(
+        model, nn.Graph) else sum(isinstance(layer, nn.Bidirectional) for layer in model.layers) == layers
+
+
+@pytest.mark.parametrize("layers, take", [(1, "cat"), (2, "backward"), (2, "sequence")])
+def test_bidirectional_recurrences_convert_through_pt2(tmp_path, layers, take):
+    _, gap = _export_gap(BiRecurrent("lstm", layers, take), torch.randn(3, 6, 4), tmp_path)
+    assert gap <= TOLERANCE
+
+
+class BiLastStep(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = tnn.GRU(4, 5, batch_first=True, bidirectional=True)
+
+    def forward(self, x):
+        return self.rnn(x)[0][:, -1, :]
+
+
+def test_bidirectional_last_step_is_refused_with_what_to_use():
+    with pytest.raises(ConversionError, match=r"torch\.cat\(\(h_n\[-2\], h_n\[-1\]\), dim=1\)") as info:
+        from_torch(BiLastStep().eval(), torch.randn(2, 5, 4))
+    assert "\n" not in str(info.value)

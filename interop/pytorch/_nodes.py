@@ -45,7 +45,7 @@ class Value:
     pad: tuple | None = None  # pending (top, bottom, left, right) padding from F.pad / ZeroPad2d
     pad_value: float = 0.0
     dtype: object = None
-    rnn: tuple | None = None  # (cell, num_layers) of the recurrent module behind a tuple value
+    rnn: tuple | None = None  # (cell, num_layers, directions) of the recurrent module behind a tuple value
     ref: str = "input"  # the funcdl graph node (or the input) that computes it
     key: str | None = None  # a weight's state-dict key (the reader's ``state_dict``)
     transposed: bool = False  # a 2-D weight read as ``w.t()`` / ``w.T``
@@ -84,6 +84,10 @@ def last_step(reader, node, value):
     ref, allowed = value.ref, 0
     while ref in reader.by_name and reader.consumers(ref) <= allowed:
         spec = reader.by_name[ref]
+        if spec.cls is nn.Bidirectional:
+            raise ConversionError(f"{describe(node)}: out[:, -1] of a bidirectional LSTM/GRU/RNN pairs the forward "
+                                  "direction's last step with the backward one's first, which funcdl has no layer "
+                                  "for; use torch.cat((h_n[-2], h_n[-1]), dim=1) (both final states)")
         if spec.cls in RECURRENT and spec.kwargs["return_sequences"]:
             spec.kwargs["return_sequences"] = False
             return reader.derive(node, value, layout="plain")

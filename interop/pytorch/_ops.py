@@ -296,8 +296,8 @@ def recurrent(reader, node, m, value):
     reader.take(node, value)
     name = type(m).__name__
     _zero_state(reader, node, name)
-    if m.bidirectional or getattr(m, "proj_size", 0):
-        raise ConversionError(f"{describe(node)}: {name} must have bidirectional=False and no proj_size")
+    if getattr(m, "proj_size", 0):
+        raise ConversionError(f"{describe(node)}: {name} with proj_size has no funcdl equivalent")
     layout = "plain" if m.batch_first else "tb"
     if len(value.shape) != 3 or value.layout != layout or value.perm is not None:
         wanted = "(batch, time, features)" if m.batch_first else "(time, batch, features)"
@@ -311,25 +311,33 @@ def recurrent(reader, node, m, value):
         cls, extra, gates, cell = nn.GRU, {}, 3, "gru"
     else:
         cls, extra, gates, cell = nn.SimpleRNN, {"activation": m.nonlinearity}, 1, "rnn"
+    zeros = np.zeros(gates * m.hidden_size, np.float32)
     for k in range(m.num_layers):
         if k and m.dropout:
             reader.emit(nn.Dropout, rate=float(m.dropout))
-        index = reader.emit(cls, features=m.hidden_size, return_sequences=True, **extra)
-        reader.weight(index, "kernel", _key(node, f"weight_ih_l{k}"), layouts.linear_from_torch)
-        reader.weight(index, "recurrent_kernel", _key(node, f"weight_hh_l{k}"), layouts.linear_from_torch)
-        for name_funcdl, name_torch in (("bias", f"bias_ih_l{k}"), ("recurrent_bias", f"bias_hh_l{k}")):
-            if m.bias:
-                reader.weight(index, name_funcdl, _key(node, name_torch))
-            else:
-                zeros = np.zeros(gates * m.hidden_size, np.float32)
-                reader.weight(index, name_funcdl, None, lambda _, z=zeros: z)
+        if m.bidirectional:  # torch's l{k} and l{k}_reverse: Bidirectional's forward and backward
+            index = reader.emit(nn.Bidirectional, layer=cls(features=m.hidden_size, return_sequences=True, **extra))
+            directions = (("forward/", ""), ("backward/", "_reverse"))
+        else:
+            index = reader.emit(cls, features=m.hidden_size, return_sequences=True, **extra)
+            directions = (("", ""),)
+        for prefix, suffix in directions:
+            for name_funcdl, name_torch in (("kernel", "weight_ih"), ("recurrent_kernel", "weight_hh"),
+                                            ("bias", "bias_ih"), ("recurrent_bias", "bias_hh")):
+                key = _key(node, f"{name_torch}_l{k}{suffix}")
+                if name_torch.startswith("weight"):
+                    reader.weight(index, prefix + name_funcdl, key, layouts.linear_from_torch)
+                elif m.bias:
+                    reader.weight(index, prefix + name_funcdl, key)
+                else:
+                    reader.weight(index, prefix + name_funcdl, None, lambda _, z=zeros: z)
     if isinstance(m, tm.RECURRENT):
         reader.specs[-1].kwargs["return_sequences"] = m.return_sequences
         return reader.derive(node, value)
     meta = node.meta["tensor_meta"]
     meta = meta[0] if isinstance(meta, (tuple, list)) else meta  # (output, hidden) traced; the output (.pt2)
-    return Value("recurrent", tuple(meta.shape), len(reader.specs), layout=layout, rnn=(cell, m.num_layers),
-                 ref=reader.cursor)
+    return Value("recurrent", tuple(meta.shape), len(reader.specs), layout=layout,
+                 rnn=(cell, m.num_layers, 2 if m.bidirectional else 1), ref=reader.cursor)
 
 
 def _zero_state(reader, node, name):
@@ -359,8 +367,9 @@ def getitem(reader, node, value, index):
                               "output")
     elif value.kind == "state":
         first = index[0] if isinstance(index, tuple) and all(i == slice(None) for i in index[1:]) else index
-        if isinstance(first, int) and first % value.shape[0] == value.shape[0] - 1:
-            return _final_state(reader, node, value)
+        directions = value.rnn[2]
+        if isinstance(first, int) and first % value.shape[0] >= value.shape[0] - directions:
+            return _final_state(reader, node, value, direction=first % value.shape[0] - value.shape[0] + directions)
     elif value.layout == "tb" and len(value.shape) == 3:
         first = index[0] if isinstance(index, tuple) and all(i == slice(None) for i in index[1:]) else index
         if isinstance(first, int) and first % value.shape[0] == value.shape[0] - 1:
@@ -374,21 +383,31 @@ def getitem(reader, node, value, index):
                           "-1] (out[-1] time-first) of an LSTM/GRU/RNN output sequence and h_n[-1]")
 
 
-def _final_state(reader, node, value):
-    """h_n[-1]: the last layer's final hidden state, i.e. that layer returning its last step."""
+def _final_state(reader, node, value, direction=0):
+    """h_n[-1]: the last layer's final hidden state, i.e. that layer returning its last step.
+
+    Bidirectional: h_n[-2] is the forward direction's, h_n[-1] the backward one's (after reading x[:, 0]), given as
+    the Bidirectional's outputs ``name:0`` / ``name:1`` (merge_mode None); ``torch.cat((h[-2], h[-1]), 1)`` then
+    concatenates them.
+    """
     spec = reader.by_name[value.ref]
-    if reader.consumers(value.ref) or spec.cls not in (nn.LSTM, nn.GRU, nn.SimpleRNN):
+    bidirectional = spec.cls is nn.Bidirectional
+    if reader.consumers(value.ref) or spec.cls not in (nn.LSTM, nn.GRU, nn.SimpleRNN, nn.Bidirectional):
         raise ConversionError(f"{describe(node)}: h_n is supported only when the output sequence of its LSTM/GRU/RNN "
                               "feeds nothing else")
-    spec.kwargs["return_sequences"] = False
     meta = node.meta["tensor_meta"]
-    return Value("tensor", tuple(meta.shape), value.end, dtype=meta.dtype, ref=value.ref)
+    if not bidirectional:
+        spec.kwargs["return_sequences"] = False
+        return Value("tensor", tuple(meta.shape), value.end, dtype=meta.dtype, ref=value.ref)
+    spec.kwargs["layer"] = spec.kwargs["layer"].clone(return_sequences=False)
+    spec.kwargs["merge_mode"] = None
+    return Value("tensor", tuple(meta.shape), value.end, dtype=meta.dtype, ref=f"{value.ref}:{direction}")
 
 
 def reshape(reader, node, value):
     """view / reshape / flatten / squeeze / unsqueeze / nn.Flatten: the output shape tells what it does."""
     out = tuple(node.meta["tensor_meta"].shape)
-    if value.kind == "state" and value.shape[0] == 1 and len(out) == 2:
+    if value.kind == "state" and value.shape[0] == value.rnn[2] == 1 and len(out) == 2:
         return _final_state(reader, node, value)  # h_n.squeeze(0) of a one-layer RNN
     reader.take(node, value)
     if out == value.shape:
