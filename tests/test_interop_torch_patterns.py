@@ -406,3 +406,83 @@ def test_bidirectional_last_step_is_refused_with_what_to_use():
     with pytest.raises(ConversionError, match=r"torch\.cat\(\(h_n\[-2\], h_n\[-1\]\), dim=1\)") as info:
         from_torch(BiLastStep().eval(), torch.randn(2, 5, 4))
     assert "\n" not in str(info.value)
+
+
+class Signal1d(tnn.Module):
+    """A 1-D CNN on raw (N, C, L) input (BatchNorm1d first), ending on an (N, C, L) output, like a denoiser."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = tnn.BatchNorm1d(2)
+        self.conv = tnn.Conv1d(2, 4, 5, padding=2)
+        self.drop = tnn.Dropout1d(0.3)
+        self.out = tnn.Conv1d(4, 3, 1)
+
+    def forward(self, x):
+        return self.out(self.drop(F.elu(self.conv(self.norm(x)))))
+
+
+def test_raw_sequence_input_and_output_keep_torchs_layout(tmp_path):
+    module = Signal1d()
+    module.norm.running_mean.uniform_(-0.5, 0.5)
+    x = torch.randn(3, 2, 10)
+    model, gap = _torch_gap(module, x)
+    assert gap <= TOLERANCE
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[0] == "Permute" and kinds[-1] == "Permute"
+    _, gap = _export_gap(module, x, tmp_path)
+    assert gap <= TOLERANCE
+
+
+# -- resizing, padding anywhere, more activations -----------------------------------------------------------
+class Decoder(tnn.Module):
+    """Upsample (nearest, bilinear), F.interpolate, PixelShuffle, ZeroPad2d / F.pad not before a conv, and the
+    activations torch models use."""
+
+    def __init__(self, softsign=True):
+        super().__init__()
+        self.conv = tnn.Conv2d(3, 8, 3, padding=1)
+        self.up = tnn.Upsample(scale_factor=2, mode="nearest")
+        self.pad = tnn.ZeroPad2d((1, 0, 2, 1))
+        self.acts = tnn.Sequential(tnn.ReLU6(), tnn.Hardswish(), tnn.SiLU(), tnn.Mish(), tnn.SELU(), tnn.ELU(0.7),
+                                   tnn.Hardsigmoid(), tnn.Softsign() if softsign else tnn.Identity(), tnn.Identity(),
+                                   tnn.Dropout2d(0.2))
+        self.shuffle = tnn.PixelShuffle(2)
+        self.bilinear = tnn.Upsample(size=(44, 66), mode="bilinear", align_corners=False)
+        self.head = tnn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        x = self.pad(self.up(self.conv(x) * 3))
+        x = self.shuffle(self.acts(x))
+        y = F.interpolate(F.pad(x, (0, 0, 1, 1)), scale_factor=2, mode="bilinear")
+        return self.head(self.bilinear(x)), y
+
+
+def test_resizing_padding_and_activations_convert():
+    module = Decoder()
+    x = torch.randn(2, 3, 4, 5)
+    module = module.eval()
+    model, variables = from_torch(module, x)
+    gaps = _gaps(model, variables, module, x)
+    assert max(gaps) <= TOLERANCE, gaps
+    kinds = {type(node.layer).__name__ for node in model.nodes}
+    assert {"UpSampling2D", "ZeroPadding2D", "PixelShuffle", "Mish", "SELU", "HardSigmoid", "Softsign"} <= kinds
+
+
+def test_resizing_padding_and_activations_convert_through_pt2(tmp_path):
+    module = Decoder(softsign=False).eval()  # F.softsign exports as abs / add / div: not read
+    x = torch.randn(2, 3, 4, 5)
+    program = torch.export.export(module, (x,))
+    path = tmp_path / "net.pt2"
+    torch.export.save(program, str(path))
+    model, variables, _ = from_exported(path)
+    assert max(_gaps(model, variables, module, x)) <= TOLERANCE
+
+
+@pytest.mark.parametrize("module, match", [
+    (lambda: tnn.Upsample(scale_factor=2, mode="bilinear", align_corners=True), "align_corners"),
+    (lambda: tnn.Upsample(scale_factor=1.5), "integer"),
+])
+def test_unsupported_resizing_says_what_is_supported(module, match):
+    with pytest.raises(ConversionError, match=match):
+        from_torch(tnn.Sequential(module()).eval(), torch.randn(1, 2, 4, 4))

@@ -24,11 +24,13 @@ _RESHAPES = ("view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze
 _IDENTITIES = ("clone", "contiguous", "alias", "detach", "dropout", "feature_dropout", "alpha_dropout",
                "feature_alpha_dropout", "lift_fresh_copy")
 _OTHERS = ("_softmax", "_log_softmax", "permute", "max_pool2d", "max_pool2d_with_indices", "avg_pool2d",
-           "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "transpose", "t",
+           "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "transpose", "t", "upsample_nearest2d",
+           "upsample_bilinear2d", "pixel_shuffle", "constant_pad_nd", "pad", "adaptive_max_pool2d",
            "adaptive_avg_pool2d", "_adaptive_avg_pool2d")
 _HARD = ("hardswish", "hardswish_", "hardtanh", "hardtanh_")
 _ARITH = {"add": "add", "add_": "add", "sub": "sub", "sub_": "sub", "mul": "mul", "mul_": "mul", "div": "div",
           "div_": "div", "true_divide": "div", "rsub": "rsub"}
+_ATEN_ACTIVATIONS = {"hardsigmoid": "hard_sigmoid"}  # ATen name -> funcdl's, where they differ
 _ZEROS = ("zeros", "new_zeros", "zeros_like", "full", "new_full")
 _NOTHING = object()  # an op with no effect on the converted model (a metadata check)
 _RECURRENT_OPS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
@@ -145,6 +147,8 @@ class ExportedReader:
                 raise ConversionError(f"the program has a {spec.kind} output ({spec.name}); export the module in "
                                       "eval mode (module.eval() before torch.export)")
             value = self.reader.values.get(spec.name)
+            if value is not None and value.kind == "tensor":
+                value = self.reader.torch_order(self.reader.take(self.reader.node, value))
             if value is None or value.kind != "tensor" or value.perm is not None:
                 raise ConversionError(f"the program's output {spec.name} is not a tensor funcdl computes in torch's "
                                       "order (end with a Linear after flattening an image)")
@@ -253,7 +257,8 @@ class ExportedReader:
             if base == "permute" and list(args.get("dims", [])) not in ([1, 0], [-1, -2], [1, -2], [-1, 0]):
                 return None
             return _Weight(weight.fqn, weight.array, not weight.transposed)
-        simple = (base.rstrip("_") in nn.ACTIVATIONS or base in _RESHAPES + _IDENTITIES + _OTHERS + _HARD
+        activation = _ATEN_ACTIVATIONS.get(base.rstrip("_"), base.rstrip("_"))
+        simple = (activation in nn.ACTIVATIONS or base in _RESHAPES + _IDENTITIES + _OTHERS + _HARD
                   or base in _MERGES)
         if not simple:
             return None
@@ -267,9 +272,12 @@ class ExportedReader:
             return _ops.activation_call("hard_swish", reader, stand, value, {})
         if base in ("hardtanh", "hardtanh_") and (args.get("min_val"), args.get("max_val")) == (0.0, 6.0):
             return _ops.activation_call("relu6", reader, stand, value, {})
-        if base.rstrip("_") in nn.ACTIVATIONS:
+        kind = _ATEN_ACTIVATIONS.get(base.rstrip("_"), base.rstrip("_"))
+        if kind in nn.ACTIVATIONS:
+            if args.get("scale", 1) != 1 or args.get("input_scale", 1) != 1:
+                return None  # elu with scales (selu's own decomposition): not torch's ELU
             options = {k: args[k] for k in _ACTIVATION_ARGS if args.get(k) is not None}
-            return _ops.activation_call(base.rstrip("_"), reader, stand, value, options)
+            return _ops.activation_call(kind, reader, stand, value, options)
         if base in ("_softmax", "_log_softmax"):
             return _ops.activation_call(base[1:], reader, stand, value, {"dim": args["dim"]})
         if base in _RESHAPES:
@@ -295,6 +303,14 @@ class ExportedReader:
                                count_include_pad=args.get("count_include_pad", True), is_max=base == "max_pool1d")
         if base == "adaptive_avg_pool1d":
             return _ops.adaptive_pool1d(reader, stand, value, _pair(args["output_size"]))
+        if base in ("upsample_nearest2d", "upsample_bilinear2d"):
+            return _ops.upsample(reader, stand, value, mode=base[9:-2], align_corners=args.get("align_corners"))
+        if base == "pixel_shuffle":
+            return _ops.pixel_shuffle(reader, stand, value, args["upscale_factor"])
+        if base in ("constant_pad_nd", "pad"):
+            return _ops.pad(reader, stand, value, args["pad"], args.get("mode", "constant"), args.get("value"))
+        if base == "adaptive_max_pool2d":
+            return _ops.adaptive_pool(reader, stand, value, _pair(args["output_size"]), is_max=True)
         if base in ("transpose", "t"):
             return _ops.transpose(reader, stand, value, args.get("dim0", 0), args.get("dim1", 1))
         if base in ("adaptive_avg_pool2d", "_adaptive_avg_pool2d"):
@@ -398,7 +414,7 @@ class ExportedReader:
         if value.layout != "nchw" or dims != [2, 3]:
             raise ConversionError(f"mean over dims {args.get('dim')} of shape {value.shape}: only the mean over H "
                                   "and W of an NCHW image is supported")
-        self.reader.take(stand, value)
+        value = self.reader.take(stand, value)
         keep = bool(args.get("keepdim", False))
         self.reader.emit(nn.GlobalAveragePooling2D, keepdims=keep)
         return self.reader.derive(stand, value, layout="nchw" if keep else "plain")

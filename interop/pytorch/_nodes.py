@@ -80,7 +80,7 @@ def last_step(reader, node, value):
     Walks back from ``value`` through layers that act on each step alone; each must feed nothing else,
     since the recurrent layer's output changes shape.
     """
-    reader.take(node, value)
+    value = reader.take(node, value)
     ref, allowed = value.ref, 0
     while ref in reader.by_name and reader.consumers(ref) <= allowed:
         spec = reader.by_name[ref]

@@ -4,6 +4,7 @@ Each takes the reader, the fx node and the funcdl ``Value`` it consumes, emits
 funcdl layer specs with their weight entries (torch key -> funcdl array), and
 returns the ``Value`` it produces.
 """
+import dataclasses
 import operator
 
 import numpy as np
@@ -57,7 +58,7 @@ def _key(node, name, m=None):
 
 
 def _activation(reader, node, value, cls, **kwargs):
-    reader.take(node, value)
+    value = reader.take(node, value)
     reader.emit(cls, **kwargs)
     return reader.derive(node, value)
 
@@ -74,7 +75,7 @@ def _axis(value, dim):
 
 
 def linear(reader, node, m, value):
-    reader.take(node, value)
+    value = reader.take(node, value)
     if value.layout in ("nchw", "ncl"):
         raise ConversionError(f"{describe(node)}: Linear on a {value.layout.upper()} activation acts on its last axis "
                               "(length / width); funcdl has no equivalent (flatten first, or x.permute(0, 2, 1))")
@@ -89,7 +90,7 @@ def linear(reader, node, m, value):
 
 
 def conv2d(reader, node, m, value):
-    reader.take(node, value, pad_ok=True)
+    value = reader.take(node, value, pad_ok=True)
     _image(node, value, "Conv2d")
     if m.padding_mode != "zeros":
         raise ConversionError(f"{describe(node)}: Conv2d padding_mode={m.padding_mode!r} is not supported; "
@@ -113,13 +114,17 @@ def conv2d(reader, node, m, value):
 
 
 def _sequence(reader, node, value, what):
-    """Check ``value`` is a (batch, channels, length) sequence funcdl holds (batch, length, channels)."""
-    reader.take(node, value)
+    """``value`` as a (batch, channels, length) sequence funcdl holds (batch, length, channels): a Permute moves one
+    funcdl holds as torch does (the model's input) channels-last."""
+    value = reader.take(node, value)
+    if value.layout == "plain" and len(value.shape) == 3 and value.perm is None:
+        reader.emit(nn.Permute, inputs=(value.ref,), dims=(2, 1))
+        value = dataclasses.replace(value, layout="ncl", ref=reader.cursor)
     if value.layout != "ncl" or len(value.shape) != 3:
         raise ConversionError(f"{describe(node)}: {what} needs a (batch, channels, length) tensor that funcdl holds "
                               f"channels-last (made by Conv1d or x.permute(0, 2, 1)), got shape {value.shape} "
-                              f"({value.layout}); funcdl takes a 1-D model's input channels-last: x.permute(0, 2, 1) "
-                              "first in forward")
+                              f"({value.layout})")
+    return value
 
 
 def _emit_1d(reader, layer, options, channels, features):
@@ -135,7 +140,7 @@ def _single(value):
 
 def conv1d(reader, node, m, value):
     """Conv1d (and F.conv1d on the module's weights): a Conv2D with a (k, 1) window between reshapes."""
-    _sequence(reader, node, value, "Conv1d")
+    value = _sequence(reader, node, value, "Conv1d")
     if m.padding_mode != "zeros":
         raise ConversionError(f"{describe(node)}: Conv1d padding_mode={m.padding_mode!r} is not supported; "
                               "only 'zeros'")
@@ -159,7 +164,7 @@ def pool1d(reader, node, value, kernel_size, stride=None, padding=0, dilation=1,
            return_indices=False, count_include_pad=True, is_max=True):
     """MaxPool1d / AvgPool1d (and F.max_pool1d / F.avg_pool1d): the 2-D pooling with a (p, 1) window."""
     what = "max_pool1d" if is_max else "avg_pool1d"
-    _sequence(reader, node, value, what)
+    value = _sequence(reader, node, value, what)
     if _single(dilation) != 1 or ceil_mode or return_indices:
         raise ConversionError(f"{describe(node)}: {what} with dilation, ceil_mode or return_indices has no funcdl "
                               "equivalent")
@@ -174,7 +179,7 @@ def pool1d(reader, node, value, kernel_size, stride=None, padding=0, dilation=1,
 
 def adaptive_pool1d(reader, node, value, output_size, return_indices=False, is_max=False):
     """Adaptive 1-D pooling to an output size that divides the length: fixed windows of length // output."""
-    _sequence(reader, node, value, "adaptive pooling")
+    value = _sequence(reader, node, value, "adaptive pooling")
     length, out = value.shape[2], _single(output_size)
     if length % out or return_indices:
         raise ConversionError(f"{describe(node)}: adaptive pooling of length {length} to {out} (or with indices) "
@@ -186,7 +191,7 @@ def adaptive_pool1d(reader, node, value, output_size, return_indices=False, is_m
 
 def max_pool(reader, node, value, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
              return_indices=False):
-    reader.take(node, value, pad_ok=True)
+    value = reader.take(node, value, pad_ok=True)
     _image(node, value, "max_pool2d")
     if nn.pair(dilation, "dilation") != (1, 1) or ceil_mode or return_indices:
         raise ConversionError(f"{describe(node)}: max_pool2d with dilation, ceil_mode or return_indices has no funcdl "
@@ -200,7 +205,7 @@ def max_pool(reader, node, value, kernel_size, stride=None, padding=0, dilation=
 
 def avg_pool(reader, node, value, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
              divisor_override=None):
-    reader.take(node, value, pad_ok=True)
+    value = reader.take(node, value, pad_ok=True)
     _image(node, value, "avg_pool2d")
     if ceil_mode or divisor_override is not None:
         raise ConversionError(f"{describe(node)}: avg_pool2d with ceil_mode or divisor_override has no funcdl "
@@ -219,7 +224,7 @@ def avg_pool(reader, node, value, kernel_size, stride=None, padding=0, ceil_mode
 
 def adaptive_pool(reader, node, value, output_size, return_indices=False, is_max=False):
     """Adaptive pooling to an output size that divides the input: fixed windows of input // output."""
-    reader.take(node, value)
+    value = reader.take(node, value)
     _image(node, value, "adaptive pooling")
     sizes = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     (height, width), window = value.shape[2:], []
@@ -236,7 +241,7 @@ def adaptive_pool(reader, node, value, output_size, return_indices=False, is_max
 
 
 def batch_norm(reader, node, m, value, image):
-    reader.take(node, value)
+    value = reader.take(node, value)
     name = type(m).__name__
     if m.running_mean is None or not m.track_running_stats:
         raise ConversionError(f"{describe(node)}: {name}(track_running_stats=False) normalises with batch "
@@ -245,7 +250,9 @@ def batch_norm(reader, node, m, value, image):
         raise ConversionError(f"{describe(node)}: {name}(momentum=None) (cumulative average) has no funcdl equivalent")
     if image:
         _image(node, value, name)
-    elif not (len(value.shape) == 2 and value.layout == "plain" or value.layout == "ncl"):
+    elif len(value.shape) == 3:
+        value = _sequence(reader, node, value, name)
+    elif not (len(value.shape) == 2 and value.layout == "plain"):
         raise ConversionError(f"{describe(node)}: {name} on shape {value.shape}: supported on (batch, features) and "
                               "on (batch, channels, length) made by Conv1d or x.permute(0, 2, 1)")
     index = reader.emit(nn.BatchNorm, momentum=layouts.momentum_from_torch(m.momentum), epsilon=m.eps,
@@ -262,7 +269,7 @@ def batch_norm(reader, node, m, value, image):
 
 
 def layer_norm(reader, node, m, value):
-    reader.take(node, value)
+    value = reader.take(node, value)
     axes = len(m.normalized_shape)
     if value.layout == "nchw":
         if axes != 3:
@@ -283,7 +290,7 @@ def layer_norm(reader, node, m, value):
 
 
 def embedding(reader, node, m, value):
-    reader.take(node, value)
+    value = reader.take(node, value)
     if m.max_norm is not None or m.scale_grad_by_freq:
         raise ConversionError(f"{describe(node)}: Embedding with max_norm or scale_grad_by_freq has no funcdl "
                               "equivalent")
@@ -293,7 +300,7 @@ def embedding(reader, node, m, value):
 
 
 def recurrent(reader, node, m, value):
-    reader.take(node, value)
+    value = reader.take(node, value)
     name = type(m).__name__
     _zero_state(reader, node, name)
     if getattr(m, "proj_size", 0):
@@ -409,7 +416,7 @@ def reshape(reader, node, value):
     out = tuple(node.meta["tensor_meta"].shape)
     if value.kind == "state" and value.shape[0] == value.rnn[2] == 1 and len(out) == 2:
         return _final_state(reader, node, value)  # h_n.squeeze(0) of a one-layer RNN
-    reader.take(node, value)
+    value = reader.take(node, value)
     if out == value.shape:
         return reader.derive(node, value)
     moved = _between_1d_and_2d(reader, value, out)
@@ -456,7 +463,7 @@ def _between_1d_and_2d(reader, value, out):
 
 
 def permute(reader, node, value, dims):
-    reader.take(node, value)
+    value = reader.take(node, value)
     dims = tuple(d % len(value.shape) for d in dims)
     if dims == (0, 2, 3, 1) and value.layout == "nchw":
         return reader.derive(node, value, layout="plain")  # torch now holds what funcdl holds
@@ -481,7 +488,7 @@ def transpose(reader, node, value, dim0, dim1):
 
 
 def pad(reader, node, value, pad, mode="constant", value_=None):
-    reader.take(node, value)
+    value = reader.take(node, value)
     fill = 0.0 if value_ is None else float(value_)
     if mode != "constant" or len(pad) != 4 or value.layout != "nchw" or fill not in (0.0, -_INF) or min(pad) < 0:
         raise ConversionError(f"{describe(node)}: only constant zero (or -inf before max pooling) padding of the "
@@ -491,12 +498,38 @@ def pad(reader, node, value, pad, mode="constant", value_=None):
     return reader.derive(node, value, pad=(top, bottom, left, right), pad_value=fill)
 
 
+def upsample(reader, node, value, size=None, scale_factor=None, mode="nearest", align_corners=None,
+             recompute_scale_factor=None, antialias=False):
+    """nn.Upsample / F.interpolate of an NCHW image by integer factors: an UpSampling2D (nearest, or bilinear with
+    align_corners=False)."""
+    value = reader.take(node, value)
+    _image(node, value, "interpolate")
+    out = tuple(node.meta["tensor_meta"].shape)
+    factors = tuple(o // i for o, i in zip(out[2:], value.shape[2:]))
+    exact = all(o == i * f for o, i, f in zip(out[2:], value.shape[2:], factors)) and min(factors) >= 1
+    if mode not in ("nearest", "bilinear") or align_corners or antialias or not exact:
+        raise ConversionError(f"{describe(node)}: interpolate(mode={mode!r}, align_corners={align_corners}) from "
+                              f"{value.shape[2:]} to {out[2:]} has no funcdl equivalent; funcdl upsamples by integer "
+                              "factors, 'nearest' or 'bilinear' with align_corners=False")
+    reader.emit(nn.UpSampling2D, size=factors, interpolation=mode)
+    return reader.derive(node, value)
+
+
+def pixel_shuffle(reader, node, value, upscale_factor):
+    """nn.PixelShuffle / F.pixel_shuffle of an NCHW image: a PixelShuffle in torch's channel order."""
+    value = reader.take(node, value)
+    _image(node, value, "pixel_shuffle")
+    reader.emit(nn.PixelShuffle, factor=int(upscale_factor), order="torch")
+    return reader.derive(node, value)
+
+
 def dropout(reader, node, value, p=0.5):
     return _activation(reader, node, value, nn.Dropout, rate=float(p))
 
 
-def identity(reader, node, value):
-    reader.take(node, value)
+def identity(reader, node, value, **_):
+    """Views and inference-time identities (contiguous, channel dropout): nothing to compute."""
+    value = reader.take(node, value)
     return reader.derive(node, value)
 
 
@@ -510,8 +543,8 @@ def _merge_values(reader, node, args, what):
 
 def check_merge(reader, node, values, what):
     """``values`` if funcdl can merge them (``what``: 'concatenation', 'add', ...) as torch does."""
+    values = [reader.take(node, value) for value in values]
     for value in values:
-        reader.take(node, value)
         if value.perm is not None and what == "concatenation":
             raise ConversionError(f"{describe(node)} (node {node.name}): concatenating flattened NCHW images has no "
                                   "funcdl equivalent (funcdl flattens in (H, W, C) order); use x.permute(0, 2, 3, 1) "
@@ -604,7 +637,7 @@ def _call(kind, reader, node, value, args):
     if kind in nn.ACTIVATIONS:
         return activation_call(kind, reader, node, value, args)
     return {"dropout": dropout, "reshape": lambda r, n, v, **_: reshape(r, n, v), "identity": identity,
-            "transpose": transpose,
+            "transpose": transpose, "interpolate": upsample, "pixel_shuffle": pixel_shuffle,
             "max_pool2d": max_pool, "avg_pool2d": avg_pool, "permute": permute, "pad": pad,
             "adaptive_avg_pool2d": adaptive_pool,
             "adaptive_max_pool2d": lambda *a, **k: adaptive_pool(*a, **k, is_max=True),
@@ -624,8 +657,15 @@ def _function_table():
             F.log_softmax: ("log_softmax", ("dim", "_stacklevel", "dtype")), F.gelu: ("gelu", ("approximate",)),
             F.softplus: ("softplus", ("beta", "threshold")), F.relu6: ("relu6", ("inplace",)),
             F.silu: ("silu", ("inplace",)), F.hardswish: ("hard_swish", ("inplace",)),
-            F.elu: ("elu", ("alpha", "inplace"))}
+            F.elu: ("elu", ("alpha", "inplace")), F.selu: ("selu", ("inplace",)), torch.selu: ("selu", ()),
+            F.hardsigmoid: ("hard_sigmoid", ("inplace",)), F.hardswish: ("hard_swish", ("inplace",)),
+            F.mish: ("mish", ("inplace",)), F.softsign: ("softsign", ()), F.relu6: ("relu6", ("inplace",))}
     other = {F.dropout: ("dropout", ("p", "training", "inplace")), torch.dropout: ("dropout", ("p", "train")),
+             F.dropout1d: ("identity", ("p", "training", "inplace")),
+             F.dropout2d: ("identity", ("p", "training", "inplace")),
+             F.interpolate: ("interpolate", ("size", "scale_factor", "mode", "align_corners",
+                                             "recompute_scale_factor", "antialias")),
+             F.pixel_shuffle: ("pixel_shuffle", ("upscale_factor",)),
              F.max_pool2d: ("max_pool2d", ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
                                            "return_indices")),
              F.avg_pool2d: ("avg_pool2d", ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
@@ -719,6 +759,9 @@ def _module_table():
         tm.Reshape: lambda r, n, m, v: reshape(r, n, v), tnn.Identity: lambda r, n, m, v: identity(r, n, v),
         tm.Permute: lambda r, n, m, v: permute(r, n, v, m.dims),
         tnn.ZeroPad2d: lambda r, n, m, v: pad(r, n, v, m.padding),
+        tnn.Upsample: lambda r, n, m, v: upsample(r, n, v, m.size, m.scale_factor, m.mode, m.align_corners,
+                                                  m.recompute_scale_factor),
+        tnn.PixelShuffle: lambda r, n, m, v: pixel_shuffle(r, n, v, m.upscale_factor),
         tnn.ConstantPad2d: lambda r, n, m, v: pad(r, n, v, m.padding, value_=m.value),
     }
 

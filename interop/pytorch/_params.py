@@ -101,7 +101,7 @@ def combine(reader, node, op, value, other, tensor_first, single):
       single: nothing but this op reads the tensor (so a bias or an offset may be folded into its layer).
     """
     kind, amount = other
-    reader.take(node, value)
+    value = reader.take(node, value)
     if kind == "weight" and op == "add":
         spec = _bias_target(reader, value, amount, single)
         if spec is not None:
@@ -151,7 +151,7 @@ def matmul(reader, node, args):
 
 def dense(reader, node, value, weight):
     """``value @ weight`` with the weight (in, out): a Dense without bias."""
-    reader.take(node, value)
+    value = reader.take(node, value)
     if len(weight.shape) != 2 or value.layout in ("nchw", "ncl", "tb") and len(value.shape) != 2:
         raise ConversionError(f"{describe(node)} (node {node.name}): x @ {weight.key} with weight shape "
                               f"{weight.shape} on {value.shape}: funcdl supports a 2-D (in, out) weight on features")

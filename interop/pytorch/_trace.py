@@ -9,6 +9,7 @@ becomes a ``Sequential``; anything else (residual adds, concatenations,
 branches, several outputs) a ``Graph``. Imported only once torch is.
 """
 import contextlib
+import dataclasses
 import io
 import re
 
@@ -90,10 +91,14 @@ class Reader:
         if value.kind != "tensor":
             raise ConversionError(f"{node.name} ({describe(node)}) gets a tuple; take out[0] / out[:, -1] / h_n[-1] of "
                                   "an LSTM/GRU/RNN first")
-        if value.pad is not None and not pad_ok:
-            raise ConversionError(f"{node.name} ({describe(node)}) follows explicit padding; only Conv2d, MaxPool2d "
-                                  "and AvgPool2d may follow F.pad / ZeroPad2d")
         self.cursor = value.ref
+        if value.pad is not None and not pad_ok:  # not merged into a conv / pool: a layer of its own
+            if value.pad_value != 0.0:
+                raise ConversionError(f"{node.name} ({describe(node)}) follows padding with {value.pad_value}, which "
+                                      "only MaxPool2d may follow (funcdl pads with zeros elsewhere)")
+            top, bottom, left, right = value.pad
+            self.emit(nn.ZeroPadding2D, inputs=(value.ref,), padding=((top, bottom), (left, right)))
+            value = dataclasses.replace(value, pad=None, ref=self.cursor)
         return value
 
     def derive(self, node, value, **changes):
@@ -143,6 +148,16 @@ class Reader:
         self.state_dict.setdefault(node.target, tensor.detach())  # fx constants and non-persistent buffers
         return Value("weight", tuple(tensor.shape), len(self.specs), dtype=tensor.dtype, key=node.target)
 
+    def torch_order(self, value):
+        """An output ``value`` as torch returns it: (N, C, L) sequences are permuted back from funcdl's (N, L, C)."""
+        if value.layout == "tb":
+            raise ConversionError("forward returns a time-first (time, batch, ...) tensor; funcdl's outputs are "
+                                  "batch-first: return out.permute(1, 0, 2) (or take out[-1])")
+        if value.kind == "tensor" and value.layout == "ncl":
+            self.emit(nn.Permute, inputs=(value.ref,), dims=(2, 1))
+            value = dataclasses.replace(value, layout="plain", ref=self.cursor)
+        return value
+
     def finish(self, node):
         """The output reference (one tensor) or tuple of them (a tuple or list of tensors)."""
         result = node.args[0]
@@ -152,9 +167,8 @@ class Reader:
             if not hasattr(item, "op") or item not in self.values:
                 raise ConversionError("forward must return a tensor or a tuple of tensors")
             value = self.take(node, self.values[item])
-            if value.layout == "tb":
-                raise ConversionError("forward returns a time-first (time, batch, ...) tensor; funcdl's outputs are "
-                                      "batch-first: return out.permute(1, 0, 2) (or take out[-1])")
+            self.node = node
+            value = self.torch_order(value)
             if value.perm is not None:
                 raise ConversionError("the model ends on a flattened NCHW activation; funcdl flattens NHWC images in "
                                       "(H, W, C) order: end with a Linear, or x.permute(0, 2, 3, 1) before flattening")
