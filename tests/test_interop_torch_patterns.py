@@ -486,3 +486,33 @@ def test_resizing_padding_and_activations_convert_through_pt2(tmp_path):
 def test_unsupported_resizing_says_what_is_supported(module, match):
     with pytest.raises(ConversionError, match=match):
         from_torch(tnn.Sequential(module()).eval(), torch.randn(1, 2, 4, 4))
+
+
+# -- .pt2 programs with several inputs ----------------------------------------------------------------------
+class TwoInputs(tnn.Module):
+    """An image and a feature vector: scaled pixels, an adaptive max pool, a concatenation of both branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = tnn.Conv2d(3, 4, 3, padding=1)
+        self.pool = tnn.AdaptiveMaxPool2d(1)
+        self.features = tnn.Linear(5, 6)
+        self.head = tnn.Linear(4 + 6, 3)
+
+    def forward(self, image, extra):
+        x = torch.flatten(self.pool(F.relu(self.conv(image / 255 - 0.5))), 1)
+        return self.head(torch.cat([x, torch.tanh(self.features(extra * 0.5 + 1))], dim=1))
+
+
+def test_program_with_several_inputs_converts(tmp_path):
+    module = TwoInputs().eval()
+    image, extra = torch.rand(2, 3, 6, 6) * 255, torch.randn(2, 5)
+    path = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(module, (image, extra)), str(path))
+    model, variables, input_shape = from_exported(path)
+    assert input_shape == ((6, 6, 3), (5,))
+    assert isinstance(model, nn.Graph) and len(model.inputs) == 2
+    with torch.no_grad():
+        want = module(image, extra).numpy()
+    got = model.apply(variables, (_funcdl_input(image), _funcdl_input(extra)))
+    assert float(np.max(np.abs(np.asarray(got) - want))) <= TOLERANCE

@@ -98,7 +98,8 @@ def from_exported(program: Any) -> tuple[nn.Sequential | nn.Graph, dict[str, Any
       program: a ``.pt2`` path, a ``read_pt2`` archive or program, or a ``torch.export.ExportedProgram``
         (exported from a module in eval mode).
     Returns:
-      ``(model, variables, input_shape)``, input_shape funcdl's (H, W, C for NCHW images).
+      ``(model, variables, input_shape)``, input_shape funcdl's (H, W, C for NCHW images); a program with several
+      inputs gives a Graph taking a tuple of them and a tuple of their shapes.
     Raises:
       ConversionError naming the first unsupported op, its node and the source line torch recorded.
     """
@@ -120,7 +121,10 @@ def from_exported(program: Any) -> tuple[nn.Sequential | nn.Graph, dict[str, Any
         raise ConfigError(f"from_exported needs a .pt2 path or an exported program, got {type(program).__name__}")
     exported, input_shape, dtype = _exported.read(program)
     model, names = exported.reader.model(input_shape, dtype)
-    return model, _collect(exported.reader, model, names, input_shape, dtype, np.asarray), input_shape
+    declared = exported.reader.sources is not None  # several inputs: the Graph declares their shapes
+    variables = _collect(exported.reader, model, names, None if declared else input_shape, None if declared else dtype,
+                         np.asarray)
+    return model, variables, input_shape
 
 
 def _collect(reader, model, names, input_shape, dtype, torch_array):

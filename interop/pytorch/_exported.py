@@ -8,6 +8,7 @@ the weights (``layer1.0.conv1``, from the parameter's name) or by the ATen node 
 unsupported op names itself, the node and the source line torch recorded. Imported only once
 torch is (the converters build on it).
 """
+import re
 import types
 
 import jax.numpy as jnp
@@ -116,15 +117,12 @@ class ExportedReader:
                 self.weights[spec.name] = _Weight(spec.target, tensors[spec.target])
             else:
                 raise ConversionError(f"the program takes a {spec.kind} input ({spec.name}); funcdl converts "
-                                      "programs whose inputs are one tensor and the module's weights")
-        if len(user) != 1:
-            raise ConversionError(f"the program takes {len(user)} inputs; funcdl converts programs with one")
-        shape = _sizes(self.graph.tensor_values.get(user[0], {}))
-        if len(shape) < 2 or -1 in shape[1:]:
-            raise ConversionError(f"the program's input has shape {shape}; funcdl needs every size but the batch")
-        dtype = jnp.int32 if self.graph.tensor_values[user[0]].get("dtype") in (3, 4, 5) else jnp.float32
-        layout = "nchw" if len(shape) == 4 else "plain"
-        self.reader.values[user[0]] = Value("tensor", shape, 0, layout, dtype=dtype)
+                                      "programs whose inputs are tensors and the module's weights")
+        if not user:
+            raise ConversionError("the program takes no tensor input")
+        sources = [self._source(ref, len(user) > 1) for ref in user]
+        if len(sources) > 1:
+            self.reader.sources = sources
         self.users = {}  # value name -> how many nodes (and outputs) read it
         for node in self.graph.nodes:
             for item in node.inputs:
@@ -137,8 +135,22 @@ class ExportedReader:
         for node in self.graph.nodes:
             self._node(node)
         self._finish()
-        input_shape = (shape[2], shape[3], shape[1]) if len(shape) == 4 else shape[1:]
-        return tuple(input_shape), dtype
+        if len(sources) > 1:
+            return tuple(shape for _, shape, _ in sources), tuple(kind for _, _, kind in sources)
+        return sources[0][1], sources[0][2]
+
+    def _source(self, ref, several):
+        """(funcdl input name, funcdl shape, dtype) of the user input ``ref``, whose Value it records."""
+        meta = self.graph.tensor_values.get(ref, {})
+        shape = _sizes(meta)
+        if len(shape) < 2 or -1 in shape[1:]:
+            raise ConversionError(f"the program's input {ref} has shape {shape}; funcdl needs every size but the "
+                                  "batch")
+        dtype = jnp.int32 if meta.get("dtype") in (3, 4, 5) else jnp.float32
+        name = "in_" + re.sub(r"[^A-Za-z0-9_]", "_", ref)[:100] if several else "input"
+        self.reader.values[ref] = Value("tensor", shape, 0, "nchw" if len(shape) == 4 else "plain", dtype=dtype,
+                                        ref=name)
+        return name, (shape[2], shape[3], shape[1]) if len(shape) == 4 else shape[1:], dtype
 
     def _finish(self):
         refs = []

@@ -41,6 +41,7 @@ class Reader:
         self.specs = []
         self.by_name = {}  # graph node name -> Spec
         self.cursor = "input"  # the reference the next emitted layer reads
+        self.sources = None  # [(name, funcdl shape, dtype)] of a program with several inputs
         self.node = None  # the fx node being converted (names the layers it emits)
         # (collection, layer index, name, torch key or None, fn(torch array) -> funcdl array)
         self.entries = []
@@ -66,7 +67,8 @@ class Reader:
         if not re.match(r"[A-Za-z0-9_]", base) or base == "params" or base.startswith("__"):
             base = "n_" + base
         name, k = base, 0
-        while name in self.by_name or name == "input":
+        taken = {"input"} | {source[0] for source in self.sources or ()}
+        while name in self.by_name or name in taken:
             k += 1
             name = f"{base}_{k}"
         return name
@@ -188,11 +190,13 @@ class Reader:
     def model(self, input_shape, dtype):
         """(funcdl model, the params key of each layer): a Sequential for a chain, else a Graph."""
         layers = [spec.cls(**spec.kwargs) for spec in self.specs]
-        if self.is_chain():
+        if self.is_chain() and not self.sources:
             return nn.Sequential(tuple(layers)), [f"layers_{i}" for i in range(len(layers))]
         nodes = [nn.Node(spec.name, layer, spec.inputs) for spec, layer in zip(self.specs, layers)]
-        source = nn.Input(tuple(input_shape), name="input", dtype="int32" if dtype == jnp.int32 else "float32")
-        return nn.Graph(inputs=(source,), nodes=tuple(nodes), outputs=self.outputs), [s.name for s in self.specs]
+        sources = self.sources or [("input", input_shape, dtype)]
+        inputs = tuple(nn.Input(tuple(shape), name=name, dtype="int32" if kind == jnp.int32 else "float32")
+                       for name, shape, kind in sources)
+        return nn.Graph(inputs=inputs, nodes=tuple(nodes), outputs=self.outputs), [s.name for s in self.specs]
 
     def convert(self, node):
         self.node = node
