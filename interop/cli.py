@@ -118,6 +118,7 @@ def supported_text() -> str:
     """What each conversion supports, one short paragraph per direction (``funcdl convert --list-supported``)."""
     merges = "Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, GlobalAverage/MaxPooling1D/2D"
     sections = [("PyTorch -> funcdl (from_torch, .pt/.pth/.pt2/.safetensors)", pytorch.SUPPORTED),
+                ("PyTorch .pt2 -> funcdl (from_exported)", pytorch.SUPPORTED_ATEN),
                 ("funcdl -> PyTorch (to_torch)", f"{_TO_TORCH}; in graphs also {merges}"),
                 ("Keras -> funcdl (from_keras, .keras/.h5)", ", ".join(keras.SUPPORTED)),
                 ("funcdl -> Keras (to_keras)", ", ".join(keras_graph_export.SUPPORTED))]

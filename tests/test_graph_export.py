@@ -176,8 +176,10 @@ def test_unsupported_graph_node_names_itself_and_nothing_is_written(tmp_path, ca
 def test_convert_list_supported(capsys):
     assert main(["convert", "--list-supported"]) == 0
     out = capsys.readouterr().out
-    for title in ("PyTorch -> funcdl", "funcdl -> PyTorch", "Keras -> funcdl", "funcdl -> Keras"):
+    for title in ("PyTorch -> funcdl", "PyTorch .pt2 -> funcdl", "funcdl -> PyTorch", "Keras -> funcdl",
+                  "funcdl -> Keras"):
         assert title in out
+    assert "Conv1d" in out and "upsample_bilinear2d" in out
     assert "Concatenate" in out and "GlobalAveragePooling2D" in out
     assert main(["convert"]) == 2
     assert "needs SOURCE and DESTINATION files (or --list-supported)" in capsys.readouterr().err

@@ -33,10 +33,11 @@ from funcdl.io.sniff import misnamed
 from interop import frameworks
 from interop.layouts import checked
 from interop.pytorch import _pt2
-from interop.pytorch._nodes import SUPPORTED
+from interop.pytorch._nodes import SUPPORTED, SUPPORTED_ATEN
 
-__all__ = ["SUPPORTED", "from_exported", "from_state_dict", "from_torch", "keeps_metadata", "load_torch_file",
-           "load_torch_model", "read_metadata", "read_pt2", "save_torch_file", "to_state_dict", "to_torch"]
+__all__ = ["SUPPORTED", "SUPPORTED_ATEN", "from_exported", "from_state_dict", "from_torch", "keeps_metadata",
+           "load_torch_file", "load_torch_model", "read_metadata", "read_pt2", "save_torch_file", "to_state_dict",
+           "to_torch"]
 SUFFIXES = (".pt", ".pth", ".pt2", ".safetensors")
 _META = "funcdl.torch"  # metadata prefix in .pt2 extra files and .safetensors headers
 _RNN_KEY = re.compile(r"^(.*)\.(weight|bias)_(ih|hh)_l(\d+)$")
@@ -92,7 +93,7 @@ def from_exported(program: Any) -> tuple[nn.Sequential | nn.Graph, dict[str, Any
     """A funcdl model, its variables and input shape from a ``torch.export`` program's ATen graph.
 
     The program is read by funcdl's own ``.pt2`` reader (never unpickled); its ops map to funcdl layers as in
-    ``from_torch`` (``_exported.SUPPORTED_ATEN``); a chain becomes a Sequential, anything else a Graph.
+    ``from_torch`` (``SUPPORTED_ATEN``); a chain becomes a Sequential, anything else a Graph.
 
     Args:
       program: a ``.pt2`` path, a ``read_pt2`` archive or program, or a ``torch.export.ExportedProgram``

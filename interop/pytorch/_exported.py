@@ -37,12 +37,7 @@ _NOTHING = object()  # an op with no effect on the converted model (a metadata c
 _RECURRENT_OPS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
 _MERGES = {"add": nn.Add, "add_": nn.Add, "sub": nn.Subtract, "sub_": nn.Subtract, "mul": nn.Multiply,
            "mul_": nn.Multiply, "maximum": nn.Maximum, "minimum": nn.Minimum}
-SUPPORTED_ATEN = ("conv2d, convolution (2-D, not transposed), linear, addmm/mm of a transposed weight, batch_norm, "
-                  "_native_batch_norm_legit_no_training, max_pool2d(_with_indices), avg_pool2d, "
-                  "(_)adaptive_avg_pool2d, mean over H and W, view/reshape/_unsafe_view/flatten/squeeze/unsqueeze, "
-                  "permute, t (of weights), add/sub/mul/maximum/minimum of equal shapes, cat, clone/contiguous/"
-                  "alias/detach/dropout (inference), relu, leaky_relu, sigmoid, tanh, gelu, softplus, (_)softmax, "
-                  "(_)log_softmax, relu6/hardtanh(0, 6), silu, hardswish, elu")
+
 
 
 class _Ref(str):
@@ -184,8 +179,8 @@ class ExportedReader:
             raise ConversionError(f"node {node.name} ({node.target}){self._where(node)}: {err}") from None
         if result is None:
             where = self._where(node)
-            raise ConversionError(f"unsupported ATen op {node.target} (node {node.name}){where}; .pt2 conversion "
-                                  f"supports {SUPPORTED_ATEN}")
+            raise ConversionError(f"unsupported ATen op {node.target} (node {node.name}){where}; the ATen ops .pt2 "
+                                  "conversion supports: funcdl convert --list-supported")
         if isinstance(result, _Weight):
             self.weights[name] = result
         elif isinstance(result, Value):

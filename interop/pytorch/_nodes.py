@@ -17,15 +17,30 @@ from funcdl import nn
 from funcdl.errors import ConversionError
 
 SUPPORTED = (
-    "modules: Linear, Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d/AdaptiveMaxPool2d (output size dividing "
-    "the input), BatchNorm1d, BatchNorm2d, LayerNorm, Dropout, Flatten, "
-    "Unflatten, Embedding, LSTM, GRU, RNN (batch_first), ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax, "
-    "GELU, Softplus, Identity, ZeroPad2d, Sequential/ModuleList/ModuleDict and custom modules built from these; "
-    "x + y, x += y, torch.add, x * y, x - y, torch.maximum/minimum (equal shapes), torch.cat, several outputs; "
-    "functions: F.relu, F.leaky_relu, torch.sigmoid, torch.tanh, torch.softmax, F.log_softmax, F.gelu, "
-    "F.softplus, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg/max_pool2d, F.pad (zeros), torch.flatten, "
-    "x.view/reshape/flatten/squeeze/unsqueeze/permute(0, 2, 3, 1), x.size(), out[:, -1] and h_n[-1] after "
-    "LSTM/GRU/RNN")
+    "modules: Linear, Conv1d, Conv2d, MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvg/MaxPool1d/2d (output size dividing "
+    "the input), BatchNorm1d (features or (N, C, L)), BatchNorm2d, LayerNorm, Dropout, Dropout1d/2d, Flatten, "
+    "Unflatten, Embedding, LSTM/GRU/RNN (batch_first or time-first, bidirectional, stacked, zero initial state), "
+    "Upsample (integer factors; nearest, bilinear), PixelShuffle, ZeroPad2d, Identity, the activations ReLU, "
+    "ReLU6, LeakyReLU, ELU, SELU, GELU, SiLU, Mish, Hardswish, Hardsigmoid, Sigmoid, Tanh, Softsign, Softplus, "
+    "Softmax, LogSoftmax; Sequential/ModuleList/ModuleDict and custom modules built from these; "
+    "x + y, torch.add, x * y, x - y, torch.maximum/minimum (equal shapes), torch.cat, several outputs; "
+    "own parameters: x @ self.w (+ self.b), torch.matmul, F.linear, F.conv1d/conv2d, x * self.scale + self.shift "
+    "(one value per channel), arithmetic with numbers and buffers; functions: the F.* twins of the modules above, "
+    "F.interpolate, F.pad (zeros), torch.flatten, x.view/reshape/flatten/squeeze/unsqueeze, permute/transpose "
+    "(NCHW <-> NHWC, (N, C, L) <-> (N, L, C), time-first <-> batch-first), x.size(), torch.zeros initial states, "
+    "out[:, -1] / out[-1] and h_n[-1] / h_n[-2] after LSTM/GRU/RNN")
+SUPPORTED_ATEN = (
+    ".pt2 ATen ops: conv1d/conv2d/convolution, linear, addmm/mm/matmul with a weight, batch_norm, "
+    "_native_batch_norm_legit_no_training, max_pool1d/2d(_with_indices), avg_pool1d/2d, (_)adaptive_avg_pool1d/2d, "
+    "adaptive_max_pool2d, mean over H and W, embedding, lstm/gru/rnn_tanh/rnn_relu (zero initial state; not "
+    "decomposed), select, upsample_nearest2d/upsample_bilinear2d, pixel_shuffle, constant_pad_nd/pad, "
+    "view/reshape/_unsafe_view/flatten/squeeze/unsqueeze, permute/transpose/t, add/sub/mul/div with tensors, "
+    "weights or numbers, maximum/minimum, cat, clone/contiguous/alias/detach/dropout/feature_dropout (inference), "
+    "zeros/new_zeros/full(0), relu, relu6/hardtanh(0, 6), leaky_relu, elu, selu, gelu, silu, mish, hardswish, "
+    "hardsigmoid, sigmoid, tanh, softplus, (_)softmax, (_)log_softmax")
+# What an unsupported piece's error says, instead of the whole list
+SEE_ALL = "from_torch supports Linear, Conv1d/2d, pooling, norms, Embedding, LSTM/GRU/RNN, ... (the full list: " \
+    "funcdl convert --list-supported)"
 RECURRENT = (nn.LSTM, nn.GRU, nn.SimpleRNN)
 # Layers that act on each time step alone, so out[:, -1] may be taken before them.
 _TIMEWISE = (nn.Dense, nn.Dropout) + tuple(dict.fromkeys(row.layer for row in nn.TABLE

@@ -16,13 +16,13 @@ from funcdl import nn
 from funcdl.errors import ConversionError
 from interop import layouts, one_d
 from interop.pytorch import _modules as tm
-from interop.pytorch._nodes import SUPPORTED, Value, describe, last_step
+from interop.pytorch._nodes import SEE_ALL, Value, describe, last_step
 
 _INF = float("inf")
 
 
 def _unsupported(what):
-    return ConversionError(f"unsupported PyTorch {what}; from_torch supports {SUPPORTED}")
+    return ConversionError(f"unsupported PyTorch {what}; {SEE_ALL}")
 
 
 def _image(node, value, what):
