@@ -516,3 +516,22 @@ def test_program_with_several_inputs_converts(tmp_path):
         want = module(image, extra).numpy()
     got = model.apply(variables, (_funcdl_input(image), _funcdl_input(extra)))
     assert float(np.max(np.abs(np.asarray(got) - want))) <= TOLERANCE
+
+
+class BiSlice(tnn.Module):
+    """hidden[-2:] of a bidirectional GRU, batch-first and flattened: both final states."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = tnn.GRU(4, 5, num_layers=2, batch_first=True, bidirectional=True)
+        self.fc = tnn.Linear(10, 2)
+
+    def forward(self, x):
+        _, hidden = self.rnn(x)
+        both = hidden[-2:].permute(1, 0, 2).contiguous()
+        return self.fc(both.reshape(x.size(0), -1))
+
+
+def test_last_two_final_states_of_a_bidirectional_layer_convert():
+    _, gap = _torch_gap(BiSlice(), torch.randn(3, 6, 4))
+    assert gap <= TOLERANCE

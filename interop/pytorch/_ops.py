@@ -375,6 +375,9 @@ def getitem(reader, node, value, index):
     elif value.kind == "state":
         first = index[0] if isinstance(index, tuple) and all(i == slice(None) for i in index[1:]) else index
         directions = value.rnn[2]
+        if directions == 2 and isinstance(first, slice) and first.step in (None, 1) and first.stop is None and (
+                first.start is not None and first.start % value.shape[0] == value.shape[0] - 2):
+            return _both_directions(reader, node, value)
         if isinstance(first, int) and first % value.shape[0] >= value.shape[0] - directions:
             return _final_state(reader, node, value, direction=first % value.shape[0] - value.shape[0] + directions)
     elif value.layout == "tb" and len(value.shape) == 3:
@@ -409,6 +412,28 @@ def _final_state(reader, node, value, direction=0):
     spec.kwargs["layer"] = spec.kwargs["layer"].clone(return_sequences=False)
     spec.kwargs["merge_mode"] = None
     return Value("tensor", tuple(meta.shape), value.end, dtype=meta.dtype, ref=f"{value.ref}:{direction}")
+
+
+def _both_directions(reader, node, value):
+    """h_n[-2:] of a bidirectional layer: both final states, (2, B, H), kept apart until they are concatenated."""
+    _final_state(reader, node, value, 0)
+    meta = node.meta["tensor_meta"]
+    return Value("directions", tuple(meta.shape), value.end, dtype=meta.dtype, ref=value.ref)
+
+
+def directions(reader, node, value, kind, args):
+    """h_n[-2:] then .permute(1, 0, 2) / .transpose(0, 1) / .contiguous() and .reshape(B, -1): both final states
+    concatenated (forward, backward), as torch.cat((h_n[-2], h_n[-1]), 1)."""
+    out = tuple(node.meta["tensor_meta"].shape)
+    if kind == "identity":
+        return dataclasses.replace(value, shape=out)
+    if kind in ("permute", "transpose") and value.layout == "plain" and out == (value.shape[1], 2, value.shape[2]):
+        return dataclasses.replace(value, shape=out, layout="batch_first")
+    if kind == "reshape" and value.layout == "batch_first" and out == (value.shape[0], 2 * value.shape[2]):
+        reader.emit(nn.Concatenate, inputs=(f"{value.ref}:0", f"{value.ref}:1"), axis=-1)
+        return reader.derive(node, value, layout="plain")
+    raise ConversionError(f"{describe(node)}: h_n[-2:] of a bidirectional layer is supported as "
+                          "h_n[-2:].permute(1, 0, 2).reshape(batch, -1) or torch.cat((h_n[-2], h_n[-1]), dim=1)")
 
 
 def reshape(reader, node, value):
@@ -634,6 +659,8 @@ _DROP = ("inplace", "_stacklevel", "training", "train")
 
 def _call(kind, reader, node, value, args):
     args = {k: v for k, v in args.items() if k not in _DROP and k != "input"}
+    if value.kind == "directions":
+        return directions(reader, node, value, kind, args)
     if kind in nn.ACTIVATIONS:
         return activation_call(kind, reader, node, value, args)
     return {"dropout": dropout, "reshape": lambda r, n, v, **_: reshape(r, n, v), "identity": identity,
