@@ -152,7 +152,7 @@ def matmul(reader, node, args):
 def dense(reader, node, value, weight):
     """``value @ weight`` with the weight (in, out): a Dense without bias."""
     value = reader.take(node, value)
-    if len(weight.shape) != 2 or value.layout in ("nchw", "ncl", "tb") and len(value.shape) != 2:
+    if len(weight.shape) != 2 or value.layout in ("nchw", "ncl"):  # these act on the last axis torch holds
         raise ConversionError(f"{describe(node)} (node {node.name}): x @ {weight.key} with weight shape "
                               f"{weight.shape} on {value.shape}: funcdl supports a 2-D (in, out) weight on features")
     perm, transposed = value.perm, weight.transposed
