@@ -532,6 +532,8 @@ class BiSlice(tnn.Module):
         return self.fc(both.reshape(x.size(0), -1))
 
 
-def test_last_two_final_states_of_a_bidirectional_layer_convert():
+def test_last_two_final_states_of_a_bidirectional_layer_convert(tmp_path):
     _, gap = _torch_gap(BiSlice(), torch.randn(3, 6, 4))
+    assert gap <= TOLERANCE
+    _, gap = _export_gap(BiSlice(), torch.randn(3, 6, 4), tmp_path)
     assert gap <= TOLERANCE

@@ -239,6 +239,11 @@ class ExportedReader:
             return _NOTHING
         if base in _RECURRENT_OPS:
             return self._recurrent(base, node, args, name)
+        if base == "slice" and getattr(self.reader.values.get(args.get("self")), "kind", None) == "state":
+            value = self.reader.values[args["self"]]
+            start, end, size = args.get("start") or 0, args.get("end"), value.shape[0]
+            if args.get("dim", 0) == 0 and args.get("step", 1) == 1 and (end is None or end >= size):
+                return _ops.getitem(self.reader, self._stand(node, name, [], []), value, slice(start, None))
         if base == "select" and args.get("self") in self.reader.values:
             value = self.reader.values[args["self"]]
             index = (slice(None),) * int(args["dim"] % max(len(value.shape), 1)) + (int(args["index"]),)
@@ -275,6 +280,9 @@ class ExportedReader:
 
     def _simple(self, base, stand, value, args):
         reader = self.reader
+        if value.kind == "directions":  # h_n[-2:] then permute / contiguous / reshape
+            kind = "permute" if base in ("permute", "transpose") else "reshape" if base in _RESHAPES else "identity"
+            return _ops.directions(reader, stand, value, kind, args)
         if base in ("hardswish", "hardswish_"):
             return _ops.activation_call("hard_swish", reader, stand, value, {})
         if base in ("hardtanh", "hardtanh_") and (args.get("min_val"), args.get("max_val")) == (0.0, 6.0):
