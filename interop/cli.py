@@ -126,8 +126,10 @@ def supported_text() -> str:
 
 
 # funcdl layers to_torch writes (``interop.pytorch._plan``), kept here so listing them needs no torch
-_TO_TORCH = ("Dense, Conv2D, MaxPool2D, AvgPool2D, BatchNorm, LayerNorm, Embedding, SimpleRNN, LSTM, GRU, Dropout, "
-             "Flatten, Reshape, ImageRows, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax, Softplus, GELU")
+_TO_TORCH = ("Dense, Conv2D, MaxPool2D, AvgPool2D, BatchNorm, LayerNorm, Embedding, SimpleRNN, LSTM, GRU, "
+             "Bidirectional, Dropout, Flatten, Reshape, ImageRows, Permute, RepeatVector, UpSampling2D, "
+             "ZeroPadding2D, PixelShuffle, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax, Softplus, GELU, "
+             "ReLU6, SiLU, HardSwish, ELU, SELU, HardSigmoid, Softsign, Mish, Exponential")
 
 
 def _metadata_note(metadata: dict[str, str], kept: bool, destination: str) -> str:

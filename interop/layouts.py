@@ -28,6 +28,13 @@ named in :data:`KERAS_WEIGHTS`, and only the recurrent layers differ:
   ``reset_after=True`` keras GRUs store ``bias`` as (2, 3H) = [input; recurrent];
   ``reset_after=False`` ones have one (3H,) bias, and funcdl's recurrent bias
   folds into it (it is added outside the reset gate in both).
+- a keras Bidirectional holds its forward and backward copies of one
+  recurrent layer, their weights named alike (``forward_lstm/.../kernel``,
+  ``backward_lstm/.../kernel``); here they are ``forward/kernel`` and
+  ``backward/kernel``, each half laid out as its recurrent layer, and funcdl's
+  are ``params/forward/...`` and ``params/backward/...``. torch's
+  ``bidirectional=True`` modules suffix the backward half's tensors
+  ``_reverse`` (:data:`TORCH_DIRECTIONS`).
 """
 from typing import Any
 
@@ -40,6 +47,9 @@ NCHW_TO_NHWC = (0, 2, 3, 1)
 # funcdl parameter name of a recurrent layer -> torch's (format with the layer number k of a stacked module)
 TORCH_RECURRENT = {"kernel": "weight_ih_l{k}", "recurrent_kernel": "weight_hh_l{k}", "bias": "bias_ih_l{k}",
                    "recurrent_bias": "bias_hh_l{k}"}
+# Bidirectional half -> suffix of its torch tensors (``weight_ih_l0`` / ``weight_ih_l0_reverse``)
+TORCH_DIRECTIONS = {"forward": "", "backward": "_reverse"}
+BIDIRECTIONAL_HALVES = tuple(TORCH_DIRECTIONS)
 # gates per recurrent layer type (fused along the last axis of every recurrent tensor)
 GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
 RECURRENT = tuple(GATES)
@@ -57,6 +67,7 @@ KERAS_WEIGHTS = {
              ("params/bias", "bias")),
     "GRU": (("params/kernel", "kernel"), ("params/recurrent_kernel", "recurrent_kernel"),
             ("params/bias", "bias")),
+    "Bidirectional": (),  # its recurrent layer's, twice: 'forward/...' and 'backward/...' (see the module docstring)
 }
 
 
@@ -165,6 +176,38 @@ def _recurrent_to_keras(layer, tensors):
     return out
 
 
+def _halves(tensors: dict[str, np.ndarray], key_of: Any) -> dict[str, dict[str, np.ndarray]]:
+    """``{'forward': {...}, 'backward': {...}}`` of a Bidirectional's tensors, ``key_of(key) -> (half, rest)``."""
+    halves: dict[str, dict[str, np.ndarray]] = {half: {} for half in BIDIRECTIONAL_HALVES}
+    for key, value in tensors.items():
+        half, rest = key_of(key)
+        if half not in halves:
+            raise ConversionError(f"Bidirectional tensor {key} belongs to neither half (forward, backward)")
+        halves[half][rest] = value
+    return halves
+
+
+def _funcdl_half(key: str) -> tuple[str, str]:
+    """('forward', 'params/kernel') from 'params/forward/kernel'."""
+    collection, _, rest = key.partition("/")
+    half, _, name = rest.partition("/")
+    return half, f"{collection}/{name}"
+
+
+def _bidirectional_from_keras(layer: Any, keras_weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for half, weights in _halves(keras_weights, lambda key: tuple(key.split("/", 1))).items():
+        for key, value in weights_from_keras(layer.layer, weights).items():
+            collection, name = key.split("/", 1)
+            out[f"{collection}/{half}/{name}"] = value
+    return out
+
+
+def _bidirectional_to_keras(layer: Any, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"{half}/{name}": value for half, weights in _halves(tensors, _funcdl_half).items()
+            for name, value in weights_to_keras(layer.layer, weights).items()}
+
+
 def weights_from_keras(layer: Any, keras_weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """funcdl tensors ``{'params/kernel': array, ...}`` of ``layer`` from its keras twin's weights.
 
@@ -174,6 +217,8 @@ def weights_from_keras(layer: Any, keras_weights: dict[str, np.ndarray]) -> dict
     Raises:
       ConversionError when a keras weight has no place in the table (nothing is dropped silently).
     """
+    if type(layer).__name__ == "Bidirectional":
+        return _bidirectional_from_keras(layer, keras_weights)
     table = KERAS_WEIGHTS[type(layer).__name__]
     unused = set(keras_weights) - {keras_name for _, keras_name in table}
     if unused:
@@ -187,6 +232,8 @@ def weights_from_keras(layer: Any, keras_weights: dict[str, np.ndarray]) -> dict
 
 def weights_to_keras(layer: Any, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``{keras weight name: array}`` from funcdl tensors ``{'params/kernel': array, ...}`` of ``layer``."""
+    if type(layer).__name__ == "Bidirectional":
+        return _bidirectional_to_keras(layer, tensors)
     if type(layer).__name__ in RECURRENT:
         tensors = _recurrent_to_keras(layer, tensors)
     names = dict(KERAS_WEIGHTS[type(layer).__name__])

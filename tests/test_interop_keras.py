@@ -285,11 +285,13 @@ def test_unsupported_layers_are_named():
     cases = [
         (keras.Sequential([keras.Input((3, 6, 6)), L.Conv2D(2, 3, data_format="channels_first")]), "data_format"),
         (keras.Sequential([keras.Input((5, 3)), L.LSTM(4, activation="relu")]), "activation='relu'"),
-        (keras.Sequential([keras.Input((5, 3)), L.GRU(4, go_backwards=True)]), "go_backwards"),
-        (keras.Sequential([keras.Input((5,)), L.Dense(4, activation="elu")]), "activation 'elu'"),
-        (keras.Sequential([keras.Input((5,)), L.ReLU(max_value=6.0)]), "max_value"),
+        (keras.Sequential([keras.Input((5, 3)), L.GRU(4, go_backwards=True, return_sequences=True)]),
+         "go_backwards"),
+        (keras.Sequential([keras.Input((5,)), L.Dense(4, activation="celu")]), "activation 'celu'"),
+        (keras.Sequential([keras.Input((5,)), L.ReLU(max_value=5.0)]), "max_value"),
         (keras.Sequential([keras.Input((5,)), L.Embedding(4, 2, mask_zero=True)]), "mask_zero"),
-        (keras.Sequential([keras.Input((4, 4, 1)), L.ZeroPadding2D(1), L.MaxPooling2D()]), "ZeroPadding2D"),
+        (keras.Sequential([keras.Input((4, 4, 1)), L.ZeroPadding2D(1, data_format="channels_first")]),
+         "data_format"),
     ]
     for keras_model, message in cases:
         with pytest.raises(ConversionError, match=message):

@@ -73,6 +73,22 @@ def _preprocessing():
     return keras.Model(image, L.Dense(2, name="head")(L.GlobalMaxPooling2D(name="pool")(y)), name="preprocessing")
 
 
+def _new_layers():
+    """Bidirectional (each recurrent kind, several merge modes), standalone ZeroPadding2D, UpSampling2D, Permute,
+    RepeatVector, ReLU(max_value=6) and Keras 2 activation names."""
+    seq = keras.Input((5, 3), name="seq")
+    a = L.Bidirectional(L.LSTM(4, return_sequences=True), name="bi_lstm")(seq)
+    b = L.Bidirectional(L.GRU(4, reset_after=True), merge_mode="sum", name="bi_gru")(seq)
+    c = L.Bidirectional(L.SimpleRNN(4), merge_mode=None, name="bi_rnn")(L.Activation("elu", name="elu")(seq))
+    y = L.Concatenate(name="cat")([L.Flatten(name="flat")(L.Permute((2, 1), name="perm")(a)), b, c[0], c[1]])
+    y = L.Dense(16, activation="swish", name="dense")(y)
+    image = L.Reshape((2, 2, 4), name="grid")(y)
+    image = L.ZeroPadding2D(((1, 0), (0, 1)), name="pad")(L.UpSampling2D(2, interpolation="bilinear", name="up")(image))
+    image = L.ReLU(max_value=6.0, name="relu6")(L.UpSampling2D(2, name="near")(image))
+    y = L.RepeatVector(2, name="repeat")(L.Dense(3, activation="selu", name="head")(L.Flatten(name="f2")(image)))
+    return keras.Model(seq, L.Activation("softsign", name="out")(y), name="new_layers")
+
+
 def _history(node):
     """[name, node index, tensor index, {}] of every tensor a Keras 3 inbound node reads, as Keras 2 wrote them."""
     if isinstance(node, dict):
@@ -106,6 +122,10 @@ def _keras2_layers(config):
             c.pop("groups")  # before TF 2.3
         if entry["class_name"] == "BatchNormalization":
             c["axis"] = [len(built) - 1]  # Keras 2 wrote the built axes, as positive numbers
+        if entry["class_name"] == "Bidirectional":  # Keras 2: the wrapped layer's own config, no backward_layer
+            c.pop("backward_layer")
+            c["layer"] = {"class_name": c["layer"]["class_name"], "config": c["layer"]["config"]}
+            c["layer"]["config"]["name"] = c["layer"]["config"]["name"].removeprefix("forward_")
         if "inbound_nodes" in entry:
             entry["inbound_nodes"] = [_history(node) for node in entry["inbound_nodes"]]
     if "input_layers" in config:
@@ -138,6 +158,12 @@ def _write_keras2(path, keras_model, old_sequential=False):
             cell = {"LSTM": "lstm_cell/", "GRU": "gru_cell/", "SimpleRNN": "simple_rnn_cell/"}.get(
                 type(layer).__name__, "")
             names = [f"{layer.name}/{cell}{w.name}:0" for w in layer.weights]
+            if isinstance(layer, L.Bidirectional):  # bi/forward_lstm/lstm_cell/kernel:0, then the backward copy
+                cell = {"LSTM": "lstm_cell/", "GRU": "gru_cell/", "SimpleRNN": "simple_rnn_cell/"}[
+                    type(layer.forward_layer).__name__]
+                names = [f"{layer.name}/{half.name}/{cell}{w.name}:0" for half in (layer.forward_layer,
+                                                                                     layer.backward_layer)
+                         for w in half.weights]
             if isinstance(layer, keras.Model):  # a nested model: its inner layers' weights, in its own group
                 names = [f"{inner.name}/{w.name}:0" for inner in layer.layers for w in inner.weights]
             layer_group.attrs["weight_names"] = [name.encode() for name in names]
@@ -170,7 +196,7 @@ def _max_diff(model, variables, keras_model, seed=1):
 
 @pytest.mark.parametrize("build, old", [(_cnn, False), (_cnn, True), (_residual, False), (_recurrent, False),
                                         (_sequence, False), (_nested, False),
-                                        (_preprocessing, False)])
+                                        (_preprocessing, False), (_new_layers, False)])
 def test_keras2_h5_reads_without_keras(tmp_path, monkeypatch, build, old):
     keras_model = _randomised(build())
     path = tmp_path / "model.h5"
@@ -181,6 +207,14 @@ def test_keras2_h5_reads_without_keras(tmp_path, monkeypatch, build, old):
     shapes = [tuple(x.shape[1:]) for x in keras_model.inputs]
     assert input_shape == (shapes[0] if len(shapes) == 1 else tuple(shapes))
     assert _max_diff(model, variables, keras_model) <= TOL
+
+
+def test_keras2_hard_sigmoid_is_refused_not_misread(tmp_path):
+    keras_model = _randomised(keras.Sequential([keras.Input((4,)), L.Dense(3, activation="hard_sigmoid")]))
+    path = tmp_path / "model.h5"
+    _write_keras2(path, keras_model)
+    with pytest.raises(ConversionError, match=r"Keras 2's clip\(0.2 x \+ 0.5, 0, 1\)"):
+        ik.load_keras_file(path)
 
 
 def test_keras2_names_funcdl_cannot_hold_are_made_valid(tmp_path):

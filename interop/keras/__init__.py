@@ -42,7 +42,15 @@ from funcdl.io.sniff import misnamed
 from interop import frameworks
 from interop.keras import _graph_export
 from interop.keras._graph import GRAPH_SUPPORTED, graph_from_keras
-from interop.keras._layers import FROM_KERAS, PADDED, TO_KERAS, assign_weights, layer_tensors
+from interop.keras._layers import (
+    FROM_KERAS,
+    PADDED,
+    TO_KERAS,
+    assign_weights,
+    keras_weights,
+    layer_tensors,
+    merges_padding,
+)
 from interop.keras._legacy import keras_version, read_keras2_h5
 from interop.layouts import KERAS_WEIGHTS, weights_from_keras, weights_to_keras
 
@@ -115,11 +123,9 @@ def _plan(layers):
     while index < len(layers):
         layer = layers[index]
         _check_dtype(layer)
-        if type(layer).__name__ == "ZeroPadding2D":
-            target = layers[index + 1] if index + 1 < len(layers) else None
-            if target is None or type(target).__name__ not in PADDED:
-                raise ConversionError(f"keras layer {_where(layer)} is supported only right before a 'valid' Conv2D or "
-                                      "AveragePooling2D")
+        target = layers[index + 1] if index + 1 < len(layers) else None
+        if type(layer).__name__ == "ZeroPadding2D" and target is not None and merges_padding(
+                type(target).__name__, target.get_config()):
             _expect_channels_last(layer)
             _check_dtype(target)
             pads = tuple(tuple(int(v) for v in p) for p in layer.get_config()["padding"])
@@ -150,12 +156,12 @@ def _variables(model, input_shape, holders):
     """
     flat = {}
     for index, layer, keras_layer in holders:
-        weights = {w.name: np.asarray(w.numpy()) for w in keras_layer.weights}
+        weights = {name: np.asarray(w.numpy()) for name, w in keras_weights(keras_layer).items()}
         for key, value in weights_from_keras(layer, weights).items():
             if value.dtype != np.float32:
                 raise ConversionError(f"keras weight for layers_{index}/{key} is {value.dtype}; funcdl converts "
                                       "float32 weights")
-            collection, name = key.split("/")
+            collection, name = key.split("/", 1)
             flat[f"{collection}/layers_{index}/{name}"] = value
     variables = traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
     concrete = tuple(UNKNOWN_SIZE if d is None else d for d in input_shape)

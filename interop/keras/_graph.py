@@ -7,8 +7,7 @@ layer names (characters funcdl names cannot hold, such as Keras 2's '/', become
 '_'), so params are ``{'params': {<keras layer name>: ...}}``. A keras layer
 that becomes several funcdl layers gives nodes ``name.k`` around the one named
 ``name`` that holds the weights (``Dense(activation='leaky_relu')``: ``name``,
-``name.1``; Conv1D: ``name.0``, ``name``, ``name.2``); silu / swish adds
-``name.gate``. A nested model (a Sequential inside a model, a model used as a
+``name.1``; Conv1D: ``name.0``, ``name``, ``name.2``). A nested model (a Sequential inside a model, a model used as a
 layer) is one node holding the converted sub-model.
 """
 import re
@@ -22,7 +21,15 @@ from flax import traverse_util
 from funcdl import nn
 from funcdl.errors import ConversionError
 from interop import one_d
-from interop.keras._layers import FROM_KERAS, PADDED, activation_from_keras, expect
+from interop.keras._layers import (
+    FROM_KERAS,
+    PADDED,
+    activation_from_keras,
+    expect,
+    int_pairs,
+    keras_weights,
+    merges_padding,
+)
 from interop.layouts import KERAS_WEIGHTS, conv1d_to_2d, weights_from_keras
 
 MODELS = ("Functional", "Sequential", "Model")
@@ -83,6 +90,7 @@ ONE_D = {"Conv1D": _conv1d, "MaxPooling1D": lambda c, where, channels: _pool1d({
          "AveragePooling1D": lambda c, where, channels: _pool1d({**c, "kind": "avg"}, where, channels)}
 ONE_D_WEIGHTS = {"Conv1D": lambda weights: {**weights, "kernel": conv1d_to_2d(weights["kernel"])}}
 
+WRAPPED_RECURRENT = ("LSTM", "GRU", "SimpleRNN")  # what a Bidirectional may wrap
 PER_STEP = ("Dense", "Dropout", "Activation", "ReLU", "LeakyReLU")  # act on the last axis: TimeDistributed is free
 
 
@@ -120,26 +128,11 @@ def _normalization(c, stats, where, rank):
                              invert=bool(c.get("invert", False)))]
 
 
-SWISH = ("silu", "swish")  # x * sigmoid(x): two graph nodes, a Sigmoid gate and a Multiply
-
-
-class _Swish:
-    """Marks where a converted layer list needs ``x * sigmoid(x)`` (the builder adds the two nodes)."""
-
-
-def _split_swish(kind: str, config: dict) -> tuple[dict, bool]:
-    """(config with a silu / swish activation made linear, whether it was one)."""
-    if config.get("activation") in SWISH and kind in ("Dense", "Conv2D", "Conv1D", "Activation"):
-        return {**config, "activation": "linear"}, True
-    return config, False
-
-
 GRAPH_LAYERS = {**FROM_KERAS, **{kind: (lambda c, where, rank, kind=kind: [MERGES[kind]()]) for kind in MERGES},
                 "Concatenate": _concatenate, **{kind: _global_pool(kind) for kind in GLOBAL_POOLS},
                 **{kind: _spatial_dropout for kind in SPATIAL_DROPOUTS}, **dict.fromkeys(ONE_D),
                 "TimeDistributed": _time_distributed, "Rescaling": _rescaling, "Normalization": None}
-GRAPH_SUPPORTED = sorted(set(GRAPH_LAYERS) - {"InputLayer"}) + [
-    "ZeroPadding2D (before a valid Conv2D / AveragePooling2D)", "nested models (Sequential, functional)"]
+GRAPH_SUPPORTED = sorted(set(GRAPH_LAYERS) - {"InputLayer"}) + ["nested models (Sequential, functional)"]
 
 
 @dataclass
@@ -249,12 +242,12 @@ def unsupported_layers(config: dict, prefix: str = "") -> list[str]:
         kind, name = entry.get("class_name"), entry.get("name") or entry.get("config", {}).get("name")
         if kind in MODELS:
             found += unsupported_layers(entry.get("config") or {}, f"{prefix}{name}/")
-        elif kind not in GRAPH_LAYERS and kind != "ZeroPadding2D":
+        elif kind not in GRAPH_LAYERS:
             found.append(f"'{prefix}{name}' ({kind})")
-        elif kind == "TimeDistributed":
+        elif kind in ("TimeDistributed", "Bidirectional"):
             inner = ((entry.get("config") or {}).get("layer") or {}).get("class_name")
-            if inner not in PER_STEP:
-                found.append(f"'{prefix}{name}' (TimeDistributed({inner}))")
+            if inner not in (PER_STEP if kind == "TimeDistributed" else WRAPPED_RECURRENT):
+                found.append(f"'{prefix}{name}' ({kind}({inner}))")
     return found
 
 
@@ -279,18 +272,19 @@ def _input(layer: _Layer) -> nn.Input:
 
 
 def _paddings(layers: list[_Layer]) -> dict[str, tuple]:
-    """{consumer name: pads} for every ZeroPadding2D, each merged into the one valid Conv2D / AveragePooling2D
-    it feeds (keras pads with zeros, which that layer's explicit padding does too)."""
+    """{consumer name: (pad layer, pads)} for every ZeroPadding2D that feeds only one valid Conv2D /
+    AveragePooling2D: it merges into that layer's explicit padding (zeros too). Other ZeroPadding2D layers
+    stay layers of their own."""
     merged = {}
     for pad in (layer for layer in layers if layer.kind == "ZeroPadding2D"):
         consumers = [layer for layer in layers if any(name == pad.name for name, _ in layer.inputs)]
         target = consumers[0] if len(consumers) == 1 else None
-        if target is None or target.kind not in PADDED or len(target.inputs) != 1:
-            raise ConversionError(f"keras layer {pad.name!r} (ZeroPadding2D) is supported only right before a "
-                                  "'valid' Conv2D or AveragePooling2D")
+        if target is None or not merges_padding(target.kind, target.config) or len(target.inputs) != 1:
+            continue
         expect(pad.config, f"{pad.name!r} (ZeroPadding2D)", data_format="channels_last")
-        merged[target.name] = (pad, tuple(tuple(int(v) for v in p) for p in pad.config["padding"]))
+        merged[target.name] = (pad, nn.padding_pairs(int_pairs(pad.config["padding"])))
     return merged
+
 
 
 class LiveSource:
@@ -301,7 +295,7 @@ class LiveSource:
         self.total = len(keras_model.weights)
 
     def weights(self, name: str) -> dict[str, np.ndarray]:
-        return {w.name: np.asarray(w.numpy()) for w in self.keras_model.get_layer(name).weights}
+        return {key: np.asarray(w.numpy()) for key, w in keras_weights(self.keras_model.get_layer(name)).items()}
 
     def dtype(self, name: str) -> str:
         return str(getattr(self.keras_model.get_layer(name), "compute_dtype", "float32"))
@@ -365,9 +359,8 @@ class _Builder:
         return rank
 
     def _convert(self, layer: _Layer, where: str, rank: int | None, pads: tuple | None, inputs: list[str]) -> list:
-        """The funcdl layers computing ``layer`` (a ``_Swish`` marks x * sigmoid(x))."""
-        config, swish = _split_swish(layer.kind, layer.config)
-        converted: list = []
+        """The funcdl layers computing ``layer``."""
+        config = layer.config
         if layer.kind in ONE_D:
             converted = ONE_D[layer.kind](config, where, self.channels(inputs[0]))
         elif layer.kind == "Normalization":  # its adapted statistics become part of the architecture
@@ -376,21 +369,21 @@ class _Builder:
             self.used += len(stats)
         elif pads is not None:
             converted = PADDED[layer.kind](config, where, rank, pads)
-        elif not (swish and layer.kind == "Activation"):
+        else:
             converted = GRAPH_LAYERS[layer.kind](config, where, rank)
-        return converted + [_Swish()] if swish else converted
+        return converted
 
     def _append(self, layer: _Layer, converted: list, first: int, inputs: list[str]) -> None:
         """Nodes for ``converted``, one after another; ``converted[first]`` is named as the keras layer."""
         names = [layer.node if k == first else f"{layer.node}.{k}" for k in range(len(converted))]
         for index, (name, funcdl_layer) in enumerate(zip(names, converted)):
             args = tuple(inputs) if index == 0 else (names[index - 1],)
-            if isinstance(funcdl_layer, _Swish):
-                self.nodes.append(nn.Node(f"{name}.gate", nn.Sigmoid(), args))
-                self.nodes.append(nn.Node(name, nn.Multiply(), args + (f"{name}.gate",)))
-            else:
-                self.nodes.append(nn.Node(name, funcdl_layer, args))
-        self.produced[layer.name] = names[-1] if converted else inputs[0]
+            self.nodes.append(nn.Node(name, funcdl_layer, args))
+        last = converted[-1] if converted else None
+        if isinstance(last, nn.Bidirectional) and last.merge_mode is None:  # two outputs: forward, backward
+            self.produced[layer.name] = [f"{names[-1]}:0", f"{names[-1]}:1"]
+        else:
+            self.produced[layer.name] = names[-1] if converted else inputs[0]
 
     def shape(self, ref: str) -> tuple[int, ...]:
         """One example's shape of what ``ref`` gives, by funcdl's shape inference over the nodes built so far."""
@@ -407,7 +400,7 @@ class _Builder:
         for key, value in weights_from_keras(layer, weights).items():
             if value.dtype != np.float32:
                 raise ConversionError(f"keras weight {name}/{key} is {value.dtype}; funcdl converts float32 weights")
-            collection, tensor = key.split("/")
+            collection, tensor = key.split("/", 1)
             self.flat[f"{collection}/{name}/{tensor}"] = value
         self.used += len(weights)
 
@@ -430,6 +423,10 @@ def _out_rank(layer: _Layer, rank: int | None) -> int | None:
         return len(c["target_shape"]) + 1
     if layer.kind in ("LSTM", "GRU", "SimpleRNN"):
         return 3 if c.get("return_sequences") else 2
+    if layer.kind == "Bidirectional":
+        return 3 if ((c.get("layer") or {}).get("config") or {}).get("return_sequences") else 2
+    if layer.kind == "RepeatVector":
+        return 3
     if layer.kind == "Embedding":
         return None if rank is None else rank + 1
     return rank
@@ -491,10 +488,11 @@ def graph_from_config(config: dict, source: Any, where: str) -> tuple[nn.Graph, 
         builder.produced[name] = str(spec.name)
         builder.ranks[name] = None if spec.shape is None else len(spec.shape) + 1
     merged = _paddings(layers)
+    pads = {pad.name for pad, _ in merged.values()}
     for layer in _ordered(layers):
         if layer.kind == "InputLayer":
             continue
-        if layer.kind == "ZeroPadding2D":
+        if layer.name in pads:
             builder.produced[layer.name] = builder.ref(*layer.inputs[0])
             builder.ranks[layer.name] = builder.ranks.get(layer.inputs[0][0])
             continue

@@ -12,7 +12,7 @@ import numpy as np
 
 from funcdl import nn
 from funcdl.errors import ConversionError
-from interop.keras._layers import TO_KERAS, assign_weights
+from interop.keras._layers import TO_KERAS, assign_weights, node_tensors
 from interop.layouts import KERAS_WEIGHTS, weights_to_keras
 
 _MERGES = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply", "Average": "Average",
@@ -50,11 +50,11 @@ def build(keras: Any, model: nn.Graph, variables: Any, input_shape: Any, strict:
                                      dtype="int32" if np.dtype(spec.dtype).kind in "iu" else "float32")
               for spec in model.inputs}
     for node in model.nodes:
-        if any(":" in ref for ref in node.inputs) or isinstance(node.layer, (nn.Sequential, nn.Graph)):
-            raise ConversionError(f"graph node {node.name!r} ({type(node.layer).__name__}): nested models and "
-                                  "multi-output nodes cannot be written for Keras yet")
-        args = [values[ref] for ref in node.inputs]
-        layers = _node_layers(keras.layers, node, shapes[node.inputs[0]], strict)
+        if isinstance(node.layer, (nn.Sequential, nn.Graph)):
+            raise ConversionError(f"graph node {node.name!r} ({type(node.layer).__name__}): nested models cannot be "
+                                  "written for Keras yet")
+        args = [_value(values, ref) for ref in node.inputs]
+        layers = _node_layers(keras.layers, node, _value(shapes, node.inputs[0]), strict)
         value = args[0] if len(args) == 1 else args
         for layer in layers:
             value = layer(value)
@@ -62,14 +62,25 @@ def build(keras: Any, model: nn.Graph, variables: Any, input_shape: Any, strict:
     inputs = [values[name] for name in model.input_names]
     outputs: Any = model.outputs
     if isinstance(outputs, str):
-        outputs = values[outputs]
+        outputs = _value(values, outputs)
     elif isinstance(outputs, tuple):
-        outputs = [values[ref] for ref in outputs]
+        outputs = [_value(values, ref) for ref in outputs]
     else:
-        outputs = {key: values[ref] for key, ref in outputs.items()}
+        outputs = {key: _value(values, ref) for key, ref in outputs.items()}
     keras_model = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name="funcdl")
     _assign(keras_model, model, variables)
     return keras_model
+
+
+def _value(values: dict[str, Any], ref: str) -> Any:
+    """What ``ref`` names: a node's output, or output i (``"name:i"``) of a two-output Bidirectional."""
+    name, index = nn.parse_ref(ref)
+    value = values[name]
+    if index is None:
+        return value
+    if not isinstance(index, int) or not isinstance(value, (list, tuple)) or index >= len(value):
+        raise ConversionError(f"graph reference {ref!r}: Keras gets the outputs of multi-output nodes by position")
+    return value[index]
 
 
 def _assign(keras_model: Any, model: nn.Graph, variables: Any) -> None:
@@ -78,9 +89,7 @@ def _assign(keras_model: Any, model: nn.Graph, variables: Any) -> None:
     for node in model.nodes:
         if type(node.layer).__name__ not in KERAS_WEIGHTS:
             continue
-        tensors = {f"{collection}/{key}": np.asarray(value) for collection, tree in dict(variables).items()
-                   if node.name in tree for key, value in dict(tree[node.name]).items()}
-        values = weights_to_keras(node.layer, tensors)
+        values = weights_to_keras(node.layer, node_tensors(variables, node.name))
         assigned += assign_weights(keras_model.get_layer(node.name), values, f"graph node {node.name!r}")
     if assigned != len(keras_model.weights):
         raise ConversionError(f"set {assigned} of the keras model's {len(keras_model.weights)} weights")

@@ -8,6 +8,7 @@ funcdl layer type back to keras layers. Weights are mapped by
 from typing import Any
 
 import numpy as np
+from flax import traverse_util
 
 from funcdl import nn
 from funcdl.errors import ConversionError
@@ -16,10 +17,14 @@ from interop.layouts import checked
 
 def layer_tensors(variables: Any, index: int) -> dict[str, np.ndarray]:
     """``{'params/kernel': np.ndarray, ...}`` of Sequential layer ``index`` (``layers_{index}``)."""
-    name = f"layers_{index}"
+    return node_tensors(variables, f"layers_{index}")
+
+
+def node_tensors(variables: Any, name: str) -> dict[str, np.ndarray]:
+    """``{'params/kernel': np.ndarray, 'params/forward/kernel': ...}`` of the layer or graph node ``name``."""
     return {f"{collection}/{key}": np.asarray(value)
             for collection, tree in dict(variables).items() if name in tree
-            for key, value in dict(tree[name]).items()}
+            for key, value in traverse_util.flatten_dict(dict(tree[name]), sep="/").items()}
 
 
 # ---- keras layer -> funcdl layers ------------------------------------------------------------------------
@@ -27,8 +32,8 @@ def layer_tensors(variables: Any, index: int) -> dict[str, np.ndarray]:
 # keras activation name -> funcdl activation name usable inside Dense / Conv2D (same function), from nn.TABLE.
 KERAS_ACTIVATIONS = {row.keras: None if row.layer is None else row.name for row in nn.TABLE if row.keras}
 KERAS_LEAKY_SLOPE = 0.2  # keras.activations.leaky_relu's default negative_slope (funcdl's is 0.01)
-_RNN_DEFAULTS = {"return_state": False, "go_backwards": False, "stateful": False, "use_bias": True,
-                 "dropout": 0.0, "recurrent_dropout": 0.0}
+_RNN_DEFAULTS = {"return_state": False, "stateful": False, "use_bias": True, "dropout": 0.0,
+                 "recurrent_dropout": 0.0}
 
 
 def unsupported(where, what):
@@ -135,31 +140,89 @@ def _embedding(c, where, rank):
     return [nn.Embedding(int(c["input_dim"]), int(c["output_dim"]))]
 
 
+def _reverse(c, where):
+    """funcdl's ``reverse`` for keras' ``go_backwards`` (whose sequence output stays reversed: refused)."""
+    if c.get("go_backwards") and c.get("return_sequences"):
+        raise unsupported(where, "go_backwards=True with return_sequences=True (its output is in reversed order)")
+    return bool(c.get("go_backwards"))
+
+
 def _simple_rnn(c, where, rank):
     expect(c, where, **_RNN_DEFAULTS)
     activation, extra = activation_from_keras(c["activation"], where)
     if extra:
         raise unsupported(where, f"activation={c['activation']!r}")
     return [nn.SimpleRNN(int(c["units"]), activation=activation or "linear",
-                         return_sequences=bool(c["return_sequences"]))]
+                         return_sequences=bool(c["return_sequences"]), reverse=_reverse(c, where))]
 
 
 def _lstm(c, where, rank):
     expect(c, where, activation="tanh", recurrent_activation="sigmoid", **_RNN_DEFAULTS)
     return [nn.LSTM(int(c["units"]), return_sequences=bool(c["return_sequences"]),
-                    unit_forget_bias=bool(c.get("unit_forget_bias", True)))]
+                    unit_forget_bias=bool(c.get("unit_forget_bias", True)), reverse=_reverse(c, where))]
 
 
 def _gru(c, where, rank):
     expect(c, where, activation="tanh", recurrent_activation="sigmoid", **_RNN_DEFAULTS)
     return [nn.GRU(int(c["units"]), return_sequences=bool(c["return_sequences"]),
-                   reset_after=bool(c["reset_after"]))]
+                   reset_after=bool(c["reset_after"]), reverse=_reverse(c, where))]
 
 
 def _relu(c, where, rank):
-    expect(c, where, max_value=None, threshold=0.0)
     slope = float(c.get("negative_slope") or 0.0)
+    if c.get("max_value") is not None and float(c["max_value"]) == 6.0 and not slope:
+        expect(c, where, threshold=0.0)
+        return [nn.ReLU6()]
+    expect(c, where, max_value=None, threshold=0.0)
     return [nn.LeakyReLU(slope)] if slope else [nn.ReLU()]
+
+
+def _elu(c, where, rank):
+    return [nn.ELU(alpha=float(c.get("alpha", 1.0)))]
+
+
+_RECURRENT = {"SimpleRNN": _simple_rnn, "LSTM": _lstm, "GRU": _gru}
+_OWN_NAMES = ("name", "go_backwards")  # what a Bidirectional's backward copy may differ in
+
+
+def _bidirectional(c, where, rank):
+    """A Bidirectional around a SimpleRNN / LSTM / GRU whose backward copy is the same layer read backwards."""
+    inner, backward = c.get("layer") or {}, c.get("backward_layer")
+    kind, config = inner.get("class_name"), inner.get("config") or {}
+    if kind not in _RECURRENT:
+        raise unsupported(where, f"Bidirectional({kind}) (funcdl wraps {', '.join(_RECURRENT)})")
+    if backward is not None:
+        back = backward.get("config") or {}
+        same = {k: v for k, v in back.items() if k not in _OWN_NAMES} == {
+            k: v for k, v in config.items() if k not in _OWN_NAMES}
+        if backward.get("class_name") != kind or not same or not back.get("go_backwards"):
+            raise unsupported(where, "a backward_layer that is not the forward layer read backwards")
+    merge_mode = c.get("merge_mode", "concat")
+    if merge_mode not in nn.MERGE_MODES:
+        raise unsupported(where, f"merge_mode={merge_mode!r}")
+    if config.get("go_backwards"):
+        raise unsupported(where, "a Bidirectional whose forward layer reads backwards (go_backwards=True)")
+    (layer,) = _RECURRENT[kind](config, where, rank)
+    return [nn.Bidirectional(layer, merge_mode=merge_mode)]
+
+
+def _upsampling(c, where, rank):
+    expect(c, where, data_format="channels_last")
+    if c.get("interpolation", "nearest") not in ("nearest", "bilinear"):
+        raise unsupported(where, f"interpolation={c['interpolation']!r} (funcdl has nearest and bilinear)")
+    return [nn.UpSampling2D(_ints(c["size"]), interpolation=c.get("interpolation", "nearest"))]
+
+
+def _zero_padding(c, where, rank):
+    expect(c, where, data_format="channels_last")
+    return [nn.ZeroPadding2D(nn.padding_pairs(int_pairs(c["padding"])))]
+
+
+def int_pairs(padding: Any) -> Any:
+    """Keras' padding option (int, (h, w) or ((t, b), (l, r)), lists from JSON) as tuples of ints."""
+    if isinstance(padding, (list, tuple)):
+        return tuple(int_pairs(p) for p in padding)
+    return int(padding)
 
 
 def _softmax(c, where, rank):
@@ -200,10 +263,20 @@ FROM_KERAS = {
     "Reshape": lambda c, where, rank: [nn.Reshape(_ints(c["target_shape"]))],
     "SimpleRNN": _simple_rnn,
     "Softmax": _softmax,
+    "Bidirectional": _bidirectional,
+    "ELU": _elu,
+    "Permute": lambda c, where, rank: [nn.Permute(_ints(c["dims"]))],
+    "RepeatVector": lambda c, where, rank: [nn.RepeatVector(int(c["n"]))],
+    "UpSampling2D": _upsampling,
+    "ZeroPadding2D": _zero_padding,
 }
-# ZeroPadding2D is supported only right before a 'valid' Conv2D or AveragePooling2D (it merges into them).
+# A ZeroPadding2D right before a 'valid' Conv2D or AveragePooling2D merges into that layer's padding.
 PADDED = {"Conv2D": _conv2d, "AveragePooling2D": _avg_pool}
-KERAS_SUPPORTED = sorted(FROM_KERAS) + ["ZeroPadding2D (before Conv2D / AveragePooling2D)"]
+
+
+def merges_padding(kind: str, config: dict) -> bool:
+    """Whether a ZeroPadding2D feeding keras layer ``kind`` (with ``config``) merges into its padding."""
+    return kind in PADDED and config.get("padding") == "valid"
 
 
 # ---- funcdl layer -> keras layers ------------------------------------------------------------------------
@@ -291,13 +364,6 @@ def _layer_norm_to_keras(L, layer, shape, name, strict):
                                  name=name)]
 
 
-def _simple_rnn_to_keras(L, layer, shape, name, strict):
-    if layer.activation not in TO_KERAS_ACTIVATIONS:
-        raise refused(layer, name, f"activation {layer.activation!r}")
-    return [L.SimpleRNN(layer.features, activation=TO_KERAS_ACTIVATIONS[layer.activation],
-                        return_sequences=layer.return_sequences, name=name)]
-
-
 def _image_rows_to_keras(L, layer, shape, name, strict):
     if len(shape) == 2:
         return []
@@ -323,7 +389,65 @@ def _gelu_to_keras(L, layer, shape, name, strict):
     return [L.Activation("gelu", name=name)]
 
 
+_RECURRENT_TO_KERAS = {
+    "GRU": lambda L, layer, name: L.GRU(layer.features, return_sequences=layer.return_sequences,
+                                        reset_after=layer.reset_after, go_backwards=layer.reverse, name=name),
+    "LSTM": lambda L, layer, name: L.LSTM(layer.features, return_sequences=layer.return_sequences,
+                                          unit_forget_bias=layer.unit_forget_bias, go_backwards=layer.reverse,
+                                          name=name),
+}
+
+
+def _recurrent_to_keras(L, layer, shape, name, strict):
+    if layer.reverse and layer.return_sequences:  # keras' go_backwards keeps the sequence reversed
+        raise refused(layer, name, "reverse=True with return_sequences=True")
+    if type(layer).__name__ == "SimpleRNN":
+        if layer.activation not in TO_KERAS_ACTIVATIONS:
+            raise refused(layer, name, f"activation {layer.activation!r}")
+        return [L.SimpleRNN(layer.features, activation=TO_KERAS_ACTIVATIONS[layer.activation],
+                            return_sequences=layer.return_sequences, go_backwards=layer.reverse, name=name)]
+    return [_RECURRENT_TO_KERAS[type(layer).__name__](L, layer, name)]
+
+
+def _bidirectional_to_keras(L, layer, shape, name, strict):
+    (inner,) = _recurrent_to_keras(L, layer.layer, shape, f"{name}_layer", strict)
+    return [L.Bidirectional(inner, merge_mode=layer.merge_mode, name=name)]
+
+
+def _activation_layer_to_keras(L, layer, shape, name, strict):
+    """``Activation(<keras name>)`` for a parameter-free activation layer whose table row has a keras name."""
+    row = nn.activation_of(layer)
+    if row.keras is None or (row.layer is not None and layer.options() != row.layer(**row.options).options()):
+        raise refused(layer, name, f"settings {layer.options()}")
+    return [L.Activation(row.keras, name=name)]
+
+
+def _elu_to_keras(L, layer, shape, name, strict):
+    return [L.ELU(alpha=layer.alpha, name=name)]
+
+
+def _pixel_shuffle_to_keras(L, layer, shape, name, strict):
+    """Reshape to (H, W, C, r, r) ('torch') or (H, W, r, r, C) ('tf'), move the r axes next to H and W, merge."""
+    height, width, channels = shape
+    r, out = layer.factor, channels // (layer.factor ** 2)
+    split, dims = ((height, width, out, r, r), (1, 4, 2, 5, 3)) if layer.order == "torch" else (
+        (height, width, r, r, out), (1, 3, 2, 4, 5))
+    return [L.Reshape(split, name=f"{name}_split"), L.Permute(dims, name=f"{name}_permute"),
+            L.Reshape((height * r, width * r, out), name=name)]
+
+
 TO_KERAS = {
+    **{type_name: _activation_layer_to_keras for type_name in ("ReLU6", "SiLU", "HardSwish", "SELU", "HardSigmoid",
+                                                               "Softsign", "Mish", "Exponential")},
+    "Bidirectional": _bidirectional_to_keras,
+    "ELU": _elu_to_keras,
+    "Permute": lambda L, layer, shape, name, strict: [L.Permute(tuple(layer.dims), name=name)],
+    "PixelShuffle": _pixel_shuffle_to_keras,
+    "RepeatVector": lambda L, layer, shape, name, strict: [L.RepeatVector(int(layer.n), name=name)],
+    "UpSampling2D": lambda L, layer, shape, name, strict: [L.UpSampling2D(
+        nn.pair(layer.size, "size"), interpolation=layer.interpolation, name=name)],
+    "ZeroPadding2D": lambda L, layer, shape, name, strict: [L.ZeroPadding2D(nn.padding_pairs(layer.padding),
+                                                                            name=name)],
     "AvgPool2D": _avg_pool_to_keras,
     "BatchNorm": _batch_norm_to_keras,
     "Conv2D": _conv2d_to_keras,
@@ -333,11 +457,9 @@ TO_KERAS = {
                                                                     name=name)],
     "Flatten": lambda L, layer, shape, name, strict: [L.Flatten(name=name)],
     "GELU": _gelu_to_keras,
-    "GRU": lambda L, layer, shape, name, strict: [L.GRU(layer.features, return_sequences=layer.return_sequences,
-                                                        reset_after=layer.reset_after, name=name)],
+    "GRU": _recurrent_to_keras,
     "ImageRows": _image_rows_to_keras,
-    "LSTM": lambda L, layer, shape, name, strict: [L.LSTM(layer.features, return_sequences=layer.return_sequences,
-                                                          unit_forget_bias=layer.unit_forget_bias, name=name)],
+    "LSTM": _recurrent_to_keras,
     "LayerNorm": _layer_norm_to_keras,
     "LeakyReLU": lambda L, layer, shape, name, strict: [L.LeakyReLU(negative_slope=layer.negative_slope,
                                                                     name=name)],
@@ -346,11 +468,20 @@ TO_KERAS = {
     "ReLU": lambda L, layer, shape, name, strict: [L.ReLU(name=name)],
     "Reshape": lambda L, layer, shape, name, strict: [L.Reshape(tuple(layer.shape), name=name)],
     "Sigmoid": lambda L, layer, shape, name, strict: [L.Activation("sigmoid", name=name)],
-    "SimpleRNN": _simple_rnn_to_keras,
+    "SimpleRNN": _recurrent_to_keras,
     "Softmax": lambda L, layer, shape, name, strict: [L.Softmax(axis=layer.axis, name=name)],
     "Softplus": _softplus_to_keras,
     "Tanh": lambda L, layer, shape, name, strict: [L.Activation("tanh", name=name)],
 }
+
+
+def keras_weights(keras_layer: Any) -> dict[str, Any]:
+    """``{name: keras variable}`` of a keras layer: its weights' names, a Bidirectional's prefixed 'forward/' and
+    'backward/' (its two copies name their weights alike)."""
+    if type(keras_layer).__name__ == "Bidirectional":
+        return {f"{side}/{w.name}": w for side in ("forward", "backward")
+                for w in getattr(keras_layer, f"{side}_layer").weights}
+    return {w.name: w for w in keras_layer.weights}
 
 
 def assign_weights(keras_layer: Any, values: dict[str, Any], where: str) -> int:
@@ -359,7 +490,7 @@ def assign_weights(keras_layer: Any, values: dict[str, Any], where: str) -> int:
     Raises ConversionError when the names differ, and (through ``checked``) when a shape does; ``where`` names
     the layer or graph node in the message.
     """
-    targets = {w.name: w for w in keras_layer.weights}
+    targets = keras_weights(keras_layer)
     if set(values) != set(targets):
         raise ConversionError(f"{where}: funcdl gives {sorted(values)}, keras expects {sorted(targets)}")
     for name, value in values.items():

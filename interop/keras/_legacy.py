@@ -2,8 +2,12 @@
 
 Keras 2 wrote ``model_weights/<layer>/`` with a ``weight_names`` attribute
 (``"<layer>/kernel:0"``, ``"<layer>/lstm_cell/kernel:0"``, ...) and each weight
-at that path inside the layer's group. Keras 3 cannot open many of these files;
-funcdl reads them without keras: no layer is deserialised, no stored code can run.
+at that path inside the layer's group. A Bidirectional's two copies of its
+recurrent layer are ``forward_<name>`` and ``backward_<name>``
+(``"<layer>/forward_lstm/lstm_cell/kernel:0"``); their weights are read as
+``forward/kernel`` and ``backward/kernel`` (``interop.layouts``). Keras 3
+cannot open many of these files; funcdl reads them without keras: no layer is
+deserialised, no stored code can run.
 """
 from typing import Any
 
@@ -51,9 +55,10 @@ class H5Source:
         import h5py  # noqa: PLC0415 -- lazily: h5py comes with the [tf] extra
         group, names = self._layer_group(name)
         weights: dict[str, np.ndarray] = {}
+        halves = _halves(names)
         for weight in names:
             item = group.get(weight)
-            key = weight.rsplit("/", 1)[-1].split(":")[0]
+            key = halves.get(weight, "") + weight.rsplit("/", 1)[-1].split(":")[0]
             if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "fiu" or key in weights:
                 raise FileFormatError(f"{self.path}: weight {self.prefix}{name}/{weight} is missing, repeated or not "
                                       "a numeric array")
@@ -79,6 +84,37 @@ class H5Source:
         return graph, variables, len(graph.output_refs), source.total
 
 
+def _halves(names: list[str]) -> dict[str, str]:
+    """``{weight name: 'forward/' or 'backward/'}`` for a Bidirectional's weights (a path component between the
+    layer's name and the weight's reads ``forward_...`` / ``backward_...``, both halves present); else ``{}``."""
+    found = {}
+    for name in names:
+        inner = [part.split("_", 1)[0] for part in name.split("/")[1:-1] if part.startswith(("forward_", "backward_"))]
+        if inner:
+            found[name] = inner[0] + "/"
+    return found if set(found.values()) == {"forward/", "backward/"} and len(found) == len(names) else {}
+
+
+# Keras 2's hard_sigmoid was clip(0.2 x + 0.5, 0, 1); Keras 3's (and funcdl's) is relu6(x + 3) / 6.
+KERAS2_HARD_SIGMOID = "hard_sigmoid (Keras 2's clip(0.2 x + 0.5, 0, 1), not funcdl's relu6(x + 3) / 6)"
+
+
+def _keras2_options(kind: Any, c: dict) -> None:
+    """One Keras 2 layer config's options spelt as Keras 3 spells them (in place)."""
+    for key in ("activation", "recurrent_activation"):
+        if c.get(key) == "hard_sigmoid":
+            c[key] = KERAS2_HARD_SIGMOID
+    if kind == "LeakyReLU" and "alpha" in c:
+        c["negative_slope"] = c.pop("alpha")
+    elif kind == "Conv2D":
+        c.setdefault("groups", 1)
+    elif kind == "GRU":
+        c.setdefault("reset_after", False)  # Keras 2.2's default, when the option was not written
+    elif kind in ("Bidirectional", "TimeDistributed") and isinstance(c.get("layer"), dict):
+        inner = c["layer"]
+        _keras2_options(inner.get("class_name"), inner.setdefault("config", {}))
+
+
 def _normalised(config: dict, dtypes: dict[str, str]) -> dict:
     """A Keras 2 model config with its layers' options spelt as Keras 3 spells them (in place)."""
     for entry in config.get("layers") or []:
@@ -92,12 +128,8 @@ def _normalised(config: dict, dtypes: dict[str, str]) -> dict:
         kind = entry.get("class_name")
         if kind in MODELS:
             _normalised(c if isinstance(c, dict) else {}, dtypes)
-        elif kind == "LeakyReLU" and "alpha" in c:
-            c["negative_slope"] = c.pop("alpha")
-        elif kind == "Conv2D":
-            c.setdefault("groups", 1)
-        elif kind == "GRU":
-            c.setdefault("reset_after", False)  # Keras 2.2's default, when the option was not written
+        else:
+            _keras2_options(kind, c)
     return config
 
 

@@ -28,6 +28,12 @@ SUPPORTED = (_plan.SUPPORTED + ", Add, Subtract, Multiply, Average, Maximum, Min
              "GlobalAveragePooling1D/2D, GlobalMaxPooling1D/2D")
 
 
+def _select(values: dict[str, Any], ref: str) -> Any:
+    """What ``ref`` names: a node's value, or output i (``"name:i"``) of a node returning a tuple."""
+    name, _, index = ref.partition(":")
+    return values[name][int(index)] if index else values[name]
+
+
 class Merge(tnn.Module):
     """Element-wise merge of its inputs (``nn.Add`` ... ``nn.Minimum``); Average divides the sum by their count."""
 
@@ -93,12 +99,12 @@ class GraphModule(tnn.Module):
         """The graph's output(s) for its inputs ``xs`` (in input order)."""
         values = dict(zip(self.input_names, xs))
         for name, attribute, refs in self.steps:
-            values[name] = getattr(self, attribute)(*(values[ref] for ref in refs))
+            values[name] = getattr(self, attribute)(*(_select(values, ref) for ref in refs))
         if isinstance(self.outputs, str):
-            return values[self.outputs]
+            return _select(values, self.outputs)
         if isinstance(self.outputs, tuple):
-            return tuple(values[ref] for ref in self.outputs)
-        return {key: values[ref] for key, ref in self.outputs.items()}
+            return tuple(_select(values, ref) for ref in self.outputs)
+        return {key: _select(values, ref) for key, ref in self.outputs.items()}
 
 
 class SingleInputGraphModule(GraphModule):
@@ -160,14 +166,18 @@ def _planned(name: str, layer: Any, shape: tuple, out_shape: tuple) -> tuple[lis
     p = _plan.Planner(image_input=len(shape) == 3)
     if isinstance(layer, _plan._RECURRENT):
         _plan._recurrent(p, [layer], 0, shape)
+    elif isinstance(layer, nn.Bidirectional):
+        _plan._bidirectional(p, 0, layer, shape)
     elif type(layer) in _plan._WITH_WEIGHTS:
         _plan._WITH_WEIGHTS[type(layer)](p, 0, layer, shape)
     elif isinstance(layer, (nn.Flatten, nn.Reshape, nn.ImageRows)):
         _plan._reshape(p, 0, layer, shape, out_shape, [])
-    elif not _plan._simple_layer(p, 0, layer, shape):
+    elif not (_plan._image_layer(p, 0, layer, shape) or _plan._axes_layer(p, 0, layer, shape)
+              or _plan._simple_layer(p, 0, layer, shape)):
         raise ConversionError(f"graph node {name!r} ({type(layer).__name__}) has no PyTorch equivalent in to_torch; "
                               "`funcdl convert --list-supported` lists the layers that have")
-    p.to_nchw(out_shape)  # every image leaves a node NCHW
+    if not isinstance(layer, nn.Bidirectional):  # (a two-output one gives sequences, never images)
+        p.to_nchw(out_shape)  # every image leaves a node NCHW
     return p.modules, p.entries
 
 
@@ -176,11 +186,11 @@ def build(model: nn.Graph, input_shape: Any, dtype: Any) -> tuple[GraphModule, l
     shapes = nn.node_shapes(model, input_shape, dtype)
     steps, entries, modules, taken = [], [], {}, set[str]()
     for node in model.nodes:
-        if any(":" in ref for ref in node.inputs) or isinstance(node.layer, (nn.Sequential, nn.Graph)):
-            raise ConversionError(f"graph node {node.name!r} ({type(node.layer).__name__}): nested models and "
-                                  "multi-output nodes cannot be written for PyTorch yet")
+        if isinstance(node.layer, (nn.Sequential, nn.Graph)):
+            raise ConversionError(f"graph node {node.name!r} ({type(node.layer).__name__}): nested models cannot be "
+                                  "written for PyTorch yet")
         attribute = _attribute(node.name, taken)
-        node_modules, node_entries = _node_modules(node.name, node.layer, [shapes[ref] for ref in node.inputs],
+        node_modules, node_entries = _node_modules(node.name, node.layer, [_select(shapes, ref) for ref in node.inputs],
                                                    shapes[node.name])
         single = len(node_modules) == 1
         modules[attribute] = node_modules[0] if single else (tnn.Sequential(*node_modules) if node_modules
@@ -199,7 +209,4 @@ def build(model: nn.Graph, input_shape: Any, dtype: Any) -> tuple[GraphModule, l
 
 
 def _outputs(outputs: Any) -> Any:
-    if any(":" in ref for ref in ((outputs,) if isinstance(outputs, str) else tuple(
-            outputs.values() if hasattr(outputs, "values") else outputs))):
-        raise ConversionError("graph outputs that select one output of a node cannot be written for PyTorch yet")
     return dict(outputs) if hasattr(outputs, "values") else outputs

@@ -18,8 +18,9 @@ from interop import layouts
 from interop.pytorch import _modules as tm
 
 SUPPORTED = ("Dense, Conv2D, MaxPool2D, AvgPool2D, BatchNorm, LayerNorm, Embedding, SimpleRNN, LSTM, GRU, "
-             "Dropout, Flatten, Reshape, ImageRows, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax, "
-             "Softplus, GELU")
+             "Bidirectional, Dropout, Flatten, Reshape, ImageRows, Permute, RepeatVector, UpSampling2D, "
+             "ZeroPadding2D, PixelShuffle, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax, Softplus, GELU, "
+             "ReLU6, SiLU, HardSwish, ELU, SELU, HardSigmoid, Softsign, Mish, Exponential")
 _RECURRENT = (nn.SimpleRNN, nn.LSTM, nn.GRU)
 
 
@@ -87,7 +88,10 @@ def torch_activation(layer, dim):
         options = {"dim": dim}
     if "approximate" in options:
         options["approximate"] = "tanh" if options["approximate"] else "none"
-    return getattr(tnn, nn.activation_of(layer).torch)(**options)
+    row = nn.activation_of(layer)
+    if row.torch is None:  # torch.nn has no module for it
+        return tm.Exponential()
+    return getattr(tnn, row.torch)(**options)
 
 
 def _torch_activation(name, dim):
@@ -257,7 +261,8 @@ def _recurrent_run(layers, start):
     return end, rate or 0.0
 
 
-def _recurrent(p, layers, start, shape):
+def _check_recurrent(layers, start, shape):
+    """ConversionError unless the recurrent layer ``layers[start]`` (and those after it) have a torch twin."""
     first = layers[start]
     name = type(first).__name__
     if len(shape) != 2:
@@ -271,21 +276,47 @@ def _recurrent(p, layers, start, shape):
                               "bias_hh = 0")
     if isinstance(first, nn.SimpleRNN) and first.activation not in ("tanh", "relu"):
         raise ConversionError(f"layers_{start} (SimpleRNN): torch's RNN supports activation 'tanh' or 'relu'")
+    if first.reverse:
+        raise ConversionError(f"layers_{start} ({name}): reverse=True alone has no torch module (torch reads "
+                              "backwards only inside bidirectional=True); wrap it in nn.Bidirectional")
+
+
+_TORCH_RECURRENT = {nn.LSTM: tm.LSTM, nn.GRU: tm.GRU, nn.SimpleRNN: tm.RNN}
+
+
+def _recurrent_entries(p, prefix, index, k, fan_in, layer, half=None):
+    """The four tensors of layer ``k`` of a torch recurrent module (``half``: a Bidirectional's direction)."""
+    hidden, gates = layer.features, layouts.GATES[type(layer).__name__]
+    suffix, path = ("", "") if half is None else (layouts.TORCH_DIRECTIONS[half], f"{half}/")
+    for funcdl_name, torch_name in layouts.TORCH_RECURRENT.items():
+        shape = (gates * hidden,) + ((fan_in,) if funcdl_name == "kernel" else (hidden,) if "kernel" in funcdl_name
+                                     else ())
+        maps = (layouts.linear_to_torch, layouts.linear_from_torch) if "kernel" in funcdl_name else (None, None)
+        p.entry(prefix, torch_name.format(k=k) + suffix, index, path + funcdl_name, shape, *maps)
+
+
+def _bidirectional(p, index, layer, shape):
+    """A Bidirectional as one torch recurrent module with ``bidirectional=True`` (merged in its forward)."""
+    inner = layer.layer
+    _check_recurrent([inner], 0, shape)
+    extra = {"nonlinearity": inner.activation} if isinstance(inner, nn.SimpleRNN) else {}
+    prefix = p.add(_TORCH_RECURRENT[type(inner)](shape[-1], inner.features, bidirectional=True,
+                                                 return_sequences=inner.return_sequences,
+                                                 merge_mode=layer.merge_mode, **extra))
+    for half in layouts.BIDIRECTIONAL_HALVES:
+        _recurrent_entries(p, prefix, index, 0, shape[-1], inner, half)
+
+
+def _recurrent(p, layers, start, shape):
+    first = layers[start]
+    _check_recurrent(layers, start, shape)
     end, rate = _recurrent_run(layers, start)
     members = [i for i in range(start, end) if isinstance(layers[i], _RECURRENT)]
-    cls = {nn.LSTM: tm.LSTM, nn.GRU: tm.GRU, nn.SimpleRNN: tm.RNN}[type(first)]
     extra = {"nonlinearity": first.activation} if isinstance(first, nn.SimpleRNN) else {}
-    hidden, gates = first.features, layouts.GATES[type(first).__name__]
-    prefix = p.add(cls(shape[-1], hidden, num_layers=len(members), dropout=rate,
-                       return_sequences=layers[end - 1].return_sequences, **extra))
+    prefix = p.add(_TORCH_RECURRENT[type(first)](shape[-1], first.features, num_layers=len(members), dropout=rate,
+                                                 return_sequences=layers[end - 1].return_sequences, **extra))
     for k, index in enumerate(members):
-        fan_in = shape[-1] if k == 0 else hidden
-        p.entry(prefix, f"weight_ih_l{k}", index, "kernel", (gates * hidden, fan_in), layouts.linear_to_torch,
-                layouts.linear_from_torch)
-        p.entry(prefix, f"weight_hh_l{k}", index, "recurrent_kernel", (gates * hidden, hidden),
-                layouts.linear_to_torch, layouts.linear_from_torch)
-        p.entry(prefix, f"bias_ih_l{k}", index, "bias", (gates * hidden,), None, None)
-        p.entry(prefix, f"bias_hh_l{k}", index, "recurrent_bias", (gates * hidden,), None, None)
+        _recurrent_entries(p, prefix, index, k, shape[-1] if k == 0 else first.features, layers[index])
     return end
 
 
@@ -298,6 +329,40 @@ def _simple_layer(p, index, layer, shape):
         if len(shape) == 3 and p.layout == "nchw":
             axis = layouts.NHWC_TO_NCHW.index(axis)  # funcdl's NHWC axis -> torch's NCHW one
         p.add(torch_activation(layer, axis))
+    else:
+        return False
+    return True
+
+
+def _image_layer(p, index, layer, shape):
+    """Parameter-free image layers computed on NCHW by torch's own modules. Returns False if not one."""
+    if not isinstance(layer, (nn.UpSampling2D, nn.ZeroPadding2D, nn.PixelShuffle)):
+        return False
+    if len(shape) != 3:
+        raise ConversionError(f"layers_{index} ({type(layer).__name__}) needs NHWC images, got shape {shape}")
+    p.to_nchw(shape)
+    if isinstance(layer, nn.UpSampling2D):
+        mode = {"nearest": "nearest", "bilinear": "bilinear"}[layer.interpolation]
+        p.add(tnn.Upsample(scale_factor=tuple(float(s) for s in nn.pair(layer.size, "size")), mode=mode,
+                           **({"align_corners": False} if mode == "bilinear" else {})))
+    elif isinstance(layer, nn.ZeroPadding2D):
+        (top, bottom), (left, right) = nn.padding_pairs(layer.padding)
+        p.add(tnn.ZeroPad2d((left, right, top, bottom)))
+    else:
+        r, out = layer.factor, shape[-1] // layer.factor ** 2
+        if layer.order == "tf":  # torch channel c*r*r + i*r + j reads tf's (i*r + j)*C + c
+            p.add(tm.ChannelGather(np.arange(shape[-1]).reshape(r * r, out).T.reshape(-1)))
+        p.add(tnn.PixelShuffle(r))
+    return True
+
+
+def _axes_layer(p, index, layer, shape):
+    """Permute and RepeatVector, computed in funcdl's layout. Returns False if not one."""
+    if isinstance(layer, nn.Permute):
+        p.to_plain(shape)
+        p.add(tm.Permute((0,) + tuple(int(d) for d in layer.dims)))
+    elif isinstance(layer, nn.RepeatVector):
+        p.add(tm.RepeatVector(layer.n))
     else:
         return False
     return True
@@ -331,7 +396,10 @@ def plan(model, input_shape, dtype):
             _WITH_WEIGHTS[type(layer)](p, index, layer, shape)
         elif isinstance(layer, (nn.Flatten, nn.Reshape, nn.ImageRows)):
             _reshape(p, index, layer, shape, out_shape, layers[index + 1:])
-        elif not _simple_layer(p, index, layer, shape):
+        elif isinstance(layer, nn.Bidirectional):
+            _bidirectional(p, index, layer, shape)
+        elif not (_image_layer(p, index, layer, shape) or _axes_layer(p, index, layer, shape)
+                  or _simple_layer(p, index, layer, shape)):
             raise ConversionError(f"layers_{index} ({type(layer).__name__}) has no PyTorch equivalent in to_torch; "
                                   f"supported: {SUPPORTED}")
         index += 1
