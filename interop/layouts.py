@@ -9,6 +9,7 @@ funcdl                     torch                        map
 =========================  ===========================  =====================================================
 Dense kernel (in, out)     Linear weight (out, in)      :func:`linear_to_torch` / :func:`linear_from_torch`
 Conv2D kernel HWIO         Conv2d weight OIHW           :func:`conv_to_torch` / :func:`conv_from_torch`
+Conv2D kernel (k, 1, I, O) Conv1d weight (O, I, k)      :func:`conv1d_from_torch` (1-D runs as 2-D: ``interop.one_d``)
 Flatten of an NHWC image   flatten of the NCHW image    :func:`flatten_permutation` (the next Linear's columns)
 BatchNorm momentum m       momentum 1 - m               :func:`momentum_to_torch` (its own inverse)
 LSTM / GRU / SimpleRNN     LSTM / GRU / RNN             kernels transposed (``weight_ih_l{k}``,
@@ -96,6 +97,16 @@ def conv_to_torch(kernel: np.ndarray) -> np.ndarray:
 def conv_from_torch(weight: np.ndarray) -> np.ndarray:
     """Conv2d weight OIHW -> Conv2D kernel HWIO."""
     return weight.transpose(2, 3, 1, 0)
+
+
+def conv1d_to_2d(kernel: np.ndarray) -> np.ndarray:
+    """Conv1D kernel (k, in, out) (keras) -> the (k, 1, in, out) Conv2D kernel funcdl runs it with."""
+    return kernel[:, None]
+
+
+def conv1d_from_torch(weight: np.ndarray) -> np.ndarray:
+    """Conv1d weight (out, in, k) -> the (k, 1, in, out) Conv2D kernel funcdl runs it with."""
+    return conv_from_torch(weight[..., None])
 
 
 def kernel_to_torch(kernel: np.ndarray) -> np.ndarray:

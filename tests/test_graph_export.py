@@ -181,6 +181,7 @@ def test_convert_list_supported(capsys):
                   "TensorFlow, funcdl models to_saved_model"):
         assert title in out
     assert "_native_batch_norm_legit_no_training" in out  # the .pt2 reader's own list
+    assert "Conv1d" in out and "upsample_bilinear2d" in out
     assert "Concatenate" in out and "GlobalAveragePooling2D" in out
     assert main(["convert"]) == 2
     assert "needs SOURCE and DESTINATION files (or --list-supported)" in capsys.readouterr().err

@@ -237,9 +237,9 @@ class Broadcast(tnn.Module):
         return self.a(x) + x
 
 
-def test_unsupported_merges_name_themselves():
-    with pytest.raises(ConversionError, match="constant"):
-        from_torch(AddsConstant().eval(), torch.randn(2, 3))
+def test_constants_convert_and_unsupported_merges_name_themselves():
+    model, gaps = _forward_gap(AddsConstant().eval(), torch.randn(2, 3))
+    assert max(gaps) <= TOLERANCE and isinstance(model.layers[-1], nn.Rescaling)
     with pytest.raises(ConversionError, match="no broadcasting"):
         from_torch(Broadcast().eval(), torch.randn(2, 3))
 

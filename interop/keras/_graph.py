@@ -20,6 +20,7 @@ from flax import traverse_util
 
 from funcdl import nn
 from funcdl.errors import ConversionError
+from interop import one_d
 from interop.keras._layers import (
     FROM_KERAS,
     PADDED,
@@ -29,7 +30,7 @@ from interop.keras._layers import (
     keras_weights,
     merges_padding,
 )
-from interop.layouts import KERAS_WEIGHTS, weights_from_keras
+from interop.layouts import KERAS_WEIGHTS, conv1d_to_2d, weights_from_keras
 
 MODELS = ("Functional", "Sequential", "Model")
 MERGES = {"Add": nn.Add, "Subtract": nn.Subtract, "Multiply": nn.Multiply, "Average": nn.Average,
@@ -62,17 +63,17 @@ def _one_d(c, where):
     if c["padding"] not in ("valid", "same"):
         raise ConversionError(f"keras layer {where}: padding={c['padding']!r} is not supported by funcdl (no exact "
                               "equivalent)")
-    return lambda key: (int(c[key][0]) if isinstance(c[key], list) else int(c[key]), 1)
+    return lambda key: one_d.one_d(c[key][0] if isinstance(c[key], list) else c[key])
 
 
 def _conv1d(c, where, channels):
     """A Conv1D as Reshape (B, T, 1, C) -> Conv2D with a (k, 1) window -> Reshape (B, T', F)."""
     pair = _one_d(c, where)
     activation, extra = activation_from_keras(c["activation"], where)
-    conv = nn.Conv2D(int(c["filters"]), kernel_size=pair("kernel_size"), strides=pair("strides"),
-                     padding=c["padding"], dilation=pair("dilation_rate"), groups=int(c.get("groups", 1)),
-                     use_bias=bool(c["use_bias"]), activation=activation)
-    return [nn.Reshape((-1, 1, channels)), conv, nn.Reshape((-1, int(c["filters"])))] + extra
+    options = dict(features=int(c["filters"]), kernel_size=pair("kernel_size"), strides=pair("strides"),
+                   padding=c["padding"], dilation=pair("dilation_rate"), groups=int(c.get("groups", 1)),
+                   use_bias=bool(c["use_bias"]), activation=activation)
+    return one_d.build(one_d.as_2d(nn.Conv2D, options, channels, int(c["filters"]))) + extra
 
 
 def _pool1d(c, where, channels):
@@ -80,14 +81,14 @@ def _pool1d(c, where, channels):
     pair = _one_d(c, where)
     c = {**c, "strides": c.get("strides") or c["pool_size"]}
     options = {"pool_size": pair("pool_size"), "strides": pair("strides"), "padding": c["padding"]}
-    pool = (nn.MaxPool2D(**options) if c.get("kind") == "max" else nn.AvgPool2D(**options, count_include_pad=False))
-    return [nn.Reshape((-1, 1, channels)), pool, nn.Reshape((-1, channels))]
+    pool, extra = (nn.MaxPool2D, {}) if c.get("kind") == "max" else (nn.AvgPool2D, {"count_include_pad": False})
+    return one_d.build(one_d.as_2d(pool, {**options, **extra}, channels, channels))
 
 
 # keras 1-D layer -> converter(config, where, input channels): funcdl runs them as 2-D layers on (B, T, 1, C)
 ONE_D = {"Conv1D": _conv1d, "MaxPooling1D": lambda c, where, channels: _pool1d({**c, "kind": "max"}, where, channels),
          "AveragePooling1D": lambda c, where, channels: _pool1d({**c, "kind": "avg"}, where, channels)}
-ONE_D_WEIGHTS = {"Conv1D": lambda weights: {**weights, "kernel": weights["kernel"][:, None]}}  # (k, C, F) -> (k,1,C,F)
+ONE_D_WEIGHTS = {"Conv1D": lambda weights: {**weights, "kernel": conv1d_to_2d(weights["kernel"])}}
 
 WRAPPED_RECURRENT = ("LSTM", "GRU", "SimpleRNN")  # what a Bidirectional may wrap
 PER_STEP = ("Dense", "Dropout", "Activation", "ReLU", "LeakyReLU")  # act on the last axis: TimeDistributed is free

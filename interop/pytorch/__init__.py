@@ -33,10 +33,11 @@ from funcdl.io.sniff import misnamed
 from interop import frameworks
 from interop.layouts import checked
 from interop.pytorch import _pt2
-from interop.pytorch._nodes import SUPPORTED
+from interop.pytorch._nodes import SUPPORTED, SUPPORTED_ATEN, SUPPORTED_ROWS
 
-__all__ = ["SUPPORTED", "from_exported", "from_state_dict", "from_torch", "keeps_metadata", "load_torch_file",
-           "load_torch_model", "read_metadata", "read_pt2", "save_torch_file", "to_state_dict", "to_torch"]
+__all__ = ["SUPPORTED", "SUPPORTED_ATEN", "SUPPORTED_ROWS", "from_exported", "from_state_dict", "from_torch",
+           "keeps_metadata", "load_torch_file", "load_torch_model", "read_metadata", "read_pt2", "save_torch_file",
+           "to_state_dict", "to_torch"]
 SUFFIXES = (".pt", ".pth", ".pt2", ".safetensors")
 _META = "funcdl.torch"  # metadata prefix in .pt2 extra files and .safetensors headers
 _RNN_KEY = re.compile(r"^(.*)\.(weight|bias)_(ih|hh)_l(\d+)$")
@@ -92,13 +93,14 @@ def from_exported(program: Any) -> tuple[nn.Sequential | nn.Graph, dict[str, Any
     """A funcdl model, its variables and input shape from a ``torch.export`` program's ATen graph.
 
     The program is read by funcdl's own ``.pt2`` reader (never unpickled); its ops map to funcdl layers as in
-    ``from_torch`` (``_exported.SUPPORTED_ATEN``); a chain becomes a Sequential, anything else a Graph.
+    ``from_torch`` (``SUPPORTED_ATEN``); a chain becomes a Sequential, anything else a Graph.
 
     Args:
       program: a ``.pt2`` path, a ``read_pt2`` archive or program, or a ``torch.export.ExportedProgram``
         (exported from a module in eval mode).
     Returns:
-      ``(model, variables, input_shape)``, input_shape funcdl's (H, W, C for NCHW images).
+      ``(model, variables, input_shape)``, input_shape funcdl's (H, W, C for NCHW images); a program with several
+      inputs gives a Graph taking a tuple of them and a tuple of their shapes.
     Raises:
       ConversionError naming the first unsupported op, its node and the source line torch recorded.
     """
@@ -120,7 +122,10 @@ def from_exported(program: Any) -> tuple[nn.Sequential | nn.Graph, dict[str, Any
         raise ConfigError(f"from_exported needs a .pt2 path or an exported program, got {type(program).__name__}")
     exported, input_shape, dtype = _exported.read(program)
     model, names = exported.reader.model(input_shape, dtype)
-    return model, _collect(exported.reader, model, names, input_shape, dtype, np.asarray), input_shape
+    declared = exported.reader.sources is not None  # several inputs: the Graph declares their shapes
+    variables = _collect(exported.reader, model, names, None if declared else input_shape, None if declared else dtype,
+                         np.asarray)
+    return model, variables, input_shape
 
 
 def _collect(reader, model, names, input_shape, dtype, torch_array):

@@ -9,6 +9,7 @@ becomes a ``Sequential``; anything else (residual adds, concatenations,
 branches, several outputs) a ``Graph``. Imported only once torch is.
 """
 import contextlib
+import dataclasses
 import io
 import re
 
@@ -18,9 +19,9 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from funcdl import nn
 from funcdl.errors import ConversionError, ShapeError
-from interop.pytorch import _ops
+from interop.pytorch import _ops, _params
 from interop.pytorch._modules import LEAVES
-from interop.pytorch._nodes import LIST_SUPPORTED, Spec, Value, describe
+from interop.pytorch._nodes import Spec, Value, describe
 
 
 def torch_array(tensor):
@@ -40,6 +41,7 @@ class Reader:
         self.specs = []
         self.by_name = {}  # graph node name -> Spec
         self.cursor = "input"  # the reference the next emitted layer reads
+        self.sources = None  # [(name, funcdl shape, dtype)] of a program with several inputs
         self.node = None  # the fx node being converted (names the layers it emits)
         # (collection, layer index, name, torch key or None, fn(torch array) -> funcdl array)
         self.entries = []
@@ -65,7 +67,8 @@ class Reader:
         if not re.match(r"[A-Za-z0-9_]", base) or base == "params" or base.startswith("__"):
             base = "n_" + base
         name, k = base, 0
-        while name in self.by_name or name == "input":
+        taken = {"input"} | {source[0] for source in self.sources or ()}
+        while name in self.by_name or name in taken:
             k += 1
             name = f"{base}_{k}"
         return name
@@ -79,13 +82,25 @@ class Reader:
 
     def take(self, node, value, pad_ok=False):
         """Check that ``value`` is the head of the chain before ``node`` consumes it."""
+        if value.kind == "weight":
+            raise ConversionError(f"{node.name} ({describe(node)}) reads the tensor self.{value.key} where funcdl "
+                                  "needs one computed from the input; supported: x @ self.w, F.linear(x, self.w, "
+                                  "self.b), F.conv2d(x, self.w, ...), x * self.scale + self.shift (a number or one "
+                                  "per channel)")
+        if value.kind == "zeros":
+            raise ConversionError(f"{node.name} ({describe(node)}) uses a zero tensor made in forward; funcdl supports "
+                                  "one only as the initial state of an LSTM/GRU/RNN")
         if value.kind != "tensor":
             raise ConversionError(f"{node.name} ({describe(node)}) gets a tuple; take out[0] / out[:, -1] / h_n[-1] of "
                                   "an LSTM/GRU/RNN first")
-        if value.pad is not None and not pad_ok:
-            raise ConversionError(f"{node.name} ({describe(node)}) follows explicit padding; only Conv2d, MaxPool2d "
-                                  "and AvgPool2d may follow F.pad / ZeroPad2d")
         self.cursor = value.ref
+        if value.pad is not None and not pad_ok:  # not merged into a conv / pool: a layer of its own
+            if value.pad_value != 0.0:
+                raise ConversionError(f"{node.name} ({describe(node)}) follows padding with {value.pad_value}, which "
+                                      "only MaxPool2d may follow (funcdl pads with zeros elsewhere)")
+            top, bottom, left, right = value.pad
+            self.emit(nn.ZeroPadding2D, inputs=(value.ref,), padding=((top, bottom), (left, right)))
+            value = dataclasses.replace(value, pad=None, ref=self.cursor)
         return value
 
     def derive(self, node, value, **changes):
@@ -96,7 +111,8 @@ class Reader:
         return Value(**fields)
 
     def input_value(self, node):
-        inputs = [n for n in node.all_input_nodes if "tensor_meta" in n.meta]
+        inputs = [n for n in node.all_input_nodes if "tensor_meta" in n.meta and getattr(
+            self.values.get(n), "kind", None) != "zeros"]
         if len(inputs) != 1:
             raise ConversionError(f"{node.name} ({describe(node)}) takes {len(inputs)} tensors; it is supported with "
                                   "one (extra inputs and initial states are not)")
@@ -116,11 +132,33 @@ class Reader:
             elif node.op == "output":
                 return self.finish(node)
             elif node.op == "get_attr":
-                raise ConversionError(f"forward reads the tensor self.{node.target} directly; only supported modules "
-                                      f"may hold weights; {LIST_SUPPORTED}")
+                self.values[node] = self.constant(node)
             elif "tensor_meta" in node.meta:
-                self.values[node] = self.convert(node)
+                try:
+                    self.values[node] = self.convert(node)
+                except ConversionError as err:
+                    raise ConversionError(f"{where(node)}{err}") from None
         raise ConversionError("the traced graph has no output")
+
+    def constant(self, node):
+        """A weight Value for ``self.<target>`` read in forward (a parameter, a buffer or an fx tensor constant)."""
+        tensor = self.module
+        for part in str(node.target).split("."):
+            tensor = getattr(tensor, part)
+        if not isinstance(tensor, torch.Tensor):
+            raise ConversionError(f"{where(node)}forward reads self.{node.target}, which is not a tensor")
+        self.state_dict.setdefault(node.target, tensor.detach())  # fx constants and non-persistent buffers
+        return Value("weight", tuple(tensor.shape), len(self.specs), dtype=tensor.dtype, key=node.target)
+
+    def torch_order(self, value):
+        """An output ``value`` as torch returns it: (N, C, L) sequences are permuted back from funcdl's (N, L, C)."""
+        if value.layout == "tb":
+            raise ConversionError("forward returns a time-first (time, batch, ...) tensor; funcdl's outputs are "
+                                  "batch-first: return out.permute(1, 0, 2) (or take out[-1])")
+        if value.kind == "tensor" and value.layout == "ncl":
+            self.emit(nn.Permute, inputs=(value.ref,), dims=(2, 1))
+            value = dataclasses.replace(value, layout="plain", ref=self.cursor)
+        return value
 
     def finish(self, node):
         """The output reference (one tensor) or tuple of them (a tuple or list of tensors)."""
@@ -131,6 +169,8 @@ class Reader:
             if not hasattr(item, "op") or item not in self.values:
                 raise ConversionError("forward must return a tensor or a tuple of tensors")
             value = self.take(node, self.values[item])
+            self.node = node
+            value = self.torch_order(value)
             if value.perm is not None:
                 raise ConversionError("the model ends on a flattened NCHW activation; funcdl flattens NHWC images in "
                                       "(H, W, C) order: end with a Linear, or x.permute(0, 2, 3, 1) before flattening")
@@ -150,11 +190,13 @@ class Reader:
     def model(self, input_shape, dtype):
         """(funcdl model, the params key of each layer): a Sequential for a chain, else a Graph."""
         layers = [spec.cls(**spec.kwargs) for spec in self.specs]
-        if self.is_chain():
+        if self.is_chain() and not self.sources:
             return nn.Sequential(tuple(layers)), [f"layers_{i}" for i in range(len(layers))]
         nodes = [nn.Node(spec.name, layer, spec.inputs) for spec, layer in zip(self.specs, layers)]
-        source = nn.Input(tuple(input_shape), name="input", dtype="int32" if dtype == jnp.int32 else "float32")
-        return nn.Graph(inputs=(source,), nodes=tuple(nodes), outputs=self.outputs), [s.name for s in self.specs]
+        sources = self.sources or [("input", input_shape, dtype)]
+        inputs = tuple(nn.Input(tuple(shape), name=name, dtype="int32" if kind == jnp.int32 else "float32")
+                       for name, shape, kind in sources)
+        return nn.Graph(inputs=inputs, nodes=tuple(nodes), outputs=self.outputs), [s.name for s in self.specs]
 
     def convert(self, node):
         self.node = node
@@ -165,9 +207,31 @@ class Reader:
                                       "weights")
             self.called[node.target] = True
             return _ops.convert_module(self, node, target)
+        if node.op in ("call_function", "call_method"):
+            value = _params.convert(self, node)
+            if value is not None:
+                return value
         if node.op == "call_function":
             return _ops.convert_function(self, node)
         return _ops.convert_method(self, node)
+
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)')
+
+
+def where(node):
+    """``'<module path> (<class>), <file>:<line> `<code>`: '`` of an fx node, from what tracing recorded ('' if
+    nothing)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    parts = []
+    if stack:
+        path, (_, cls) = list(stack.items())[-1]
+        parts.append(f"module {path} ({getattr(cls, '__name__', cls)})")
+    frames = [m for m in _FRAME.finditer(node.stack_trace or "") if "/torch/" not in m.group(1)]
+    if frames:
+        file, line, _, code = frames[-1].groups()
+        parts.append(f"{file.rsplit('/', 1)[-1]}:{line} `{code.strip()[:80]}`")
+    return f"{', '.join(parts)}: " if parts else ""
 
 
 def _ancestors(graph):
@@ -197,6 +261,9 @@ def trace(module, example):
             graph = Tracer().trace(module)
         except Exception as err:  # fx raises TraceError, TypeError, ... on data-dependent control flow
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if "'len' is not supported" in first:
+                raise ConversionError(f"{type(module).__name__}.forward calls len() on a tensor, which torch.fx "
+                                      "cannot trace; use x.size(0) / x.shape[0] instead") from None
             raise ConversionError(f"cannot trace {type(module).__name__}.forward with torch.fx ({first}); funcdl "
                                   "converts forwards without data-dependent control flow") from None
         for node in graph.nodes:
