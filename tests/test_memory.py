@@ -31,11 +31,29 @@ def test_compile_lowered_computes_what_jit_computes():
     np.testing.assert_allclose(np.asarray(compiled(x)), np.asarray(jax.jit(f)(x)), rtol=1e-6, atol=1e-6)
 
 
-def test_cpu_options_are_passed_unless_xla_flags_set_them(monkeypatch):
+def test_cpu_options_are_for_large_programs_unless_xla_flags_set_them(monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    assert memory.compiler_options() == memory.CPU_OPTIONS  # the tests run on the CPU
+    assert memory.compiler_options(memory.LARGE_PROGRAM_OPS + 1) == memory.CPU_OPTIONS  # the tests run on the CPU
+    assert memory.compiler_options(memory.LARGE_PROGRAM_OPS) is None  # small programs: XLA's defaults
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
-    assert memory.compiler_options() is None  # the user's flag wins
+    assert memory.compiler_options(memory.LARGE_PROGRAM_OPS + 1) is None  # the user's flag wins
+
+
+def test_a_large_program_compiles_with_the_cpu_options(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    passed = []
+    real = jax.stages.Lowered.compile
+
+    def spy(self, compiler_options=None):
+        passed.append(compiler_options)
+        return real(self, compiler_options=compiler_options)
+    monkeypatch.setattr(jax.stages.Lowered, "compile", spy)
+    x = jnp.ones((4,))
+    small = jax.jit(lambda x: x * 2).lower(x)
+    large = jax.jit(lambda x: sum(jnp.sin(x + i) for i in range(memory.LARGE_PROGRAM_OPS))).lower(x)
+    np.testing.assert_allclose(np.asarray(memory.compile_lowered(small)(x)), 2.0)
+    memory.compile_lowered(large)
+    assert passed == [None, memory.CPU_OPTIONS]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's (Linux)")

@@ -10,16 +10,19 @@ it runs; with the freed heap given back (``malloc_trim``), the peak is the large
 of the two instead of their sum.
 
 XLA:CPU's MLIR fusion emitters (``xla_cpu_use_fusion_emitters``, on by default in
-jaxlib 0.10) take most of that compile memory: with the LLVM IR emitters instead,
-compiling the same ResNet-8 epoch allocated 64 MiB instead of 457 (the CNN 38
-instead of 213, the LSTM 15 instead of 147), compiled in 0.5-0.9x the time, and the
-epochs ran at 0.88-1.05x the time (medians of alternating rounds in one process on
-a shared 2-core CPU; the spread of single rounds was 0.77-1.18x). Results differ
-only in rounding (1e-7 on the ResNet's parameters after an epoch).
+jaxlib 0.10) take most of that compile memory, and more the larger the program.
+With the LLVM IR emitters instead, compiling the bench's ResNet-8 epoch (4,766
+StableHLO operations) allocated 64 MiB instead of 457, the CNN's (1,844) 38 instead
+of 213; the epochs ran at 1.05x (ResNet, spread 0.77-1.18x) and 0.99x (CNN) the time
+(medians of alternating rounds in one process on a shared 2-core CPU). On small
+programs the MLIR emitters are the faster ones: the MLP's epoch (793 operations)
+ran 1.8x slower without them. So only programs of more than ``LARGE_PROGRAM_OPS``
+operations are compiled with ``CPU_OPTIONS``; results differ from the default
+compile only in rounding (1e-7 on the ResNet's parameters after an epoch).
 
-:func:`compile_lowered` compiles with ``CPU_OPTIONS`` on the CPU (unless ``XLA_FLAGS``
-sets them already, or this jaxlib does not know them) and then gives back what the
-compiler freed. :func:`compile_within` also halves an evaluation's batch while one
+:func:`compile_lowered` compiles a large program with ``CPU_OPTIONS`` on the CPU
+(unless ``XLA_FLAGS`` sets them already, or this jaxlib does not know them) and then
+gives back what the compiler freed. :func:`compile_within` also halves an evaluation's batch while one
 batch's buffers would pass ``CPU_BUFFER_BYTES``: inference on 1024 MNIST images
 at once held 313 MiB of the CNN's activations, 256 images 78 MiB, at the same speed.
 """
@@ -34,6 +37,7 @@ from typing import Any
 import jax
 
 CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+LARGE_PROGRAM_OPS = 1500  # StableHLO operations above which a program gets CPU_OPTIONS (the CNN: 1,844)
 CPU_BUFFER_BYTES = 128 << 20  # an evaluation batch's temporary buffers on the CPU, at most (see compile_within)
 
 
@@ -61,9 +65,12 @@ def release_free_memory() -> bool:
     return True
 
 
-def compiler_options() -> dict[str, Any] | None:
-    """The options :func:`compile_lowered` passes: ``CPU_OPTIONS`` on the CPU, except those ``XLA_FLAGS`` sets."""
-    if jax.default_backend() != "cpu":
+def compiler_options(operations: int = LARGE_PROGRAM_OPS + 1) -> dict[str, Any] | None:
+    """The options :func:`compile_lowered` passes for a program of ``operations`` StableHLO operations.
+
+    ``CPU_OPTIONS`` (except those ``XLA_FLAGS`` sets) for a large program on the CPU, else None.
+    """
+    if jax.default_backend() != "cpu" or operations <= LARGE_PROGRAM_OPS:
         return None
     flags = os.environ.get("XLA_FLAGS", "")
     return {name: value for name, value in CPU_OPTIONS.items() if name not in flags} or None
@@ -71,7 +78,7 @@ def compiler_options() -> dict[str, Any] | None:
 
 def compile_lowered(lowered: Any) -> Any:
     """``lowered.compile()`` (a ``jax.stages.Lowered``) with ``compiler_options()``, then freed memory given back."""
-    options = compiler_options()
+    options = compiler_options(lowered.as_text().count(" = "))  # one "%x = op" line an operation
     try:
         compiled = lowered.compile(compiler_options=options)
     except jax.errors.JaxRuntimeError as err:
