@@ -5,8 +5,8 @@ megabytes of small objects. glibc keeps freed memory in its heaps instead of giv
 it back to the system, so the process's resident memory stays at the compiler's
 high-water mark, and the program's own buffers (allocated when it runs) come on
 top of it. Measured on the bench's ResNet-8 epoch (batch 128): 455 MiB allocated
-while compiling, all of it still resident afterwards, plus 225 MiB of buffers when
-it runs; with the freed heap given back (``malloc_trim``), the peak is the larger
+while compiling, 364 MiB of it still resident afterwards, plus 225 MiB of buffers
+when it runs; with the freed heap given back (``malloc_trim``), the peak is the larger
 of the two instead of their sum.
 
 XLA:CPU's MLIR fusion emitters (``xla_cpu_use_fusion_emitters``, on by default in
