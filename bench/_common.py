@@ -12,6 +12,13 @@ Definitions (the same for every runner):
   peak_host_bytes       the worker process's RSS high-water mark
                         (``getrusage(RUSAGE_SELF).ru_maxrss``), nothing subtracted:
                         it includes the interpreter, the frameworks and the data.
+                        The same figure for every runner: each cell runs in its own
+                        worker process (unless --shared-processes).
+  baseline_host_bytes   the same high-water mark when the worker had imported
+                        the interpreter's modules and the runner's framework (every
+                        worker imports jax and funcdl to read the shared initial
+                        state), before the cell's data or model: what the cell
+                        itself added is peak_host_bytes - baseline_host_bytes.
   peak_device_bytes     GPU only: jax ``memory_stats()['peak_bytes_in_use']``,
                         ``torch.cuda.max_memory_allocated()`` or TF's peak; null on CPU.
   test_accuracy         on the MNIST test set after all the cell's epochs, where run.

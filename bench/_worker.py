@@ -16,7 +16,7 @@ import time
 import traceback
 
 from bench import _fair, _flops
-from bench._common import Unavailable, empty_row, summarize
+from bench._common import Unavailable, empty_row, peak_host_bytes, summarize
 from bench._models import make_job, save_initial
 
 MARK = "BENCH_ROW "
@@ -35,9 +35,11 @@ def run_cell(cell):
     try:
         module_name, function_name = cell["function"].split(":")
         runner = getattr(importlib.import_module(module_name), function_name)
+        baseline = peak_host_bytes()  # the interpreter and the frameworks imported, no data or model yet
         job = make_job(cell)
         start, wall = os.times(), time.perf_counter()
         row = summarize(job, runner(job))
+        row["baseline_host_bytes"] = baseline
         used = os.times()
         # cores busy on average while the runner ran (compile included): at most the threads it was given
         row["cpu_per_wall"] = (used.user + used.system - start.user - start.system) / (time.perf_counter() - wall)

@@ -6,7 +6,8 @@ Reads ``STEM-mlp.json`` (``funcdl bench``), ``STEM-speedrun.json``
 (``examples/mnist_speedrun.py --json``), ``STEM-fp32.json`` / ``STEM-bf16.json``
 (``funcdl train --json``) and ``STEM-sweep-1/sweep.json`` /
 ``STEM-sweep-16/sweep.json`` (``funcdl sweep``); writes ``STEM-goals.json`` and
-``STEM-goals.md`` and prints one line a goal. A figure that is missing (a stage
+``STEM-goals.md`` (with every suite row's peak device and host memory) and prints
+one line a goal. A figure that is missing (a stage
 that failed, a runner not installed) makes its goal "not measured".
 """
 import argparse
@@ -74,14 +75,35 @@ def goals(stem: str, seconds: float | None = None) -> list[dict]:
     ]
 
 
+def memory(stem: str) -> list[dict]:
+    """Peak memory of every suite row: {"model", "runner", "peak_device_bytes", "peak_host_bytes"}.
+
+    ``peak_device_bytes`` is jax's ``memory_stats()["peak_bytes_in_use"]``, torch's
+    ``max_memory_allocated`` (reset at the start of each cell) or TensorFlow's peak; the
+    other models' suite runs one process per framework, so a jax row's figure is that
+    process's high-water so far (jax has no reset).
+    """
+    found = []
+    for name in ("mlp", "models"):
+        for row in (_load(f"{stem}-{name}.json") or {}).get("rows", []):
+            if row.get("samples_per_second") is not None:
+                found.append({key: row.get(key) for key in ("model", "runner", "peak_device_bytes", "peak_host_bytes")})
+    return found
+
+
+def _mib(value):
+    return "-" if value is None else f"{value / 2**20:,.0f}"
+
+
 def _line(goal):
     value = "-" if goal["value"] is None else f"{goal['value']:.4g}{goal['unit'] and ' ' + goal['unit']}"
     return f"{goal['status']:<12} {goal['goal']}: {value} (goal {goal['target']}{goal['unit'] and ' ' + goal['unit']})"
 
 
-def write(stem: str, found: list[dict], dry_run: bool, failed: list[str]) -> dict:
-    """Write ``STEM-goals.json`` and ``STEM-goals.md``; returns the record."""
-    record = {"dry_run": dry_run, "failed_stages": failed, "goals": found}
+def write(stem: str, found: list[dict], dry_run: bool, failed: list[str], peaks: list[dict] | None = None) -> dict:
+    """Write ``STEM-goals.json`` and ``STEM-goals.md`` (goals, then the peak memory table); returns the record."""
+    peaks = memory(stem) if peaks is None else peaks
+    record = {"dry_run": dry_run, "failed_stages": failed, "goals": found, "memory": peaks}
     title = "# funcdl GPU goals" + (" (dry run on the CPU: tiny sizes, the figures mean nothing)" if dry_run else "")
     lines = [title,
              "", "| status | goal | value | target |", "| --- | --- | --- | --- |"]
@@ -89,6 +111,10 @@ def write(stem: str, found: list[dict], dry_run: bool, failed: list[str]) -> dic
         unit = f" {goal['unit']}" if goal["unit"] else ""
         value = "-" if goal["value"] is None else f"{goal['value']:.4g}{unit}"
         lines.append(f"| {goal['status']} | {goal['goal']} | {value} | {goal['target']}{unit} |")
+    if peaks:
+        lines += ["", "| model | runner | peak device MiB | peak host MiB |", "| --- | --- | --- | --- |"]
+        lines += [f"| {row['model']} | {row['runner']} | {_mib(row['peak_device_bytes'])} | "
+                  f"{_mib(row['peak_host_bytes'])} |" for row in peaks]
     if failed:
         lines += ["", f"Stages that failed: {', '.join(failed)}."]
     for suffix, text in (("json", json.dumps(record, indent=1) + "\n"), ("md", "\n".join(lines) + "\n")):

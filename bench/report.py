@@ -106,7 +106,8 @@ def notes(quick, chosen, suite="cpu"):
         "(scaled linearly when fewer batches are timed); compile_seconds: (separate compile + first epoch) "
         "- median epoch.",
         "peak_host_bytes: the worker process's RSS high-water (ru_maxrss), nothing subtracted (interpreter, "
-        "frameworks and data included); peak_device_bytes: GPU allocator peak, null on CPU.",
+        "frameworks and data included); baseline_host_bytes (imports MiB): the same high-water when the worker "
+        "had imported its framework, before any data or model; peak_device_bytes: GPU allocator peak, null on CPU.",
         "resnet trains on synthetic data (random 32x32x3 images and labels): no test accuracy.",
         f"Every worker is pinned to {chosen.get('threads')} CPU(s) and torch, TensorFlow and XLA are set to as many "
         "threads; MFLOP/sample: XLA's cost analysis of funcdl's train step (forward, backward, Adam) per example, "
@@ -152,7 +153,8 @@ COLUMNS = (("model", "model", None), ("runner", "runner", None), ("epoch s", "ep
            ("samples/s", "samples_per_second", "int"), ("vs funcdl", "ratio_to_funcdl", "ratio"),
            ("test acc", "test_accuracy", "acc"), ("host MiB", "peak_host_bytes", "bytes"),
            ("device MiB", "peak_device_bytes", "bytes"), ("MFLOP/sample", "flops_per_sample", "mflop"),
-           ("% of peak", "peak_fraction", "pct"), ("compile s", "compile_seconds", "num"), ("note", "note", None))
+           ("% of peak", "peak_fraction", "pct"), ("imports MiB", "baseline_host_bytes", "bytes"),
+           ("compile s", "compile_seconds", "num"), ("note", "note", None))
 
 
 def markdown(record):

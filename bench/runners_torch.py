@@ -65,6 +65,8 @@ def build_module(job, notes):
 def setup(job, capturable=False):
     """Build the model, check it against funcdl's logits, and put data and order on the device."""
     device, notes = _device(job), []
+    if device.type == "cuda":  # this cell's own peak, also when cells share a process
+        torch.cuda.reset_peak_memory_stats(device)
     module = build_module(job, notes).to(device).eval()
     with torch.no_grad():
         init_diff = max_abs_diff(module(_nchw(job.probe).to(device)).cpu().numpy(), job)

@@ -65,6 +65,7 @@ def test_every_available_runner_gives_a_row_with_sane_figures(combined):
             continue
         assert row["epoch_seconds_median"] > 0 and row["samples_per_second"] > 0, row
         assert row["compile_seconds"] >= 0 and row["peak_host_bytes"] > 2**20, row
+        assert 2**20 < row["baseline_host_bytes"] <= row["peak_host_bytes"], row  # imports alone, then the cell
         assert row["peak_device_bytes"] is None  # CPU
         assert row["init_max_abs_diff"] < 1e-4, row  # every framework starts from funcdl's weights
         if model == "mlp" and runner != "funcdl-eager":

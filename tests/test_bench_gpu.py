@@ -65,6 +65,10 @@ def test_dry_run_writes_every_file(dry_run):
     assert status["funcdl MLP vs whole-step CUDA-graph PyTorch"] == "not measured"  # no CUDA graph on the CPU
     assert all(value in ("PASS", "FAIL") for name, value in status.items() if "CUDA-graph" not in name), status
     assert "| status | goal | value | target |" in Path(f"{stem}-goals.md").read_text()
+    peaks = {(row["model"], row["runner"]): row for row in goals["memory"]}  # every measured suite row
+    assert ("mlp", "funcdl") in peaks and ("lstm", "funcdl") in peaks and ("mlp", "torch-cudagraph") not in peaks
+    assert all(row["peak_device_bytes"] is None and row["peak_host_bytes"] > 2**20 for row in peaks.values())
+    assert "| model | runner | peak device MiB | peak host MiB |" in Path(f"{stem}-goals.md").read_text()
 
 
 def _write(path, record):
@@ -93,6 +97,12 @@ def test_goals_pass_and_fail_on_the_measured_values(tmp_path):
     assert found["CNN bf16 vs fp32: test accuracy gap"]["status"] == "PASS"
     assert found["CNN bf16 speed-up over fp32 (epoch time)"]["value"] == pytest.approx(2.0)
     assert found["whole script"]["status"] == "PASS"
+    rows[0].update(peak_device_bytes=3 * 2**20, peak_host_bytes=2**30)
+    _write(Path(f"{stem}-mlp.json"), {"rows": rows})
+    record = gpu_goals.write(str(stem), list(found.values()), dry_run=False, failed=[])
+    assert record["memory"][0] == {"model": "mlp", "runner": "funcdl", "peak_device_bytes": 3 * 2**20,
+                                   "peak_host_bytes": 2**30}
+    assert "| mlp | funcdl | 3 | 1,024 |" in Path(f"{stem}-goals.md").read_text()
 
 
 def test_missing_files_make_goals_not_measured(tmp_path):

@@ -23,6 +23,7 @@ import numpy as np
 
 from funcdl import losses
 from funcdl.errors import ConfigError
+from funcdl.train.memory import compile_lowered
 from funcdl.train.step import StepMetrics, TrainState, TrainStep, apply_model, count_correct
 
 # epoch(state, x, y, key) -> (state, StepMetrics stacked over the epoch's steps)
@@ -134,10 +135,10 @@ class SteppedEpoch:
 
     def compile(self, state: TrainState, x: Any, y: Any, key: jax.Array) -> "SteppedEpoch":
         """AOT-compile the plan and the step for these shapes; returns ``self``."""
-        self._plan = jax.jit(epoch_plan, static_argnums=(1, 2, 3)).lower(
-            key, x.shape[0], self.batch_size, self.shuffle).compile()
-        self._step = jax.jit(self._one_step).lower(
-            state, jnp.array(True), x, y, *self._plan.out_info, jnp.int32(0)).compile()
+        self._plan = compile_lowered(jax.jit(epoch_plan, static_argnums=(1, 2, 3)).lower(
+            key, x.shape[0], self.batch_size, self.shuffle))
+        self._step = compile_lowered(jax.jit(self._one_step).lower(
+            state, jnp.array(True), x, y, *self._plan.out_info, jnp.int32(0)))
         return self
 
     def __call__(self, state: TrainState, x: Any, y: Any, key: jax.Array) -> tuple[TrainState, StepMetrics]:

@@ -21,6 +21,7 @@ import optax
 from funcdl.errors import ConfigError
 from funcdl.train import parallel
 from funcdl.train.epoch import SteppedEpoch, TrainEpoch, make_train_epoch
+from funcdl.train.memory import compile_lowered
 from funcdl.train.step import StepMetrics, TrainState, all_finite, apply_model, make_train_step
 
 LOOPS = ("auto", "scan", "steps")
@@ -94,7 +95,7 @@ class EpochBuilder:
         epoch = epoch if self.mesh is None else parallel.replicated_outputs(self.mesh, epoch)
         if self.eager:
             return BuiltEpoch(epoch, flags, 0.0)
-        compiled = jax.jit(epoch).lower(state, x, y, key).compile()
+        compiled = compile_lowered(jax.jit(epoch).lower(state, x, y, key))
         return BuiltEpoch(compiled, compiled.out_info[1].finite, time.perf_counter() - start)
 
 
@@ -122,7 +123,7 @@ class CheckedEpoch:
         healthy, seconds = epoch_is_finite, 0.0
         if not builder.eager:
             start = time.perf_counter()
-            healthy = jax.jit(epoch_is_finite).lower(state, fast.finite).compile()
+            healthy = compile_lowered(jax.jit(epoch_is_finite).lower(state, fast.finite))
             seconds = time.perf_counter() - start
         checked = cls(builder, fast, healthy, (state, x, y, key))
         checked.compile_seconds += seconds

@@ -25,6 +25,7 @@ from funcdl import losses
 from funcdl.errors import DataError
 from funcdl.train.checks import check_data
 from funcdl.train.inputs import BatchSource
+from funcdl.train.memory import compile_lowered
 from funcdl.train.step import StepMetrics, TrainState, TrainStep, apply_model, count_correct
 
 
@@ -88,9 +89,9 @@ class StreamEpoch:
         if not self.eager:
             x, y, mask = pad_batch(x, y, self.batch_size, "the first batch")
             _, dropout_key = jax.random.split(key)
-            self._one_step = jax.jit(self._one_step).lower(
+            self._one_step = compile_lowered(jax.jit(self._one_step).lower(
                 state, jnp.array(True), jnp.asarray(x), jnp.asarray(y), jnp.asarray(mask), dropout_key,
-                jnp.int32(0)).compile()
+                jnp.int32(0)))
         return self
 
     def __call__(self, state: TrainState, key: jax.Array) -> tuple[TrainState, StepMetrics]:

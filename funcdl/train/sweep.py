@@ -36,6 +36,7 @@ from funcdl.train.checks import as_arrays, check_batch_size, check_data, check_e
 from funcdl.train.epoch import epoch_key, make_eval, make_train_epoch, split_seed
 from funcdl.train.history import History
 from funcdl.train.loop import run_epochs
+from funcdl.train.memory import compile_lowered
 from funcdl.train.objective import resolve as resolve_loss
 from funcdl.train.step import TrainState, make_train_step
 
@@ -180,7 +181,7 @@ class SweepEpochs:
                      jnp.int32(0), None if x_val is None else jnp.asarray(x_val),
                      None if y_val is None else jnp.asarray(y_val)]
         start = time.perf_counter()
-        compiled = jax.jit(program).lower(*arguments).compile()
+        compiled = compile_lowered(jax.jit(program).lower(*arguments))
         return cls(compiled, arguments, None if x_val is None else len(x_val)), time.perf_counter() - start
 
     def prepare(self, epoch: int) -> jax.Array:
