@@ -34,6 +34,7 @@ taskset -c 0 python -m bench.conv_step --profile``.
 import argparse
 import collections
 import contextlib
+import functools
 import glob
 import json
 import os
@@ -56,17 +57,27 @@ from funcdl.nn import _conv, _pool
 from funcdl.nn._conv_matmul import im2col
 
 try:  # the reference frameworks are optional: their rows are left out without them
-    import keras
-    import tensorflow as tf
-except ImportError:
-    keras = tf = None
-try:
     import torch
 except ImportError:
     torch = None  # type: ignore[assignment]
 
 
 RUNNERS = ("funcdl", "funcdl-autodiff", "funcdl-xla", "tf-function", "torch-eager")
+
+
+@functools.cache
+def tensorflow():
+    """(keras, tensorflow), imported on first use, or (None, None) where they are not installed.
+
+    Lazily: the scripts that reuse this module's helpers (``bench.resnet_profile``) skip TensorFlow's
+    seconds-long import.
+    """
+    try:
+        import keras  # noqa: PLC0415
+        import tensorflow as tf  # noqa: PLC0415
+    except ImportError:
+        return None, None
+    return keras, tf
 
 
 def _autodiff_conv(x, kernel, strides, pads, dilation):
@@ -98,20 +109,24 @@ def data(spec, steps, seed=0):
     return x, y, rng.permutation(count).reshape(steps, spec.batch_size).astype(np.int32)
 
 
-def funcdl_runner(name, spec, variables, x, y, order):
-    """A no-argument call running ``len(order)`` compiled steps of funcdl runner ``name``."""
-    model, optimizer = spec.build(), optax.adam(1e-3)
+def funcdl_runner(name, spec, variables, x, y, order, optimizer=None, compiler_options=None):
+    """A no-argument call running ``len(order)`` compiled steps of funcdl runner ``name`` (Adam 1e-3 by default).
+
+    ``compiler_options`` go to XLA's compile (``funcdl.train.memory.compiler_options()``: as ``fd.fit``).
+    """
+    model, optimizer = spec.build(), optimizer or optax.adam(1e-3)
     params = variables["params"]
     state = {key: value for key, value in variables.items() if key != "params"}
     args = (params, state, optimizer.init(params), jnp.asarray(x), jnp.asarray(y), jnp.asarray(order),
             jax.random.key(0))
     with variant(name):
-        epoch = jax.jit(handwritten_epoch(model, optimizer)).lower(*args).compile()
+        epoch = jax.jit(handwritten_epoch(model, optimizer)).lower(*args).compile(compiler_options=compiler_options)
     return lambda: jax.block_until_ready(epoch(*args)), epoch, args
 
 
 def tf_runner(spec, variables, x, y, order):
     """``len(order)`` tf.function steps of the keras twin (same weights), data on the device."""
+    keras, tf = tensorflow()
     model = _keras_models.copy_weights(_keras_models.build(keras, spec.name, spec.input_shape), variables)
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
@@ -176,7 +191,7 @@ def runners(spec, steps, names):
     for name in names:
         if name.startswith("funcdl"):
             built[name] = funcdl_runner(name, spec, variables, x, y, order)[0]
-        elif name == "tf-function" and tf is not None:
+        elif name == "tf-function" and tensorflow()[1] is not None:
             built[name] = tf_runner(spec, variables, x, y, order)
         elif name == "torch-eager" and torch is not None:
             built[name] = torch_runner(spec, variables, x, y, order)
@@ -253,11 +268,12 @@ def op_kinds(hlo_text):
     return kinds
 
 
-def profile(spec, steps, name="funcdl", top=20):
-    """Print per-op and per-kind tables (ms a step, share) of ``steps`` compiled steps of funcdl runner ``name``."""
-    variables = initial_variables(spec.build(), np.zeros((1,) + spec.input_shape, np.float32))
-    _, epoch, args = funcdl_runner(name, spec, variables, *data(spec, steps))
-    jax.block_until_ready(epoch(*args))
+def thunk_nanoseconds(epoch, args):
+    """{XLA:CPU thunk (HLO instruction name): nanoseconds} of one ``epoch(*args)`` call under ``jax.profiler``.
+
+    Run ``epoch`` once before (compiled, warm). The executor's own spans and the while loops' wrappers are
+    left out: what remains are the ops, each counted every time it ran.
+    """
     with tempfile.TemporaryDirectory() as folder:
         jax.profiler.start_trace(folder)
         jax.block_until_ready(epoch(*args))
@@ -268,9 +284,18 @@ def profile(spec, steps, name="funcdl", top=20):
         for line in plane.lines:
             if line.name == "python":
                 continue
-            for event in line.events:  # XLA's thunks; skip the executor's own spans and loop wrappers
+            for event in line.events:
                 if not event.name.startswith(("ThunkExecutor", "Slinky", "Threadpool", "end: ", "$", "while")):
                     totals[event.name] += event.duration_ns
+    return totals
+
+
+def profile(spec, steps, name="funcdl", top=20):
+    """Print per-op and per-kind tables (ms a step, share) of ``steps`` compiled steps of funcdl runner ``name``."""
+    variables = initial_variables(spec.build(), np.zeros((1,) + spec.input_shape, np.float32))
+    _, epoch, args = funcdl_runner(name, spec, variables, *data(spec, steps))
+    jax.block_until_ready(epoch(*args))
+    totals = thunk_nanoseconds(epoch, args)
     busy, kinds = sum(totals.values()), op_kinds(epoch.as_text())
     by_kind = collections.Counter()
     for op, nanoseconds in totals.items():
@@ -298,6 +323,7 @@ def main(argv=None):
             profile(MODELS[model], args.steps, args.profile)
         return 0
     threads = len(os.sched_getaffinity(0))
+    _, tf = tensorflow()
     if torch is not None:
         torch.set_num_threads(threads)
     if tf is not None:
